@@ -1,0 +1,215 @@
+//! `smsdrop convert`: a dry run that writes the batch files an upload would send into a local
+//! folder and reports every input; it never connects anywhere.
+
+use crate::batch::{check_subaccount, BatchName, BatchWriter};
+use crate::config::Config;
+use crate::convert::{convert, ConvertError, ConvertReport};
+use crate::Outcome;
+use chrono::NaiveDate;
+use serde::Serialize;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What `convert` was asked to do, validated.
+#[derive(Debug)]
+pub struct ConvertArgs {
+    pub inputs: Vec<PathBuf>,
+    pub out: PathBuf,
+    pub subaccount: Option<String>,
+    pub date: Option<NaiveDate>,
+    pub json: bool,
+}
+
+/// One batch file written.
+#[derive(Debug, Serialize)]
+pub struct Output {
+    pub name: String,
+    pub path: PathBuf,
+    pub rows: u64,
+}
+
+/// One input's result.
+#[derive(Debug, Serialize)]
+pub struct InputResult {
+    pub input: PathBuf,
+    pub outputs: Vec<Output>,
+    #[serde(flatten)]
+    pub report: ConvertReport,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    ok: bool,
+    inputs: &'a [InputResult],
+}
+
+/// Errors that stop `convert` as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertCmdError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("output folder {path}: {source}")]
+    Output { path: PathBuf, source: io::Error },
+}
+
+/// Runs `smsdrop convert`.
+///
+/// # Errors
+/// [`ConvertCmdError::Usage`] for bad arguments; [`ConvertCmdError::Output`] when the output
+/// folder cannot be written.
+pub fn run(cfg: &Config, args: &ConvertArgs) -> Result<Outcome, ConvertCmdError> {
+    let subaccount = args
+        .subaccount
+        .clone()
+        .or_else(|| cfg.batch.subaccount.clone())
+        .ok_or_else(|| {
+            ConvertCmdError::Usage(
+                "no subaccount: pass --subaccount NAME or set [batch] subaccount in the config"
+                    .into(),
+            )
+        })?;
+    check_subaccount(&subaccount).map_err(ConvertCmdError::Usage)?;
+    let out_err = |source| ConvertCmdError::Output {
+        path: args.out.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&args.out).map_err(out_err)?;
+    let mut namer = Namer {
+        dir: &args.out,
+        next: BatchName {
+            subaccount,
+            date: args.date.unwrap_or_else(|| cfg.batch.zone.today()),
+            seq: 1,
+        },
+    };
+    let mut results = vec![];
+    for input in &args.inputs {
+        let r = convert_one(cfg, input, &mut namer).map_err(out_err)?;
+        if !args.json {
+            print_human(&r);
+        }
+        results.push(r);
+    }
+    let ok = results
+        .iter()
+        .all(|r| r.report.input_rejected.is_none() && r.report.rows_rejected == 0);
+    if args.json {
+        let doc = serde_json::to_string_pretty(&Summary {
+            ok,
+            inputs: &results,
+        })
+        .expect("reports always serialise");
+        println!("{doc}");
+    }
+    Ok(if ok { Outcome::Ok } else { Outcome::Partial })
+}
+
+/// Hands out `01`, `02`, ... skipping names already in the folder.
+struct Namer<'a> {
+    dir: &'a Path,
+    next: BatchName,
+}
+
+fn convert_one(cfg: &Config, input: &Path, namer: &mut Namer<'_>) -> io::Result<InputResult> {
+    let mut result = InputResult {
+        input: input.to_owned(),
+        outputs: vec![],
+        report: ConvertReport::default(),
+    };
+    let file = match File::open(input) {
+        Ok(f) => f,
+        Err(e) => {
+            result.report.input_rejected = Some(format!("cannot open the file: {e}"));
+            return Ok(result);
+        }
+    };
+    let mut writer = BatchWriter::new(
+        namer.dir,
+        cfg.batch.max_rows_per_file,
+        cfg.batch.header_line,
+    );
+    match convert(file, &cfg.input, &mut writer) {
+        Ok(report) => result.report = report,
+        Err(ConvertError::Read(e)) => {
+            result.report.input_rejected = Some(format!("reading the file failed: {e}"));
+            return Ok(result);
+        }
+        Err(ConvertError::Write(e)) => return Err(e),
+    }
+    let pending = writer.finish()?;
+    if result.report.input_rejected.is_some() {
+        return Ok(result); // dropping `pending` removes the temporary files
+    }
+    for mut batch in pending {
+        let rows = batch.rows;
+        loop {
+            let name = namer.next.to_string();
+            let path = namer.dir.join(&name);
+            namer.next.seq += 1;
+            match batch.commit(&path) {
+                Ok(()) => {
+                    result.outputs.push(Output { name, path, rows });
+                    break;
+                }
+                Err((back, e)) if e.kind() == io::ErrorKind::AlreadyExists => batch = back,
+                Err((_, e)) => return Err(e),
+            }
+        }
+    }
+    Ok(result)
+}
+
+fn print_human(r: &InputResult) {
+    let rep = &r.report;
+    println!("{}:", r.input.display());
+    if let Some(why) = &rep.input_rejected {
+        println!("  REJECTED: {why}");
+    }
+    println!(
+        "  {} rows read, {} to send, {} rejected, {} changed by sanitising",
+        rep.rows_read, rep.rows_sent, rep.rows_rejected, rep.rows_changed
+    );
+    if !rep.encoding.is_empty() {
+        let header = match &rep.header {
+            Some(h) => format!("header: {}", h.join(", ")),
+            None => "no header".into(),
+        };
+        println!(
+            "  read as {}, delimiter {:?}, {header}",
+            rep.encoding, rep.delimiter
+        );
+    }
+    if rep.rows_sent > 0 {
+        let b = &rep.billing;
+        println!(
+            "  billing: {} SMS parts ({} GSM-7 messages, {} UCS-2, {} concatenated)",
+            b.parts, b.gsm7_messages, b.ucs2_messages, b.concatenated_messages
+        );
+    }
+    for o in &r.outputs {
+        println!("  wrote {} ({} rows)", o.path.display(), o.rows);
+    }
+    for w in &rep.warnings {
+        println!("  warning: {w}");
+    }
+    const SHOWN: usize = 20;
+    for row in rep.rejected.iter().take(SHOWN) {
+        println!("  line {}: rejected: {}", row.line, row.reason);
+    }
+    if rep.rows_rejected > SHOWN as u64 {
+        println!(
+            "  ... and {} more rejected rows (--json lists up to 1000)",
+            rep.rows_rejected - SHOWN as u64
+        );
+    }
+    for row in rep.changed.iter().take(SHOWN) {
+        println!("  line {}: changed: {}", row.line, row.fields.join(", "));
+    }
+    if rep.rows_changed > SHOWN as u64 {
+        println!(
+            "  ... and {} more changed rows",
+            rep.rows_changed - SHOWN as u64
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! The config file as written: serde structs with defaults, no validation yet.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub input: RawInput,
+    pub batch: RawBatch,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInput {
+    pub delimiter: String,
+    pub encoding: String,
+    pub header: RawHeader,
+    pub columns: BTreeMap<String, RawColumn>,
+    pub default_country_code: String,
+    pub national_lengths: Vec<u32>,
+    pub sanitize: String,
+    pub invalid_rows: String,
+}
+
+impl Default for RawInput {
+    fn default() -> Self {
+        RawInput {
+            delimiter: "auto".into(),
+            encoding: "auto".into(),
+            header: RawHeader::Word("auto".into()),
+            columns: BTreeMap::new(),
+            default_country_code: "55".into(),
+            national_lengths: vec![10, 11],
+            sanitize: "replace".into(),
+            invalid_rows: "skip".into(),
+        }
+    }
+}
+
+/// `header = "auto"`, `header = true` or `header = false`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawHeader {
+    Flag(bool),
+    Word(String),
+}
+
+/// A column given by header name or by 1-based index.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawColumn {
+    Index(i64),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBatch {
+    pub subaccount: Option<String>,
+    pub timezone: String,
+    pub max_rows_per_file: i64,
+    pub header_line: bool,
+}
+
+impl Default for RawBatch {
+    fn default() -> Self {
+        RawBatch {
+            subaccount: None,
+            timezone: "local".into(),
+            max_rows_per_file: 50_000,
+            header_line: true,
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! Turns a [`RawConfig`] into a typed [`Config`], rejecting bad values with the key that holds them.
+
+use super::raw::{RawColumn, RawConfig, RawHeader};
+use super::ConfigError;
+use crate::batch::check_subaccount;
+use chrono::{NaiveDate, TimeZone, Utc};
+use std::path::{Path, PathBuf};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How ERP exports are read (`[input]`).
+    pub input: InputConfig,
+    /// How batch files are named and cut (`[batch]`).
+    pub batch: BatchConfig,
+    /// Where this configuration came from, for messages.
+    pub source: PathBuf,
+}
+
+/// `[input]`: reading ERP exports.
+#[derive(Debug, Clone)]
+pub struct InputConfig {
+    /// Field delimiter, or sniffed from the first lines.
+    pub delimiter: Delimiter,
+    /// Character encoding of the input.
+    pub encoding: EncodingChoice,
+    /// Whether the first row names the columns.
+    pub header: HeaderChoice,
+    /// Explicit column mapping; unset columns are found by header name or position.
+    pub columns: Columns,
+    /// Digits put in front of national numbers (e.g. `55`); empty turns prefixing off.
+    pub default_country_code: String,
+    /// Digit counts that mark a number as national (Brazil: 10 or 11).
+    pub national_lengths: Vec<usize>,
+    /// What to do with `;` and line breaks inside fields.
+    pub sanitize: Sanitize,
+    /// What a bad row does to the rest of its file.
+    pub invalid_rows: InvalidRows,
+}
+
+/// The field delimiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delimiter {
+    /// Picked among `;` `,` TAB `|` by consistency over the first lines.
+    Auto,
+    /// Always this byte.
+    Fixed(u8),
+}
+
+/// The input's character encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodingChoice {
+    /// UTF-8 where valid (BOM stripped; UTF-16 when it has a BOM), otherwise Windows-1252.
+    Auto,
+    Utf8,
+    Windows1252,
+    Latin1,
+}
+
+/// Whether the first row is a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderChoice {
+    Auto,
+    Yes,
+    No,
+}
+
+/// Where each field is found.
+#[derive(Debug, Clone, Default)]
+pub struct Columns {
+    pub number: Option<ColumnRef>,
+    pub text: Option<ColumnRef>,
+    pub correlation_id: Option<ColumnRef>,
+}
+
+/// A column by header name or by 0-based position (written 1-based in the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnRef {
+    Name(String),
+    Index(usize),
+}
+
+/// What to do with characters the batch format cannot carry (`;`, line breaks, tabs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sanitize {
+    /// `;` becomes `,`, each line break or tab one space; the row is reported as changed.
+    Replace,
+    /// The row is rejected.
+    Reject,
+}
+
+/// What a bad row does to its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidRows {
+    /// Good rows go, bad ones are reported.
+    Skip,
+    /// One bad row rejects the whole input.
+    RejectFile,
+}
+
+/// `[batch]`: naming and cutting batch files.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// The gateway subaccount used for files at the top of the inbox.
+    pub subaccount: Option<String>,
+    /// The zone whose calendar day goes into file names.
+    pub zone: Zone,
+    /// Most rows in one batch file; larger inputs are split.
+    pub max_rows_per_file: usize,
+    /// Whether each batch file starts with `number;text;correlationId;`.
+    pub header_line: bool,
+}
+
+/// A time zone: the machine's own or a named IANA zone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Zone {
+    Local,
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// Today's date in this zone.
+    pub fn today(&self) -> NaiveDate {
+        let now = Utc::now();
+        match self {
+            Zone::Local => now.with_timezone(&chrono::Local).date_naive(),
+            Zone::Named(tz) => tz.from_utc_datetime(&now.naive_utc()).date_naive(),
+        }
+    }
+}
+
+/// The delimiters `auto` chooses from, in order of preference on a tie.
+pub const DELIMITERS: [u8; 4] = [b';', b',', b'\t', b'|'];
+
+pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+    let bad = |key: &str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        message,
+    };
+    let i = raw.input;
+    let delimiter = match i.delimiter.as_str() {
+        "auto" => Delimiter::Auto,
+        ";" => Delimiter::Fixed(b';'),
+        "," => Delimiter::Fixed(b','),
+        "\t" | "tab" | "\\t" => Delimiter::Fixed(b'\t'),
+        "|" => Delimiter::Fixed(b'|'),
+        other => {
+            return Err(bad(
+                "input.delimiter",
+                format!("{other:?} is not allowed; use \"auto\", \";\", \",\", \"tab\" or \"|\""),
+            ))
+        }
+    };
+    let encoding = match i.encoding.to_ascii_lowercase().as_str() {
+        "auto" => EncodingChoice::Auto,
+        "utf-8" | "utf8" => EncodingChoice::Utf8,
+        "windows-1252" | "cp1252" => EncodingChoice::Windows1252,
+        "iso-8859-1" | "latin1" | "latin-1" => EncodingChoice::Latin1,
+        _ => {
+            return Err(bad(
+                "input.encoding",
+                format!(
+                "{:?} is not allowed; use \"auto\", \"utf-8\", \"windows-1252\" or \"iso-8859-1\"",
+                i.encoding
+            ),
+            ))
+        }
+    };
+    let header = match i.header {
+        RawHeader::Flag(true) => HeaderChoice::Yes,
+        RawHeader::Flag(false) => HeaderChoice::No,
+        RawHeader::Word(w) if w == "auto" => HeaderChoice::Auto,
+        RawHeader::Word(w) => {
+            return Err(bad(
+                "input.header",
+                format!("{w:?} is not allowed; use \"auto\", true or false"),
+            ))
+        }
+    };
+    let mut columns = Columns::default();
+    for (name, col) in i.columns {
+        let key = format!("input.columns.{name}");
+        let col = match col {
+            RawColumn::Index(n) if (1..=10_000).contains(&n) => ColumnRef::Index(n as usize - 1),
+            RawColumn::Index(n) => {
+                return Err(bad(
+                    &key,
+                    format!("{n} is not a column; columns count from 1"),
+                ))
+            }
+            RawColumn::Name(s) if s.trim().is_empty() => {
+                return Err(bad(&key, "a column name cannot be empty".into()))
+            }
+            RawColumn::Name(s) => ColumnRef::Name(s),
+        };
+        let slot = match name.as_str() {
+            "number" => &mut columns.number,
+            "text" => &mut columns.text,
+            "correlation_id" => &mut columns.correlation_id,
+            _ => {
+                return Err(bad(
+                    &key,
+                    "unknown column; use number, text or correlation_id".into(),
+                ))
+            }
+        };
+        *slot = Some(col);
+    }
+    let cc = i.default_country_code.trim_start_matches('+');
+    if cc.len() > 3 || !cc.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(
+            "input.default_country_code",
+            format!(
+                "{cc:?} is not a country code; use 1 to 3 digits such as \"55\", or \"\" for none"
+            ),
+        ));
+    }
+    if i.national_lengths.iter().any(|&n| !(4..=14).contains(&n)) {
+        return Err(bad(
+            "input.national_lengths",
+            "each length must be between 4 and 14 digits".into(),
+        ));
+    }
+    let sanitize = match i.sanitize.as_str() {
+        "replace" => Sanitize::Replace,
+        "reject" => Sanitize::Reject,
+        other => {
+            return Err(bad(
+                "input.sanitize",
+                format!("{other:?} is not allowed; use \"replace\" or \"reject\""),
+            ))
+        }
+    };
+    let invalid_rows = match i.invalid_rows.as_str() {
+        "skip" => InvalidRows::Skip,
+        "reject-file" => InvalidRows::RejectFile,
+        other => {
+            return Err(bad(
+                "input.invalid_rows",
+                format!("{other:?} is not allowed; use \"skip\" or \"reject-file\""),
+            ))
+        }
+    };
+
+    let b = raw.batch;
+    if let Some(s) = &b.subaccount {
+        check_subaccount(s).map_err(|m| bad("batch.subaccount", m))?;
+    }
+    let zone = match b.timezone.as_str() {
+        "local" | "" => Zone::Local,
+        name => Zone::Named(name.parse().map_err(|_| {
+            bad(
+                "batch.timezone",
+                format!("{name:?} is not an IANA time zone; use e.g. \"America/Sao_Paulo\" or \"local\""),
+            )
+        })?),
+    };
+    if !(1..=1_000_000).contains(&b.max_rows_per_file) {
+        return Err(bad(
+            "batch.max_rows_per_file",
+            format!("{} is out of range; use 1 to 1000000", b.max_rows_per_file),
+        ));
+    }
+    Ok(Config {
+        input: InputConfig {
+            delimiter,
+            encoding,
+            header,
+            columns,
+            default_country_code: cc.to_owned(),
+            national_lengths: i.national_lengths.into_iter().map(|n| n as usize).collect(),
+            sanitize,
+            invalid_rows,
+        },
+        batch: BatchConfig {
+            subaccount: b.subaccount,
+            zone,
+            max_rows_per_file: b.max_rows_per_file as usize,
+            header_line: b.header_line,
+        },
+        source: path.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = parse("").unwrap();
+        assert_eq!(c.input.delimiter, Delimiter::Auto);
+        assert_eq!(c.input.encoding, EncodingChoice::Auto);
+        assert_eq!(c.input.header, HeaderChoice::Auto);
+        assert_eq!(c.input.default_country_code, "55");
+        assert_eq!(c.input.national_lengths, vec![10, 11]);
+        assert_eq!(c.input.sanitize, Sanitize::Replace);
+        assert_eq!(c.input.invalid_rows, InvalidRows::Skip);
+        assert_eq!(c.batch.max_rows_per_file, 50_000);
+        assert!(c.batch.header_line);
+        assert_eq!(c.batch.zone, Zone::Local);
+    }
+
+    #[test]
+    fn good_values_are_typed() {
+        let c = parse(
+            "[input]\ndelimiter = \"tab\"\nencoding = \"windows-1252\"\nheader = false\n\
+             columns = { number = \"Celular\", text = 2 }\n\
+             [batch]\nsubaccount = \"ACME_1\"\ntimezone = \"America/Sao_Paulo\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.input.delimiter, Delimiter::Fixed(b'\t'));
+        assert_eq!(c.input.encoding, EncodingChoice::Windows1252);
+        assert_eq!(c.input.header, HeaderChoice::No);
+        assert_eq!(
+            c.input.columns.number,
+            Some(ColumnRef::Name("Celular".into()))
+        );
+        assert_eq!(c.input.columns.text, Some(ColumnRef::Index(1)));
+        assert_eq!(c.batch.subaccount.as_deref(), Some("ACME_1"));
+    }
+
+    #[test]
+    fn bad_values_name_file_key_and_choices() {
+        let cases = [
+            ("[input]\ndelimiter = \"#\"", "input.delimiter"),
+            ("[input]\nencoding = \"ebcdic\"", "input.encoding"),
+            ("[input]\nheader = \"maybe\"", "input.header"),
+            ("[input]\ncolumns = { number = 0 }", "input.columns.number"),
+            ("[input]\ncolumns = { phone = 1 }", "input.columns.phone"),
+            (
+                "[input]\ndefault_country_code = \"5a\"",
+                "input.default_country_code",
+            ),
+            ("[input]\nsanitize = \"drop\"", "input.sanitize"),
+            ("[input]\ninvalid_rows = \"ignore\"", "input.invalid_rows"),
+            ("[batch]\nsubaccount = \"../etc\"", "batch.subaccount"),
+            ("[batch]\ntimezone = \"Mars/Base\"", "batch.timezone"),
+            ("[batch]\nmax_rows_per_file = 0", "batch.max_rows_per_file"),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains("t.toml") && err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_errors() {
+        for text in [
+            "[input]\ndelimeter = \";\"",
+            "[inputs]\n",
+            "[batch]\nheader_line = \"yes\"",
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains("t.toml"), "{err}");
+        }
+        assert!(parse("[input]\ndelimeter = \";\"")
+            .unwrap_err()
+            .contains("delimeter"));
+    }
+}

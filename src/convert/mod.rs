@@ -1,0 +1,437 @@
+//! Convert: bytes of an ERP export in, validated gateway rows out.
+//!
+//! [`convert`] reads any dialect the ERP wrote (see [`dialect`]), applies the field rules of
+//! [`rules`] to every row, counts billable parts ([`billing`]) and hands each good row to a
+//! [`RowSink`]. It is pure: no I/O beyond the reader and sink it is given, never a panic on input,
+//! and memory bounded whatever the input's size. What happened to every row ends in a
+//! [`ConvertReport`].
+
+pub mod billing;
+pub mod dialect;
+pub mod reader;
+pub mod rules;
+
+use crate::config::{Delimiter, HeaderChoice, InputConfig, InvalidRows};
+use billing::Billing;
+use dialect::{FieldDecoder, Layout};
+use reader::{Bom, Next, RawRecord, RecordReader};
+use rules::{FieldProblem, NumberRules, MAX_ID_CHARS, MAX_TEXT_CHARS};
+use serde::Serialize;
+use std::io::{self, Read};
+
+/// Rows whose details a report keeps; beyond it they are only counted.
+pub const REPORT_DETAIL_LIMIT: usize = 1000;
+
+/// One row ready for the batch file: every field already safe for the format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row<'a> {
+    pub line: u64,
+    pub number: &'a str,
+    pub text: &'a str,
+    pub correlation_id: &'a str,
+}
+
+/// A row that will not be sent, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedRow {
+    pub line: u64,
+    /// The number as written (clipped), to help find the row.
+    pub number: String,
+    pub correlation_id: String,
+    pub reason: String,
+}
+
+/// A row that was sent changed by sanitising.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangedRow {
+    pub line: u64,
+    pub fields: Vec<&'static str>,
+}
+
+/// Where good rows go; the batch writer in production, a vector in tests.
+pub trait RowSink {
+    /// Takes one good row.
+    ///
+    /// # Errors
+    /// When writing fails; conversion stops.
+    fn row(&mut self, row: &Row<'_>) -> io::Result<()>;
+
+    /// Hears of one rejected row (for per-row result files). The default ignores it.
+    ///
+    /// # Errors
+    /// When writing fails; conversion stops.
+    fn rejected(&mut self, _row: &RejectedRow) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl RowSink for Vec<(u64, String, String, String)> {
+    fn row(&mut self, r: &Row<'_>) -> io::Result<()> {
+        self.push((
+            r.line,
+            r.number.into(),
+            r.text.into(),
+            r.correlation_id.into(),
+        ));
+        Ok(())
+    }
+}
+
+/// Everything known about one input after conversion.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConvertReport {
+    /// The encoding the input was read in.
+    pub encoding: String,
+    /// The delimiter used.
+    pub delimiter: String,
+    /// The header row's names, if line 1 was a header.
+    pub header: Option<Vec<String>>,
+    /// Non-blank data rows read.
+    pub rows_read: u64,
+    /// Rows handed on for sending.
+    pub rows_sent: u64,
+    /// Rows not sent.
+    pub rows_rejected: u64,
+    /// Sent rows changed by sanitising.
+    pub rows_changed: u64,
+    /// Blank lines and rows of only delimiters, ignored.
+    pub blank_rows: u64,
+    /// The first rejected rows, with reasons.
+    pub rejected: Vec<RejectedRow>,
+    /// The first changed rows.
+    pub changed: Vec<ChangedRow>,
+    /// Things the operator should know that did not stop the input.
+    pub warnings: Vec<String>,
+    /// Billable parts of the rows sent.
+    pub billing: Billing,
+    /// Set when the whole input is rejected: nothing of it may be sent.
+    pub input_rejected: Option<String>,
+}
+
+/// Conversion could not finish: the input could not be read or the output not written.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("reading the input failed: {0}")]
+    Read(#[source] io::Error),
+    #[error("writing the batch failed: {0}")]
+    Write(#[source] io::Error),
+}
+
+/// Reads `input`, validates every row by `cfg`, and sends good rows to `sink`.
+///
+/// A whole-input problem (binary file, missing column, no sendable row, a bad row under
+/// `invalid_rows = "reject-file"`) is reported in [`ConvertReport::input_rejected`]; the caller
+/// must then discard whatever the sink received.
+///
+/// # Errors
+/// [`ConvertError`] when reading the input or writing to the sink fails.
+pub fn convert<R: Read + 'static>(
+    input: R,
+    cfg: &InputConfig,
+    sink: &mut dyn RowSink,
+) -> Result<ConvertReport, ConvertError> {
+    let mut report = ConvertReport::default();
+    let opened = match reader::open(input).map_err(ConvertError::Read)? {
+        Ok(o) => o,
+        Err(reader::NotText(why)) => {
+            report.input_rejected = Some(why);
+            return Ok(report);
+        }
+    };
+    let delimiter = match cfg.delimiter {
+        Delimiter::Fixed(d) => d,
+        Delimiter::Auto => {
+            dialect::sniff_delimiter(&opened.head, opened.head.len() < reader::HEAD_BYTES)
+        }
+    };
+    report.delimiter = match delimiter {
+        b'\t' => "tab".into(),
+        d => (d as char).to_string(),
+    };
+    let utf16 = match opened.bom {
+        Bom::Utf16Le => Some("utf-16le"),
+        Bom::Utf16Be => Some("utf-16be"),
+        _ => None,
+    };
+    let mut run = Run {
+        cfg,
+        decoder: FieldDecoder::new(if utf16.is_some() {
+            crate::config::EncodingChoice::Utf8
+        } else {
+            cfg.encoding
+        }),
+        report,
+        text: String::new(),
+        id: String::new(),
+        scratch: String::new(),
+    };
+    let result = run.rows(RecordReader::new(opened.stream, delimiter), sink);
+    let mut report = run.report;
+    report.encoding = run.decoder.describe(utf16);
+    result?;
+    if report.input_rejected.is_none() && report.rows_sent == 0 {
+        report.input_rejected = Some(if report.rows_read == 0 {
+            "the file has no data rows (it is empty or holds only a header)".into()
+        } else {
+            format!(
+                "none of its {} rows can be sent; see the rejected rows",
+                report.rows_read
+            )
+        });
+    }
+    Ok(report)
+}
+
+/// The state of one conversion.
+struct Run<'c> {
+    cfg: &'c InputConfig,
+    decoder: FieldDecoder,
+    report: ConvertReport,
+    text: String,
+    id: String,
+    scratch: String,
+}
+
+/// How a row went.
+enum RowResult {
+    Sent,
+    Rejected,
+}
+
+impl Run<'_> {
+    fn rows(
+        &mut self,
+        mut records: RecordReader<Box<dyn io::BufRead>>,
+        sink: &mut dyn RowSink,
+    ) -> Result<(), ConvertError> {
+        let mut rec = RawRecord::default();
+        let mut layout: Option<Layout> = None;
+        loop {
+            match records.read(&mut rec).map_err(ConvertError::Read)? {
+                Next::End => return Ok(()),
+                Next::Record if rec.is_blank() => self.report.blank_rows += 1,
+                Next::TooLarge {
+                    line,
+                    bytes,
+                    fields,
+                } => {
+                    let reason = format!(
+                        "the row is too large ({bytes} bytes, {fields} fields); a row holds at most \
+                         {} bytes and {} fields. An unclosed quote (\") makes the rest of a file one \
+                         row: check the quotes from line {line} on",
+                        reader::MAX_RECORD_BYTES,
+                        reader::MAX_FIELDS
+                    );
+                    if layout.is_none() {
+                        self.report.input_rejected = Some(format!("line {line}: {reason}"));
+                        return Ok(());
+                    }
+                    self.report.rows_read += 1;
+                    self.reject(sink, line, String::new(), String::new(), reason)?;
+                }
+                Next::Record => {
+                    let layout = match &layout {
+                        Some(l) => l,
+                        None => match self.first_record(&rec) {
+                            Ok((l, is_header)) => {
+                                self.report.warnings.extend(l.warnings.iter().cloned());
+                                layout = Some(l);
+                                if is_header {
+                                    continue;
+                                }
+                                layout.as_ref().expect("just set")
+                            }
+                            Err(why) => {
+                                self.report.input_rejected = Some(why);
+                                return Ok(());
+                            }
+                        },
+                    };
+                    self.report.rows_read += 1;
+                    if let RowResult::Rejected = self.row(&rec, layout, sink)? {
+                        if self.cfg.invalid_rows == InvalidRows::RejectFile {
+                            let first = &self.report.rejected[0];
+                            self.report.input_rejected = Some(format!(
+                                "line {} was rejected ({}) and invalid_rows = \"reject-file\"; \
+                                 fix the row and drop the file again",
+                                first.line, first.reason
+                            ));
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides from the first non-blank record whether there is a header, and where columns are.
+    fn first_record(&mut self, rec: &RawRecord) -> Result<(Layout, bool), String> {
+        let mut names = Vec::with_capacity(rec.len());
+        for i in 0..rec.len() {
+            let mut s = String::new();
+            // A header that is not valid text is no header: it will be read as data.
+            let _ = self
+                .decoder
+                .decode_into(rec.get(i).unwrap_or_default(), &mut s);
+            names.push(s.trim().to_owned());
+        }
+        let is_header = match self.cfg.header {
+            HeaderChoice::Yes => true,
+            HeaderChoice::No => false,
+            HeaderChoice::Auto => {
+                let rules = self.number_rules();
+                let has_phone = names
+                    .iter()
+                    .any(|n| rules::normalize_number(n, rules).is_ok());
+                !has_phone
+                    && (dialect::names_a_column(&names)
+                        || names.iter().all(|n| !n.chars().any(|c| c.is_ascii_digit())))
+            }
+        };
+        let layout = dialect::resolve_layout(&self.cfg.columns, is_header.then_some(&names[..]))?;
+        if is_header {
+            self.report.header = Some(names);
+        }
+        Ok((layout, is_header))
+    }
+
+    fn number_rules(&self) -> NumberRules<'_> {
+        NumberRules {
+            country_code: &self.cfg.default_country_code,
+            national_lengths: &self.cfg.national_lengths,
+        }
+    }
+
+    fn row(
+        &mut self,
+        rec: &RawRecord,
+        layout: &Layout,
+        sink: &mut dyn RowSink,
+    ) -> Result<RowResult, ConvertError> {
+        let field = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or_default();
+        let mut raw_number = String::new();
+        let number_ok = self.decode(field(Some(layout.number)), "number", &mut raw_number);
+        let mut raw_id = String::new();
+        let id_ok = self.decode(field(layout.correlation_id), "correlation id", &mut raw_id);
+        let checked = number_ok
+            .and(id_ok)
+            .and_then(|()| self.check(rec, layout, &raw_number, &raw_id));
+        match checked {
+            Ok((number, changed)) => {
+                let row = Row {
+                    line: rec.line,
+                    number: &number,
+                    text: &self.text,
+                    correlation_id: &self.id,
+                };
+                sink.row(&row).map_err(ConvertError::Write)?;
+                self.report.billing.add(billing::cost(&self.text));
+                self.report.rows_sent += 1;
+                if !changed.is_empty() {
+                    self.report.rows_changed += 1;
+                    if self.report.changed.len() < REPORT_DETAIL_LIMIT {
+                        self.report.changed.push(ChangedRow {
+                            line: rec.line,
+                            fields: changed,
+                        });
+                    }
+                }
+                Ok(RowResult::Sent)
+            }
+            Err(reason) => {
+                self.reject(sink, rec.line, raw_number, raw_id, reason)?;
+                Ok(RowResult::Rejected)
+            }
+        }
+    }
+
+    /// Validates one row into `self.text` / `self.id`; returns the number and changed fields.
+    fn check(
+        &mut self,
+        rec: &RawRecord,
+        layout: &Layout,
+        raw_number: &str,
+        raw_id: &str,
+    ) -> Result<(String, Vec<&'static str>), String> {
+        let needed = layout.number.max(layout.text) + 1;
+        if rec.len() < needed {
+            return Err(format!(
+                "the row has {} field(s) but the {} is in column {needed}; check the delimiter \
+                 (read as {:?}) and the column settings",
+                rec.len(),
+                if layout.text >= layout.number {
+                    "text"
+                } else {
+                    "number"
+                },
+                self.report.delimiter
+            ));
+        }
+        let number = rules::normalize_number(raw_number, self.number_rules()).map_err(say)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let decoded = self.decode(
+            rec.get(layout.text).unwrap_or_default(),
+            "text",
+            &mut scratch,
+        );
+        self.scratch = scratch;
+        decoded?;
+        let mode = self.cfg.sanitize;
+        let mut changed = vec![];
+        self.text.clear();
+        if rules::sanitize_into("text", &self.scratch, mode, &mut self.text).map_err(say)? {
+            changed.push("text");
+        }
+        if self.text.is_empty() {
+            return Err(say(FieldProblem::TextEmpty));
+        }
+        rules::check_length("text", &self.text, MAX_TEXT_CHARS).map_err(say)?;
+        self.id.clear();
+        if rules::sanitize_into("correlation id", raw_id, mode, &mut self.id).map_err(say)? {
+            changed.push("correlation id");
+        }
+        rules::check_length("correlation id", &self.id, MAX_ID_CHARS).map_err(say)?;
+        Ok((number, changed))
+    }
+
+    fn decode(&mut self, bytes: &[u8], field: &str, out: &mut String) -> Result<(), String> {
+        self.decoder.decode_into(bytes, out).map_err(|e| {
+            format!(
+                "{field} is not valid UTF-8 (byte {}); the file is probably Windows-1252: set \
+                 [input] encoding = \"auto\" or \"windows-1252\"",
+                e.offset + 1
+            )
+        })
+    }
+
+    fn reject(
+        &mut self,
+        sink: &mut dyn RowSink,
+        line: u64,
+        number: String,
+        correlation_id: String,
+        reason: String,
+    ) -> Result<(), ConvertError> {
+        let clip = |s: String| s.chars().take(MAX_ID_CHARS).collect::<String>();
+        let row = RejectedRow {
+            line,
+            number: clip(number),
+            correlation_id: clip(correlation_id),
+            reason,
+        };
+        sink.rejected(&row).map_err(ConvertError::Write)?;
+        self.report.rows_rejected += 1;
+        if self.report.rejected.len() < REPORT_DETAIL_LIMIT {
+            self.report.rejected.push(row);
+        }
+        Ok(())
+    }
+}
+
+fn say(p: FieldProblem) -> String {
+    p.to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,426 @@
+//! Streaming, memory-bounded reading of delimited records from an ERP export.
+//!
+//! [`open`] looks at the first bytes (BOM, UTF-16, binary signatures) and hands back a byte stream
+//! plus its head for sniffing; [`RecordReader`] splits that stream into records with `csv-core`
+//! (RFC 4180 quoting, CR/LF/CRLF). A record over [`MAX_RECORD_BYTES`] or [`MAX_FIELDS`] is skipped
+//! to its end without being held in memory, so a 100 MB line costs no more than a short one.
+
+use encoding_rs::{Decoder, UTF_16BE, UTF_16LE};
+use std::io::{self, BufRead, BufReader, Cursor, Read};
+
+/// Bytes held for one record; the longest legal row is far shorter (1280 characters of text).
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// Fields held for one record.
+pub const MAX_FIELDS: usize = 512;
+/// Bytes looked at to sniff the dialect.
+pub const HEAD_BYTES: usize = 64 * 1024;
+
+/// What the first bytes said about the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bom {
+    None,
+    Utf8,
+    Utf16Le,
+    Utf16Be,
+}
+
+/// An input whose first bytes show it is not a delimited text file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotText(pub String);
+
+/// A byte stream ready for [`RecordReader`], with its first [`HEAD_BYTES`] for sniffing.
+pub struct Opened {
+    pub stream: Box<dyn BufRead>,
+    pub head: Vec<u8>,
+    pub bom: Bom,
+}
+
+/// Reads the head of `input`, strips a BOM, transcodes UTF-16 to UTF-8, and refuses binary files.
+///
+/// # Errors
+/// `Ok(Err(NotText))` for a binary file; `Err` when reading fails.
+pub fn open<R: Read + 'static>(mut input: R) -> io::Result<Result<Opened, NotText>> {
+    let mut head = read_head(&mut input)?;
+    let bom = match head.as_slice() {
+        [0xEF, 0xBB, 0xBF, ..] => Bom::Utf8,
+        [0xFF, 0xFE, ..] => Bom::Utf16Le,
+        [0xFE, 0xFF, ..] => Bom::Utf16Be,
+        _ => Bom::None,
+    };
+    let skip = match bom {
+        Bom::None => 0,
+        Bom::Utf8 => 3,
+        Bom::Utf16Le | Bom::Utf16Be => 2,
+    };
+    head.drain(..skip);
+    let rest: Box<dyn Read> = Box::new(Cursor::new(head).chain(input));
+    let mut stream: Box<dyn Read> = match bom {
+        Bom::Utf16Le => Box::new(Transcoder::new(
+            rest,
+            UTF_16LE.new_decoder_without_bom_handling(),
+        )),
+        Bom::Utf16Be => Box::new(Transcoder::new(
+            rest,
+            UTF_16BE.new_decoder_without_bom_handling(),
+        )),
+        _ => rest,
+    };
+    let head = read_head(&mut stream)?;
+    if let Some(why) = binary_signature(&head) {
+        return Ok(Err(NotText(why)));
+    }
+    let stream = Box::new(BufReader::with_capacity(
+        HEAD_BYTES,
+        Cursor::new(head.clone()).chain(stream),
+    ));
+    Ok(Ok(Opened { stream, head, bom }))
+}
+
+fn read_head(input: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    input.take(HEAD_BYTES as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Names a binary format from its first bytes, with what the operator should do instead.
+fn binary_signature(head: &[u8]) -> Option<String> {
+    let known: [(&[u8], &str); 4] = [
+        (b"PK\x03\x04", "an Excel workbook or ZIP archive"),
+        (
+            b"\xD0\xCF\x11\xE0",
+            "an old Excel (.xls) or Office document",
+        ),
+        (b"%PDF", "a PDF document"),
+        (b"\x1F\x8B", "a gzip archive"),
+    ];
+    for (magic, what) in known {
+        if head.starts_with(magic) {
+            return Some(format!(
+                "the file is {what}, not a delimited text export; save it as CSV and drop it again"
+            ));
+        }
+    }
+    let window = &head[..head.len().min(8192)];
+    if window.contains(&0) {
+        return Some(
+            "the file holds NUL bytes, so it is binary, not a delimited text export; \
+             check what the ERP wrote and export it as CSV"
+                .into(),
+        );
+    }
+    None
+}
+
+/// Turns a UTF-16 byte stream into UTF-8 as it is read.
+struct Transcoder {
+    inner: Box<dyn Read>,
+    decoder: Decoder,
+    raw: Vec<u8>,
+    raw_len: usize,
+    done: bool,
+    finished: bool,
+}
+
+impl Transcoder {
+    fn new(inner: Box<dyn Read>, decoder: Decoder) -> Self {
+        Transcoder {
+            inner,
+            decoder,
+            raw: vec![0; 16 * 1024],
+            raw_len: 0,
+            done: false,
+            finished: false,
+        }
+    }
+}
+
+impl Read for Transcoder {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.len() < 4 {
+            // Room for any one UTF-8 character; BufReader always offers more.
+            let mut tmp = [0u8; 4];
+            let n = self.read(&mut tmp)?;
+            let n = n.min(out.len());
+            out[..n].copy_from_slice(&tmp[..n]);
+            return Ok(n);
+        }
+        if self.finished {
+            return Ok(0);
+        }
+        loop {
+            if !self.done && self.raw_len < self.raw.len() {
+                let n = self.inner.read(&mut self.raw[self.raw_len..])?;
+                self.done = n == 0;
+                self.raw_len += n;
+            }
+            let (result, read, written, _) =
+                self.decoder
+                    .decode_to_utf8(&self.raw[..self.raw_len], out, self.done);
+            self.raw.copy_within(read..self.raw_len, 0);
+            self.raw_len -= read;
+            if self.done && self.raw_len == 0 && result == encoding_rs::CoderResult::InputEmpty {
+                self.finished = true;
+                return Ok(written);
+            }
+            if written > 0 {
+                return Ok(written);
+            }
+        }
+    }
+}
+
+/// One record's fields, as raw bytes of the source encoding.
+#[derive(Debug, Default)]
+pub struct RawRecord {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    /// The 1-based line the record starts on.
+    pub line: u64,
+}
+
+impl RawRecord {
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True for a record with no fields.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Field `i`'s bytes, if present.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.bytes[start..end])
+    }
+
+    /// True when every field is empty or white space (a blank line, or only delimiters).
+    pub fn is_blank(&self) -> bool {
+        self.bytes.iter().all(|b| b.is_ascii_whitespace())
+    }
+}
+
+/// What [`RecordReader::read`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// A record is in the buffer.
+    Record,
+    /// A record too large to hold was skipped; it started on `line`.
+    TooLarge { line: u64, bytes: u64, fields: u64 },
+    /// The stream is over.
+    End,
+}
+
+/// Splits a byte stream into records with bounded memory.
+pub struct RecordReader<R> {
+    input: R,
+    core: csv_core::Reader,
+    scratch: Vec<u8>,
+    scratch_ends: Vec<usize>,
+    /// Line feeds consumed so far.
+    lf_seen: u64,
+}
+
+impl<R: BufRead> RecordReader<R> {
+    /// Reads records separated by `delimiter`, with `"` quoting.
+    pub fn new(input: R, delimiter: u8) -> Self {
+        let core = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
+        RecordReader {
+            input,
+            core,
+            scratch: vec![0; 8192],
+            scratch_ends: vec![0; 64],
+            lf_seen: 0,
+        }
+    }
+
+    /// Reads the next record into `rec`.
+    ///
+    /// # Errors
+    /// When the underlying stream fails.
+    pub fn read(&mut self, rec: &mut RawRecord) -> io::Result<Next> {
+        rec.bytes.clear();
+        rec.ends.clear();
+        let (mut out_len, mut ends_len) = (0usize, 0usize);
+        let (mut spilled_bytes, mut spilled_fields, mut spilled_newlines) = (0u64, 0u64, 0u64);
+        let mut overflow = false;
+        let mut last_byte = 0u8;
+        loop {
+            if !overflow {
+                grow(&mut rec.bytes, out_len, MAX_RECORD_BYTES);
+                grow(&mut rec.ends, ends_len, MAX_FIELDS);
+                overflow = out_len == rec.bytes.len() || ends_len == rec.ends.len();
+            }
+            let input = self.input.fill_buf()?;
+            let (result, nin, nout, nend) = if overflow {
+                let r = self
+                    .core
+                    .read_record(input, &mut self.scratch, &mut self.scratch_ends);
+                spilled_bytes += r.2 as u64;
+                spilled_fields += r.3 as u64;
+                spilled_newlines += count_lf(&self.scratch[..r.2]);
+                r
+            } else {
+                // csv-core's field ends count from the record's start, across calls.
+                self.core
+                    .read_record(input, &mut rec.bytes[out_len..], &mut rec.ends[ends_len..])
+            };
+            if nin > 0 {
+                last_byte = input[nin - 1];
+                self.lf_seen += count_lf(&input[..nin]);
+            }
+            self.input.consume(nin);
+            if !overflow {
+                out_len += nout;
+                ends_len += nend;
+            }
+            match result {
+                csv_core::ReadRecordResult::InputEmpty
+                | csv_core::ReadRecordResult::OutputFull
+                | csv_core::ReadRecordResult::OutputEndsFull => continue,
+                csv_core::ReadRecordResult::Record => {
+                    let newlines = count_lf(&rec.bytes[..out_len]) + spilled_newlines;
+                    // Every LF consumed so far ends a line; the record's own terminator is one
+                    // of them unless it ended on CR (its LF comes with the next read) or at EOF.
+                    let end_line = if last_byte == b'\n' {
+                        self.lf_seen
+                    } else {
+                        self.lf_seen + 1
+                    };
+                    let line = end_line - newlines;
+                    if overflow {
+                        return Ok(Next::TooLarge {
+                            line,
+                            bytes: out_len as u64 + spilled_bytes,
+                            fields: ends_len as u64 + spilled_fields,
+                        });
+                    }
+                    rec.bytes.truncate(out_len);
+                    rec.ends.truncate(ends_len);
+                    rec.line = line;
+                    return Ok(Next::Record);
+                }
+                csv_core::ReadRecordResult::End => return Ok(Next::End),
+            }
+        }
+    }
+}
+
+/// Doubles `buf` when `used` fills it, up to `cap` elements.
+fn grow<T: Default + Clone>(buf: &mut Vec<T>, used: usize, cap: usize) {
+    if used == buf.len() && buf.len() < cap {
+        let new_len = (buf.len() * 2).clamp(64, cap);
+        buf.resize(new_len, T::default());
+    }
+}
+
+fn count_lf(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(text: &[u8], delim: u8) -> Vec<(u64, Vec<String>)> {
+        let mut r = RecordReader::new(text, delim);
+        let mut rec = RawRecord::default();
+        let mut out = vec![];
+        loop {
+            match r.read(&mut rec).unwrap() {
+                Next::Record => out.push((
+                    rec.line,
+                    (0..rec.len())
+                        .map(|i| String::from_utf8_lossy(rec.get(i).unwrap()).into_owned())
+                        .collect(),
+                )),
+                Next::TooLarge { line, .. } => out.push((line, vec!["<too large>".into()])),
+                Next::End => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn lines_are_counted_for_lf_crlf_blank_and_quoted_breaks() {
+        for eol in ["\n", "\r\n"] {
+            let text = format!("a;b{eol}{eol}c;\"x{eol}y\"{eol}d;e{eol}\"f\";g");
+            let got = records(text.as_bytes(), b';');
+            let lines: Vec<u64> = got.iter().map(|r| r.0).collect();
+            assert_eq!(lines, vec![1, 3, 5, 6], "{eol:?}");
+            assert_eq!(got[1].1[1], format!("x{eol}y"));
+            assert_eq!(got[3].1, vec!["f", "g"]);
+        }
+    }
+
+    #[test]
+    fn quotes_follow_rfc4180() {
+        let got = records(b"\"a;b\";\"say \"\"hi\"\"\";c\n", b';');
+        assert_eq!(got[0].1, vec!["a;b", "say \"hi\"", "c"]);
+    }
+
+    #[test]
+    fn oversized_records_are_skipped_not_held() {
+        let mut text = b"1;ok\n2;".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 3 * MAX_RECORD_BYTES));
+        text.extend(b"\n3;ok\n");
+        let got = records(&text, b';');
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1], (2, vec!["<too large>".to_string()]));
+        assert_eq!(got[2], (3, vec!["3".to_string(), "ok".to_string()]));
+
+        let wide = format!("{}\n1;ok\n", ";".repeat(MAX_FIELDS * 3));
+        let got = records(wide.as_bytes(), b';');
+        assert_eq!(got[0].1, vec!["<too large>"]);
+        assert_eq!(got[1], (2, vec!["1".to_string(), "ok".to_string()]));
+    }
+
+    fn open_all(bytes: &[u8]) -> Result<(Bom, Vec<u8>), NotText> {
+        let opened = open(Cursor::new(bytes.to_vec())).unwrap()?;
+        let mut all = vec![];
+        let mut s = opened.stream;
+        s.read_to_end(&mut all).unwrap();
+        assert!(all.starts_with(&opened.head));
+        Ok((opened.bom, all))
+    }
+
+    #[test]
+    fn boms_are_stripped_and_utf16_transcoded() {
+        assert_eq!(
+            open_all(b"\xEF\xBB\xBFa;b").unwrap(),
+            (Bom::Utf8, b"a;b".to_vec())
+        );
+        let le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("ã;b".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        assert_eq!(
+            open_all(&le).unwrap(),
+            (Bom::Utf16Le, "ã;b".as_bytes().to_vec())
+        );
+        let be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain("ã;b".encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        assert_eq!(
+            open_all(&be).unwrap(),
+            (Bom::Utf16Be, "ã;b".as_bytes().to_vec())
+        );
+        let long = "x".repeat(HEAD_BYTES * 2);
+        assert_eq!(open_all(long.as_bytes()).unwrap().1.len(), HEAD_BYTES * 2);
+    }
+
+    #[test]
+    fn binary_inputs_are_named() {
+        for (bytes, want) in [
+            (&b"PK\x03\x04rest"[..], "Excel workbook"),
+            (b"\xD0\xCF\x11\xE0rest", ".xls"),
+            (b"%PDF-1.4", "PDF"),
+            (b"ab\0cd", "NUL"),
+        ] {
+            let NotText(why) = open_all(bytes).unwrap_err();
+            assert!(why.contains(want), "{why}");
+        }
+    }
+}
