@@ -8,7 +8,7 @@ use crate::Outcome;
 use chrono::NaiveDate;
 use serde::Serialize;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// What `convert` was asked to do, validated.
@@ -84,10 +84,13 @@ pub fn run(cfg: &Config, args: &ConvertArgs) -> Result<Outcome, ConvertCmdError>
         },
     };
     let mut results = vec![];
+    let mut stdout = io::stdout().lock();
+    // A closed stdout (`| head`) must not stop the conversion: printing errors are ignored.
+    let mut printing = true;
     for input in &args.inputs {
         let r = convert_one(cfg, input, &mut namer).map_err(out_err)?;
-        if !args.json {
-            print_human(&r);
+        if !args.json && printing {
+            printing = print_human(&mut stdout, &r).is_ok();
         }
         results.push(r);
     }
@@ -100,7 +103,7 @@ pub fn run(cfg: &Config, args: &ConvertArgs) -> Result<Outcome, ConvertCmdError>
             inputs: &results,
         })
         .expect("reports always serialise");
-        println!("{doc}");
+        let _ = writeln!(stdout, "{doc}");
     }
     Ok(if ok { Outcome::Ok } else { Outcome::Partial })
 }
@@ -160,56 +163,67 @@ fn convert_one(cfg: &Config, input: &Path, namer: &mut Namer<'_>) -> io::Result<
     Ok(result)
 }
 
-fn print_human(r: &InputResult) {
+fn print_human(out: &mut impl Write, r: &InputResult) -> io::Result<()> {
     let rep = &r.report;
-    println!("{}:", r.input.display());
+    writeln!(out, "{}:", r.input.display())?;
     if let Some(why) = &rep.input_rejected {
-        println!("  REJECTED: {why}");
+        writeln!(out, "  REJECTED: {why}")?;
     }
-    println!(
+    writeln!(
+        out,
         "  {} rows read, {} to send, {} rejected, {} changed by sanitising",
         rep.rows_read, rep.rows_sent, rep.rows_rejected, rep.rows_changed
-    );
+    )?;
     if !rep.encoding.is_empty() {
         let header = match &rep.header {
             Some(h) => format!("header: {}", h.join(", ")),
             None => "no header".into(),
         };
-        println!(
+        writeln!(
+            out,
             "  read as {}, delimiter {:?}, {header}",
             rep.encoding, rep.delimiter
-        );
+        )?;
     }
     if rep.rows_sent > 0 {
         let b = &rep.billing;
-        println!(
+        writeln!(
+            out,
             "  billing: {} SMS parts ({} GSM-7 messages, {} UCS-2, {} concatenated)",
             b.parts, b.gsm7_messages, b.ucs2_messages, b.concatenated_messages
-        );
+        )?;
     }
     for o in &r.outputs {
-        println!("  wrote {} ({} rows)", o.path.display(), o.rows);
+        writeln!(out, "  wrote {} ({} rows)", o.path.display(), o.rows)?;
     }
     for w in &rep.warnings {
-        println!("  warning: {w}");
+        writeln!(out, "  warning: {w}")?;
     }
     const SHOWN: usize = 20;
     for row in rep.rejected.iter().take(SHOWN) {
-        println!("  line {}: rejected: {}", row.line, row.reason);
+        writeln!(out, "  line {}: rejected: {}", row.line, row.reason)?;
     }
     if rep.rows_rejected > SHOWN as u64 {
-        println!(
+        writeln!(
+            out,
             "  ... and {} more rejected rows (--json lists up to 1000)",
             rep.rows_rejected - SHOWN as u64
-        );
+        )?;
     }
     for row in rep.changed.iter().take(SHOWN) {
-        println!("  line {}: changed: {}", row.line, row.fields.join(", "));
+        writeln!(
+            out,
+            "  line {}: changed: {}",
+            row.line,
+            row.fields.join(", ")
+        )?;
     }
     if rep.rows_changed > SHOWN as u64 {
-        println!(
+        writeln!(
+            out,
             "  ... and {} more changed rows",
             rep.rows_changed - SHOWN as u64
-        );
+        )?;
     }
+    Ok(())
 }

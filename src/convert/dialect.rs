@@ -24,27 +24,30 @@ const ID_NAMES: &[&str] = &["id", "codigo", "correlationid", "ref", "referencia"
 const SNIFF_RECORDS: usize = 50;
 
 /// Picks the delimiter whose field count is most consistent over the first records of `head`;
-/// on a tie, the one giving more fields, then the earlier in [`DELIMITERS`].
-pub fn sniff_delimiter(head: &[u8], head_is_whole_file: bool) -> u8 {
-    let mut best = (0.0f64, 0usize, DELIMITERS[0]);
-    for &d in &DELIMITERS {
+/// on a tie, the one giving more fields, then the earlier in [`DELIMITERS`]. A `fixed` delimiter is
+/// taken as it is. Also returns the usual field count of a row with that delimiter.
+pub fn sniff(head: &[u8], head_is_whole_file: bool, fixed: Option<u8>) -> (u8, usize) {
+    let candidates = match &fixed {
+        Some(d) => std::slice::from_ref(d),
+        None => &DELIMITERS[..],
+    };
+    let mut best = (-1.0f64, 0usize, candidates[0]);
+    for &d in candidates {
         let mut counts = field_counts(head, d);
         if !head_is_whole_file && counts.len() > 1 {
             counts.pop(); // the last record may be cut short by the head's end
         }
-        if counts.is_empty() {
-            continue;
-        }
         let mode = mode(&counts);
-        if mode < 2 {
+        if mode < 2 && fixed.is_none() {
             continue;
         }
-        let share = counts.iter().filter(|&&c| c == mode).count() as f64 / counts.len() as f64;
+        let share =
+            counts.iter().filter(|&&c| c == mode).count() as f64 / counts.len().max(1) as f64;
         if share > best.0 || (share == best.0 && mode > best.1) {
             best = (share, mode, d);
         }
     }
-    best.2
+    (best.2, best.1)
 }
 
 fn field_counts(head: &[u8], delimiter: u8) -> Vec<usize> {
@@ -315,7 +318,7 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(
-                sniff_delimiter(text.as_bytes(), true) as char,
+                sniff(text.as_bytes(), true, None).0 as char,
                 want as char,
                 "{text}"
             );

@@ -138,12 +138,12 @@ pub fn convert<R: Read + 'static>(
             return Ok(report);
         }
     };
-    let delimiter = match cfg.delimiter {
-        Delimiter::Fixed(d) => d,
-        Delimiter::Auto => {
-            dialect::sniff_delimiter(&opened.head, opened.head.len() < reader::HEAD_BYTES)
-        }
+    let fixed = match cfg.delimiter {
+        Delimiter::Fixed(d) => Some(d),
+        Delimiter::Auto => None,
     };
+    let whole = opened.head.len() < reader::HEAD_BYTES;
+    let (delimiter, usual_fields) = dialect::sniff(&opened.head, whole, fixed);
     report.delimiter = match delimiter {
         b'\t' => "tab".into(),
         d => (d as char).to_string(),
@@ -161,6 +161,7 @@ pub fn convert<R: Read + 'static>(
             cfg.encoding
         }),
         report,
+        width: usual_fields,
         text: String::new(),
         id: String::new(),
         scratch: String::new(),
@@ -187,6 +188,8 @@ struct Run<'c> {
     cfg: &'c InputConfig,
     decoder: FieldDecoder,
     report: ConvertReport,
+    /// Fields a row should have: the header's, or the usual count of a headerless file.
+    width: usize,
     text: String,
     id: String,
     scratch: String,
@@ -290,6 +293,7 @@ impl Run<'_> {
         };
         let layout = dialect::resolve_layout(&self.cfg.columns, is_header.then_some(&names[..]))?;
         if is_header {
+            self.width = names.len();
             self.report.header = Some(names);
         }
         Ok((layout, is_header))
@@ -364,6 +368,19 @@ impl Run<'_> {
                 } else {
                     "number"
                 },
+                self.report.delimiter
+            ));
+        }
+        let used = needed.max(layout.correlation_id.map_or(0, |i| i + 1));
+        let mut extra = (self.width.max(used)..rec.len())
+            .filter(|&i| !rec.get(i).unwrap_or_default().is_empty());
+        if let Some(last) = extra.next_back() {
+            return Err(format!(
+                "the row has {} fields where the {} has {}: a {:?} inside a field without quotes \
+                 shifts the columns; quote the field (\"...\") or remove the character in the export",
+                last + 1,
+                if self.report.header.is_some() { "header" } else { "file usually" },
+                self.width.max(used),
                 self.report.delimiter
             ));
         }

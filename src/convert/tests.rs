@@ -216,3 +216,26 @@ fn billing_is_counted_for_sent_rows() {
         (2, 1)
     );
 }
+
+#[test]
+fn an_unquoted_delimiter_inside_a_field_rejects_the_row() {
+    let input =
+        b"telefone;mensagem;id\n11999999999;pedido saiu; acompanhe;P1\n11988888888;ok;P2;;\n";
+    let (rows, rep) = run(input);
+    assert_eq!(rows, vec![row(3, "5511988888888", "ok", "P2")]);
+    assert!(
+        rep.rejected[0]
+            .reason
+            .contains("4 fields where the header has 3"),
+        "{:?}",
+        rep.rejected
+    );
+    // Headerless: measured against the usual width.
+    let (rows, rep) = run(b"11999999999;a;1\n11988888888;b;2\n11977777777;c;x;3\n");
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rep.rejected[0].reason.contains("file usually has 3"),
+        "{:?}",
+        rep.rejected
+    );
+}

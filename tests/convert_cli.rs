@@ -1,0 +1,226 @@
+//! `smsdrop convert` driven as a user would: the built binary on the samples and on bad input.
+
+mod util;
+
+use util::{root, show, Dir};
+
+const DATE: &str = "2026-11-25";
+
+fn convert(dir: &Dir, extra: &[&str], inputs: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "convert",
+        "--subaccount",
+        "ACME",
+        "--date",
+        DATE,
+        "--out",
+        "out",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(inputs);
+    dir.run(&args)
+}
+
+#[test]
+fn samples_convert_byte_for_byte() {
+    let cases = [
+        ("protheus-cobranca.csv", 0),
+        ("excel-utf8-bom.csv", 0),
+        ("lembretes-tab.txt", 0),
+        ("com-erros.csv", 3),
+    ];
+    for (sample, code) in cases {
+        let dir = Dir::new();
+        let input = root().join("samples").join(sample);
+        let out = convert(&dir, &[], &[input.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(code), "{sample}: {}", show(&out));
+        assert_eq!(dir.list("out"), vec!["ACME.20261125.01.txt"], "{sample}");
+        let got = std::fs::read(dir.path().join("out/ACME.20261125.01.txt")).unwrap();
+        let stem = sample.rsplit_once('.').unwrap().0;
+        let want = std::fs::read(root().join(format!("tests/expected/{stem}.txt"))).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "{sample}"
+        );
+        assert_eq!(got, want, "{sample}");
+    }
+}
+
+#[test]
+fn numbering_spans_inputs_and_never_overwrites() {
+    let dir = Dir::new();
+    dir.write("out/ACME.20261125.02.txt", "someone else's");
+    let a = dir.write("a.csv", "11999999999;um\n");
+    let b = dir.write("b.csv", "11999999999;dois\n");
+    let out = convert(&dir, &[], &[a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        dir.list("out"),
+        vec![
+            "ACME.20261125.01.txt",
+            "ACME.20261125.02.txt",
+            "ACME.20261125.03.txt"
+        ]
+    );
+    let kept = std::fs::read_to_string(dir.path().join("out/ACME.20261125.02.txt")).unwrap();
+    assert_eq!(kept, "someone else's");
+    let third = std::fs::read_to_string(dir.path().join("out/ACME.20261125.03.txt")).unwrap();
+    assert!(third.contains(";dois;"), "{third}");
+}
+
+#[test]
+fn config_splits_files_and_drops_the_header_line() {
+    let dir = Dir::new();
+    dir.write(
+        "smsdrop.toml",
+        "[batch]\nmax_rows_per_file = 2\nheader_line = false\nsubaccount = \"CFG\"\n",
+    );
+    let rows: String = (0..5)
+        .map(|i| format!("1199999000{i};msg {i};id{i}\n"))
+        .collect();
+    dir.write("in.csv", rows);
+    let out = dir.run(&["convert", "--date", DATE, "in.csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        dir.list("out"),
+        vec![
+            "CFG.20261125.01.txt",
+            "CFG.20261125.02.txt",
+            "CFG.20261125.03.txt"
+        ]
+    );
+    let first = std::fs::read_to_string(dir.path().join("out/CFG.20261125.01.txt")).unwrap();
+    assert_eq!(
+        first,
+        "5511999990000;msg 0;id0;\n5511999990001;msg 1;id1;\nEOF\n"
+    );
+    let last = std::fs::read_to_string(dir.path().join("out/CFG.20261125.03.txt")).unwrap();
+    assert_eq!(last, "5511999990004;msg 4;id4;\nEOF\n");
+}
+
+#[test]
+fn rejected_inputs_leave_nothing_behind_and_exit_3() {
+    let dir = Dir::new();
+    dir.write("smsdrop.toml", "[input]\ninvalid_rows = \"reject-file\"\n");
+    let bad = dir.write("bad.csv", "11999999999;ok\nabc;no\n");
+    let empty = dir.write("empty.csv", "");
+    let out = convert(
+        &dir,
+        &["--json"],
+        &[
+            bad.to_str().unwrap(),
+            empty.to_str().unwrap(),
+            "missing.csv",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert_eq!(
+        dir.list("out"),
+        Vec::<String>::new(),
+        "no batch and no temp file"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["ok"], false);
+    let reasons: Vec<&str> = doc["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["input_rejected"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons[0].contains("line 2") && reasons[0].contains("reject-file"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].contains("no data rows"), "{reasons:?}");
+    assert!(reasons[2].contains("cannot open"), "{reasons:?}");
+    assert!(bad.exists() && empty.exists(), "inputs are never deleted");
+}
+
+#[test]
+fn json_summary_counts_rows_and_billing() {
+    let dir = Dir::new();
+    let input = root().join("samples/com-erros.csv");
+    let out = convert(&dir, &["--json"], &[input.to_str().unwrap()]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let i = &doc["inputs"][0];
+    assert_eq!(
+        (
+            i["rows_read"].as_u64(),
+            i["rows_sent"].as_u64(),
+            i["rows_rejected"].as_u64()
+        ),
+        (Some(11), Some(3), Some(8))
+    );
+    assert_eq!(i["rejected"][0]["line"], 3);
+    assert_eq!(i["billing"]["parts"], 3);
+    assert_eq!(i["outputs"][0]["rows"], 3);
+}
+
+#[test]
+fn usage_and_config_errors_exit_2_with_a_clear_message() {
+    let dir = Dir::new();
+    dir.write("in.csv", "11999999999;oi\n");
+    let cases: [(&[&str], &str); 4] = [
+        (&["convert", "in.csv"], "no subaccount"),
+        (
+            &["convert", "--subaccount", "../x", "in.csv"],
+            "not a valid subaccount",
+        ),
+        (
+            &[
+                "--config",
+                "nope.toml",
+                "convert",
+                "--subaccount",
+                "A",
+                "in.csv",
+            ],
+            "nope.toml",
+        ),
+        (
+            &["convert", "--subaccount", "A", "--bogus", "in.csv"],
+            "--bogus",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = dir.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{args:?}: {}",
+            show(&out)
+        );
+    }
+    dir.write("bad.toml", "[input]\ndelimiter = \"#\"\n");
+    let out = dir.run(&[
+        "--config",
+        "bad.toml",
+        "convert",
+        "--subaccount",
+        "A",
+        "in.csv",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("input.delimiter") && err.contains("\"auto\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let dir = Dir::new();
+    dir.write("in.csv", "11999999999;oi\n");
+    let example = root().join("config/smsdrop.example.toml");
+    let out = dir.run(&[
+        "--config",
+        example.to_str().unwrap(),
+        "convert",
+        "--subaccount",
+        "A",
+        "in.csv",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
