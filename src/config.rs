@@ -4,9 +4,14 @@
 //! before any work starts; stages never see TOML. Every error names the file, the key and what is
 //! allowed, so an operator can fix it without reading the code.
 
+mod delivery;
 mod raw;
 mod validate;
 
+pub use delivery::{
+    parse_duration, Auth, InboxConfig, LogFormat, ReportConfig, SftpConfig, StateConfig,
+    TrackConfig,
+};
 pub use validate::{
     BatchConfig, ColumnRef, Columns, Config, Delimiter, EncodingChoice, HeaderChoice, InputConfig,
     InvalidRows, Sanitize, Zone, DELIMITERS,

@@ -12,6 +12,8 @@ pub mod batch;
 pub mod commands;
 pub mod config;
 pub mod convert;
+pub mod journal;
+pub mod remote;
 
 /// How a command ended, as the process exit code operators and scripts see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,13 @@ use std::collections::BTreeMap;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
+    pub inbox: super::delivery::RawInbox,
     pub input: RawInput,
     pub batch: RawBatch,
+    pub sftp: Option<super::delivery::RawSftp>,
+    pub track: super::delivery::RawTrack,
+    pub state: super::delivery::RawState,
+    pub report: super::delivery::RawReport,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,6 @@
 //! Turns a [`RawConfig`] into a typed [`Config`], rejecting bad values with the key that holds them.
 
+use super::delivery::{self, InboxConfig, ReportConfig, SftpConfig, StateConfig, TrackConfig};
 use super::raw::{RawColumn, RawConfig, RawHeader};
 use super::ConfigError;
 use crate::batch::check_subaccount;
@@ -9,10 +10,20 @@ use std::path::{Path, PathBuf};
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where ERP files arrive (`[inbox]`).
+    pub inbox: InboxConfig,
     /// How ERP exports are read (`[input]`).
     pub input: InputConfig,
     /// How batch files are named and cut (`[batch]`).
     pub batch: BatchConfig,
+    /// The gateway's SFTP server (`[sftp]`); required to deliver, not to convert.
+    pub sftp: Option<SftpConfig>,
+    /// Learning outcomes (`[track]`).
+    pub track: TrackConfig,
+    /// Journal and archives (`[state]`).
+    pub state: StateConfig,
+    /// Reports, hook and logs (`[report]`).
+    pub report: ReportConfig,
     /// Where this configuration came from, for messages.
     pub source: PathBuf,
 }
@@ -138,6 +149,16 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         key: key.to_owned(),
         message,
     };
+    let d = delivery::validate(
+        delivery::Raw {
+            inbox: raw.inbox,
+            sftp: raw.sftp,
+            track: raw.track,
+            state: raw.state,
+            report: raw.report,
+        },
+        path,
+    )?;
     let i = raw.input;
     let delimiter = match i.delimiter.as_str() {
         "auto" => Delimiter::Auto,
@@ -263,6 +284,11 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         ));
     }
     Ok(Config {
+        inbox: d.inbox,
+        sftp: d.sftp,
+        track: d.track,
+        state: d.state,
+        report: d.report,
         input: InputConfig {
             delimiter,
             encoding,

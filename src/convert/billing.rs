@@ -3,11 +3,44 @@
 
 use serde::Serialize;
 
-/// Characters of the GSM 03.38 basic set that are not printable ASCII letters/digits handled below.
-const GSM_BASIC_EXTRA: &str =
-    "@£$¥èéùìòÇØøÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./:;<=>?¡ÄÖÑÜ§¿äöñüà\n\r";
-/// Characters of the GSM extension table; each takes two septets.
-const GSM_EXTENSION: &str = "^{}\\[~]|€\u{c}";
+/// Non-ASCII characters of the GSM 03.38 basic set (one septet each).
+const GSM_BASIC_NON_ASCII: &str = "£¥èéùìòÇØøÅåΔΦΓΛΩΠΨΣΘΞÆæßÉ¤¡ÄÖÑÜ§¿äöñüà";
+/// ASCII characters of the GSM extension table (two septets each); `€` is the other one.
+const GSM_EXTENSION_ASCII: &[u8] = b"^{}\\[~]|\x0c";
+
+/// Septets of each ASCII character in GSM-7; 0 when it has none.
+const GSM_ASCII: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut c = 0x20;
+    while c < 0x7f {
+        t[c] = 1;
+        c += 1;
+    }
+    t[b'`' as usize] = 0;
+    t[b'\n' as usize] = 1;
+    t[b'\r' as usize] = 1;
+    let mut i = 0;
+    while i < GSM_EXTENSION_ASCII.len() {
+        t[GSM_EXTENSION_ASCII[i] as usize] = 2;
+        i += 1;
+    }
+    t
+};
+
+/// Septets of `c` in GSM-7, or `None` when it forces UCS-2.
+fn septets(c: char) -> Option<usize> {
+    if c.is_ascii() {
+        return match GSM_ASCII[c as usize] {
+            0 => None,
+            n => Some(n as usize),
+        };
+    }
+    match c {
+        '€' => Some(2),
+        c if GSM_BASIC_NON_ASCII.contains(c) => Some(1),
+        _ => None,
+    }
+}
 
 /// The encoding a text is sent in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -26,25 +59,30 @@ pub struct Cost {
 
 /// Counts the billable parts of `text`.
 pub fn cost(text: &str) -> Cost {
-    let mut septets = 0usize;
-    let mut gsm = true;
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() || (c != '`' && GSM_BASIC_EXTRA.contains(c)) {
-            septets += 1;
-        } else if GSM_EXTENSION.contains(c) {
-            septets += 2;
-        } else {
-            gsm = false;
-            break;
-        }
-    }
-    if gsm {
+    let bytes = text.as_bytes();
+    let gsm_septets = if bytes.is_ascii() {
+        // The common case, byte by byte.
+        bytes
+            .iter()
+            .try_fold(0usize, |n, &b| match GSM_ASCII[b as usize] {
+                0 => None,
+                s => Some(n + s as usize),
+            })
+    } else {
+        text.chars()
+            .try_fold(0usize, |n, c| septets(c).map(|s| n + s))
+    };
+    if let Some(count) = gsm_septets {
         return Cost {
             encoding: SmsEncoding::Gsm7,
-            parts: parts(septets, 160, 153),
+            parts: parts(count, 160, 153),
         };
     }
-    let units: usize = text.chars().map(char::len_utf16).sum();
+    // UTF-16 units: one per character (every byte but continuation bytes), two for 4-byte ones.
+    let units = bytes
+        .iter()
+        .map(|&b| usize::from(b & 0xC0 != 0x80) + usize::from(b >= 0xF0))
+        .sum();
     Cost {
         encoding: SmsEncoding::Ucs2,
         parts: parts(units, 70, 67),

@@ -277,6 +277,38 @@ impl FieldDecoder {
         Ok(())
     }
 
+    /// Like [`FieldDecoder::decode_into`], but borrows `bytes` when they are already UTF-8 text,
+    /// using `buf` only when they must be converted.
+    ///
+    /// # Errors
+    /// As [`FieldDecoder::decode_into`].
+    pub fn decode<'a>(
+        &mut self,
+        bytes: &'a [u8],
+        buf: &'a mut String,
+    ) -> Result<&'a str, BadEncoding> {
+        if matches!(self.choice, EncodingChoice::Auto | EncodingChoice::Utf8) {
+            if let Ok(s) = std::str::from_utf8(bytes) {
+                self.saw_utf8 |= !s.is_ascii();
+                return Ok(s);
+            }
+        }
+        buf.clear();
+        self.decode_into(bytes, buf)?;
+        Ok(buf.as_str())
+    }
+
+    /// The whole record as text when it is valid UTF-8 and UTF-8 is allowed: one check per row
+    /// instead of one per field (delimiters are ASCII, so field bounds are character bounds).
+    pub fn whole<'a>(&mut self, bytes: &'a [u8]) -> Option<&'a str> {
+        if !matches!(self.choice, EncodingChoice::Auto | EncodingChoice::Utf8) {
+            return None;
+        }
+        let s = std::str::from_utf8(bytes).ok()?;
+        self.saw_utf8 |= !s.is_ascii();
+        Some(s)
+    }
+
     /// The encoding the input was read in, for the report.
     pub fn describe(&self, utf16: Option<&str>) -> String {
         if let Some(u) = utf16 {

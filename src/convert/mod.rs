@@ -162,9 +162,9 @@ pub fn convert<R: Read + 'static>(
         }),
         report,
         width: usual_fields,
+        bufs: Default::default(),
         text: String::new(),
         id: String::new(),
-        scratch: String::new(),
     };
     let result = run.rows(RecordReader::new(opened.stream, delimiter), sink);
     let mut report = run.report;
@@ -190,9 +190,10 @@ struct Run<'c> {
     report: ConvertReport,
     /// Fields a row should have: the header's, or the usual count of a headerless file.
     width: usize,
+    /// Decoding buffers for number, correlation id and text.
+    bufs: [String; 3],
     text: String,
     id: String,
-    scratch: String,
 }
 
 /// How a row went.
@@ -230,7 +231,7 @@ impl Run<'_> {
                         return Ok(());
                     }
                     self.report.rows_read += 1;
-                    self.reject(sink, line, String::new(), String::new(), reason)?;
+                    self.reject(sink, line, "", "", reason)?;
                 }
                 Next::Record => {
                     let layout = match &layout {
@@ -312,15 +313,25 @@ impl Run<'_> {
         layout: &Layout,
         sink: &mut dyn RowSink,
     ) -> Result<RowResult, ConvertError> {
-        let field = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or_default();
-        let mut raw_number = String::new();
-        let number_ok = self.decode(field(Some(layout.number)), "number", &mut raw_number);
-        let mut raw_id = String::new();
-        let id_ok = self.decode(field(layout.correlation_id), "correlation id", &mut raw_id);
-        let checked = number_ok
-            .and(id_ok)
-            .and_then(|()| self.check(rec, layout, &raw_number, &raw_id));
-        match checked {
+        // Buffers reused from row to row: no allocation per row on the common path.
+        let mut bufs = std::mem::take(&mut self.bufs);
+        let whole = self.decoder.whole(rec.bytes());
+        let [nbuf, ibuf, tbuf] = &mut bufs;
+        let d = &mut self.decoder;
+        let number = field_str(d, whole, rec, Some(layout.number), nbuf);
+        let id = field_str(d, whole, rec, layout.correlation_id, ibuf);
+        let text = field_str(d, whole, rec, Some(layout.text), tbuf);
+        let (raw_number, raw_id) = (
+            number.as_ref().map_or("", |s| *s),
+            id.as_ref().map_or("", |s| *s),
+        );
+        let checked = match (number, text, id) {
+            (Err(e), _, _) => Err(bad_encoding("number", &e)),
+            (_, Err(e), _) => Err(bad_encoding("text", &e)),
+            (_, _, Err(e)) => Err(bad_encoding("correlation id", &e)),
+            (Ok(n), Ok(t), Ok(i)) => self.check(rec, layout, n, t, i),
+        };
+        let result = match checked {
             Ok((number, changed)) => {
                 let row = Row {
                     line: rec.line,
@@ -346,7 +357,9 @@ impl Run<'_> {
                 self.reject(sink, rec.line, raw_number, raw_id, reason)?;
                 Ok(RowResult::Rejected)
             }
-        }
+        };
+        self.bufs = bufs;
+        result
     }
 
     /// Validates one row into `self.text` / `self.id`; returns the number and changed fields.
@@ -355,6 +368,7 @@ impl Run<'_> {
         rec: &RawRecord,
         layout: &Layout,
         raw_number: &str,
+        raw_text: &str,
         raw_id: &str,
     ) -> Result<(String, Vec<&'static str>), String> {
         let needed = layout.number.max(layout.text) + 1;
@@ -385,19 +399,10 @@ impl Run<'_> {
             ));
         }
         let number = rules::normalize_number(raw_number, self.number_rules()).map_err(say)?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        let decoded = self.decode(
-            rec.get(layout.text).unwrap_or_default(),
-            "text",
-            &mut scratch,
-        );
-        self.scratch = scratch;
-        decoded?;
         let mode = self.cfg.sanitize;
         let mut changed = vec![];
         self.text.clear();
-        if rules::sanitize_into("text", &self.scratch, mode, &mut self.text).map_err(say)? {
+        if rules::sanitize_into("text", raw_text, mode, &mut self.text).map_err(say)? {
             changed.push("text");
         }
         if self.text.is_empty() {
@@ -412,25 +417,15 @@ impl Run<'_> {
         Ok((number, changed))
     }
 
-    fn decode(&mut self, bytes: &[u8], field: &str, out: &mut String) -> Result<(), String> {
-        self.decoder.decode_into(bytes, out).map_err(|e| {
-            format!(
-                "{field} is not valid UTF-8 (byte {}); the file is probably Windows-1252: set \
-                 [input] encoding = \"auto\" or \"windows-1252\"",
-                e.offset + 1
-            )
-        })
-    }
-
     fn reject(
         &mut self,
         sink: &mut dyn RowSink,
         line: u64,
-        number: String,
-        correlation_id: String,
+        number: &str,
+        correlation_id: &str,
         reason: String,
     ) -> Result<(), ConvertError> {
-        let clip = |s: String| s.chars().take(MAX_ID_CHARS).collect::<String>();
+        let clip = |s: &str| s.chars().take(MAX_ID_CHARS).collect::<String>();
         let row = RejectedRow {
             line,
             number: clip(number),
@@ -444,6 +439,32 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// Field `i` as text: a slice of the whole record when it is UTF-8, else decoded into `buf`.
+/// A missing field is empty.
+fn field_str<'a>(
+    decoder: &mut FieldDecoder,
+    whole: Option<&'a str>,
+    rec: &'a RawRecord,
+    i: Option<usize>,
+    buf: &'a mut String,
+) -> Result<&'a str, dialect::BadEncoding> {
+    let Some(range) = i.and_then(|i| rec.range(i)) else {
+        return Ok("");
+    };
+    match whole {
+        Some(w) => Ok(&w[range]),
+        None => decoder.decode(&rec.bytes()[range], buf),
+    }
+}
+
+fn bad_encoding(field: &str, e: &dialect::BadEncoding) -> String {
+    format!(
+        "{field} is not valid UTF-8 (byte {}); the file is probably Windows-1252: set \
+         [input] encoding = \"auto\" or \"windows-1252\"",
+        e.offset + 1
+    )
 }
 
 fn say(p: FieldProblem) -> String {

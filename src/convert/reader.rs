@@ -172,8 +172,11 @@ impl Read for Transcoder {
 /// One record's fields, as raw bytes of the source encoding.
 #[derive(Debug, Default)]
 pub struct RawRecord {
+    /// Buffers kept at their grown size between records; `used` / `fields` say what is filled.
     bytes: Vec<u8>,
     ends: Vec<usize>,
+    used: usize,
+    fields: usize,
     /// The 1-based line the record starts on.
     pub line: u64,
 }
@@ -181,24 +184,36 @@ pub struct RawRecord {
 impl RawRecord {
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.fields
     }
 
     /// True for a record with no fields.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.fields == 0
     }
 
     /// Field `i`'s bytes, if present.
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        let end = *self.ends.get(i)?;
+        self.range(i).map(|r| &self.bytes[r])
+    }
+
+    /// Where field `i` lies in [`RawRecord::bytes`].
+    pub fn range(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        let end = *self.ends[..self.fields].get(i)?;
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        Some(&self.bytes[start..end])
+        Some(start..end)
+    }
+
+    /// All fields' bytes, back to back.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.used]
     }
 
     /// True when every field is empty or white space (a blank line, or only delimiters).
     pub fn is_blank(&self) -> bool {
-        self.bytes.iter().all(|b| b.is_ascii_whitespace())
+        self.bytes[..self.used]
+            .iter()
+            .all(|b| b.is_ascii_whitespace())
     }
 }
 
@@ -241,10 +256,11 @@ impl<R: BufRead> RecordReader<R> {
     /// # Errors
     /// When the underlying stream fails.
     pub fn read(&mut self, rec: &mut RawRecord) -> io::Result<Next> {
-        rec.bytes.clear();
-        rec.ends.clear();
+        rec.used = 0;
+        rec.fields = 0;
         let (mut out_len, mut ends_len) = (0usize, 0usize);
         let (mut spilled_bytes, mut spilled_fields, mut spilled_newlines) = (0u64, 0u64, 0u64);
+        let mut lf_in_call = 0u64;
         let mut overflow = false;
         let mut last_byte = 0u8;
         loop {
@@ -269,7 +285,9 @@ impl<R: BufRead> RecordReader<R> {
             };
             if nin > 0 {
                 last_byte = input[nin - 1];
-                self.lf_seen += count_lf(&input[..nin]);
+                let lf = count_lf(&input[..nin]);
+                self.lf_seen += lf;
+                lf_in_call += lf;
             }
             self.input.consume(nin);
             if !overflow {
@@ -281,7 +299,14 @@ impl<R: BufRead> RecordReader<R> {
                 | csv_core::ReadRecordResult::OutputFull
                 | csv_core::ReadRecordResult::OutputEndsFull => continue,
                 csv_core::ReadRecordResult::Record => {
-                    let newlines = count_lf(&rec.bytes[..out_len]) + spilled_newlines;
+                    // With at most one LF consumed (its terminator, or the one before it), the
+                    // record holds none: skip the scan.
+                    let held = if lf_in_call > 1 {
+                        count_lf(&rec.bytes[..out_len])
+                    } else {
+                        0
+                    };
+                    let newlines = held + spilled_newlines;
                     // Every LF consumed so far ends a line; the record's own terminator is one
                     // of them unless it ended on CR (its LF comes with the next read) or at EOF.
                     let end_line = if last_byte == b'\n' {
@@ -297,8 +322,8 @@ impl<R: BufRead> RecordReader<R> {
                             fields: ends_len as u64 + spilled_fields,
                         });
                     }
-                    rec.bytes.truncate(out_len);
-                    rec.ends.truncate(ends_len);
+                    rec.used = out_len;
+                    rec.fields = ends_len;
                     rec.line = line;
                     return Ok(Next::Record);
                 }
@@ -311,12 +336,13 @@ impl<R: BufRead> RecordReader<R> {
 /// Doubles `buf` when `used` fills it, up to `cap` elements.
 fn grow<T: Default + Clone>(buf: &mut Vec<T>, used: usize, cap: usize) {
     if used == buf.len() && buf.len() < cap {
-        let new_len = (buf.len() * 2).clamp(64, cap);
+        let new_len = (buf.len() * 2).clamp(256, cap);
         buf.resize(new_len, T::default());
     }
 }
 
 fn count_lf(bytes: &[u8]) -> u64 {
+    // Slices here are a record or less: a plain loop beats a SIMD search's set-up.
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 

@@ -169,6 +169,10 @@ pub fn sanitize_into(
     out: &mut String,
 ) -> Result<bool, FieldProblem> {
     let raw = raw.trim_matches(|c: char| c == ' ' || c.is_whitespace());
+    if !needs_care(raw.as_bytes()) {
+        out.push_str(raw);
+        return Ok(false);
+    }
     let mut changed = false;
     let mut chars = raw.chars().peekable();
     while let Some(c) = chars.next() {
@@ -198,6 +202,42 @@ pub fn sanitize_into(
         out.push(replacement);
     }
     Ok(changed)
+}
+
+/// Bytes that start something the slow path must look at: C0 controls, `;`, DEL, and the lead
+/// bytes of C1 controls (C2) and U+2028/U+2029 (E2).
+const CARE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b';' as usize] = true;
+    t[0x7f] = true;
+    t[0xC2] = true;
+    t[0xE2] = true;
+    t
+};
+
+/// True when `b` may hold `;`, a control character or a Unicode line break: the slow path.
+fn needs_care(b: &[u8]) -> bool {
+    for (i, &c) in b.iter().enumerate() {
+        if !CARE[c as usize] {
+            continue;
+        }
+        let care = match c {
+            // C1 controls and NEL: U+0080..U+009F are C2 80..C2 9F.
+            0xC2 => b.get(i + 1).is_some_and(|&n| n < 0xA0),
+            // U+2028, U+2029: E2 80 A8, E2 80 A9.
+            0xE2 => b.get(i + 1) == Some(&0x80) && matches!(b.get(i + 2), Some(0xA8 | 0xA9)),
+            _ => true,
+        };
+        if care {
+            return true;
+        }
+    }
+    false
 }
 
 /// Checks a sanitised field's length in characters.
@@ -290,6 +330,9 @@ mod tests {
             ("a\tb", "a b", true),
             ("a\u{2028}b", "a b", true),
             ("a;b\r\n\r\nc", "a,b  c", true),
+            ("a\u{85}b", "a b", true),
+            ("a\u{2029}b", "a b", true),
+            ("°C º ª £ ✓", "°C º ª £ ✓", false),
         ];
         for (raw, want, changed) in cases {
             assert_eq!(
@@ -315,8 +358,14 @@ mod tests {
             Ok(("plain".into(), false))
         );
         for mode in [Sanitize::Replace, Sanitize::Reject] {
-            let msg = sanitize("a\0b", mode).unwrap_err().to_string();
-            assert!(msg.contains("U+0000"), "{msg}");
+            for (raw, code) in [
+                ("a\0b", "U+0000"),
+                ("a\u{7f}", "U+007F"),
+                ("a\u{9b}b", "U+009B"),
+            ] {
+                let msg = sanitize(raw, mode).unwrap_err().to_string();
+                assert!(msg.contains(code), "{msg}");
+            }
         }
     }
 

@@ -1,0 +1,737 @@
+//! The journal: the durable record of every job (one per input file) and its batch files, in an
+//! embedded SQLite database under `[state] dir`.
+//!
+//! It owns the state machine (DESIGN.md): `detected → converted → uploading → uploaded →
+//! succeeded | failed | expired`, and `rejected`. Remote names and sequence numbers are allocated
+//! in the same transaction that records a job's batch files, and a number is never handed out
+//! twice. It must never hold a secret.
+
+use crate::batch::BatchName;
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// A journal operation failed: the disk or the database is in trouble; the daemon stops.
+#[derive(Debug, thiserror::Error)]
+#[error("journal {path}: {source}")]
+pub struct JournalError {
+    path: PathBuf,
+    #[source]
+    source: rusqlite::Error,
+}
+
+type Result<T> = std::result::Result<T, JournalError>;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Detected,
+    Converted,
+    Uploading,
+    Uploaded,
+    Succeeded,
+    Failed,
+    Expired,
+    Rejected,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Detected => "detected",
+            JobState::Converted => "converted",
+            JobState::Uploading => "uploading",
+            JobState::Uploaded => "uploaded",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Expired => "expired",
+            JobState::Rejected => "rejected",
+        }
+    }
+
+    fn parse(s: &str) -> JobState {
+        match s {
+            "detected" => JobState::Detected,
+            "converted" => JobState::Converted,
+            "uploading" => JobState::Uploading,
+            "uploaded" => JobState::Uploaded,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "expired" => JobState::Expired,
+            _ => JobState::Rejected,
+        }
+    }
+
+    /// True once nothing more will happen to the job.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Expired | JobState::Rejected
+        )
+    }
+}
+
+/// One input file's job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: i64,
+    pub input_name: String,
+    pub input_path: PathBuf,
+    pub stored_path: Option<PathBuf>,
+    pub subaccount: String,
+    pub hash: String,
+    pub state: JobState,
+    pub reason: Option<String>,
+    pub rows_read: u64,
+    pub rows_sent: u64,
+    pub rows_rejected: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub reported: bool,
+}
+
+/// One batch file of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Batch {
+    pub id: i64,
+    pub job_id: i64,
+    pub part: u32,
+    pub name: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub state: JobState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub uploaded_at: Option<DateTime<Utc>>,
+}
+
+/// A state change, for reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub state: String,
+    pub at: DateTime<Utc>,
+    pub note: Option<String>,
+}
+
+/// A new job's input, as found.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub input_name: &'a str,
+    pub input_path: &'a Path,
+    pub subaccount: &'a str,
+    pub hash: &'a str,
+    pub size: u64,
+}
+
+/// A converted batch file waiting for its name.
+#[derive(Debug, Clone, Copy)]
+pub struct NewBatch {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// The database.
+pub struct Journal {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    input_name TEXT NOT NULL,
+    input_path TEXT NOT NULL,
+    stored_path TEXT,
+    subaccount TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    rows_read INTEGER NOT NULL DEFAULT 0,
+    rows_sent INTEGER NOT NULL DEFAULT 0,
+    rows_rejected INTEGER NOT NULL DEFAULT 0,
+    report TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    reported INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_hash ON jobs(hash, created_at);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    part INTEGER NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    uploaded_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS batches_job ON batches(job_id);
+CREATE INDEX IF NOT EXISTS batches_state ON batches(state);
+CREATE TABLE IF NOT EXISTS history (
+    job_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS history_job ON history(job_id);
+CREATE TABLE IF NOT EXISTS sequences (
+    subaccount TEXT NOT NULL,
+    day TEXT NOT NULL,
+    next INTEGER NOT NULL,
+    PRIMARY KEY (subaccount, day)
+);
+";
+
+fn now() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal `journal.db` in `dir`.
+    ///
+    /// # Errors
+    /// When the database cannot be opened or its schema created.
+    pub fn open(dir: &Path) -> Result<Journal> {
+        let path = dir.join("journal.db");
+        let err = |source| JournalError {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        // WAL with full sync: a committed step survives a crash or a power cut.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Journal { conn, path })
+    }
+
+    /// Opens an existing journal for reading only (`smsdrop status`).
+    ///
+    /// # Errors
+    /// When there is no journal or it cannot be read.
+    pub fn open_read_only(dir: &Path) -> Result<Journal> {
+        let path = dir.join("journal.db");
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| JournalError {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Journal { conn, path })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> JournalError {
+        JournalError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Runs `f` in one transaction (one fsync).
+    ///
+    /// # Errors
+    /// When any statement or the commit fails; nothing is then recorded.
+    pub fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Tx<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let path = self.path.clone();
+        let err = |source| JournalError {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut t = Tx { tx };
+        let out = f(&mut t).map_err(err)?;
+        t.tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    /// Jobs in any of `states`, oldest first.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn jobs_in(&self, states: &[JobState]) -> Result<Vec<Job>> {
+        let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE state IN ({}) ORDER BY id",
+            list.join(",")
+        );
+        self.query_jobs(&sql, [])
+    }
+
+    /// Final jobs whose report has not been written yet.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn unreported(&self) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE reported = 0 AND state IN \
+             ('succeeded','failed','expired','rejected') ORDER BY id"
+        );
+        self.query_jobs(&sql, [])
+    }
+
+    /// All jobs, newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn recent_jobs(&self, limit: u32) -> Result<Vec<Job>> {
+        let sql = format!("SELECT {JOB_COLS} FROM jobs ORDER BY id DESC LIMIT ?1");
+        self.query_jobs(&sql, [limit])
+    }
+
+    /// One job.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn job(&self, id: i64) -> Result<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1");
+        Ok(self.query_jobs(&sql, [id])?.pop())
+    }
+
+    fn query_jobs<P: rusqlite::Params>(&self, sql: &str, p: P) -> Result<Vec<Job>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(p, job_from_row).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// A job's batch files, in order.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn batches(&self, job_id: i64) -> Result<Vec<Batch>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {BATCH_COLS} FROM batches WHERE job_id = ?1 ORDER BY part"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([job_id], batch_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Batch files in `state`, oldest job first.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn batches_in(&self, state: JobState) -> Result<Vec<Batch>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {BATCH_COLS} FROM batches WHERE state = ?1 ORDER BY job_id, part"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([state.as_str()], batch_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// A job's state history.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn history(&self, job_id: i64) -> Result<Vec<HistoryEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, at, note FROM history WHERE job_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([job_id], |r| {
+                Ok(HistoryEntry {
+                    state: r.get(0)?,
+                    at: time(r.get(1)?),
+                    note: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The conversion report stored with a job (JSON).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn convert_report(&self, job_id: i64) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT report FROM jobs WHERE id = ?1", [job_id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.err(e))
+    }
+
+    /// An accepted job with this content hash created since `since`, if any.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn accepted_with_hash(&self, hash: &str, since: DateTime<Utc>) -> Result<Option<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE hash = ?1 AND created_at >= ?2 \
+             AND state NOT IN ('detected','rejected') ORDER BY id LIMIT 1"
+        );
+        Ok(self
+            .query_jobs(&sql, params![hash, since.timestamp_millis()])?
+            .pop())
+    }
+
+    /// True when no sequence has been allocated yet for this subaccount and day.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn first_of_day(&self, subaccount: &str, day: NaiveDate) -> Result<bool> {
+        let n: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT next FROM sequences WHERE subaccount = ?1 AND day = ?2",
+                params![subaccount, day.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(n.is_none())
+    }
+}
+
+const JOB_COLS: &str = "id, input_name, input_path, stored_path, subaccount, hash, state, reason, \
+     rows_read, rows_sent, rows_rejected, created_at, updated_at, reported";
+const BATCH_COLS: &str =
+    "id, job_id, part, name, rows, bytes, state, attempts, last_error, uploaded_at";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    Ok(Job {
+        id: r.get(0)?,
+        input_name: r.get(1)?,
+        input_path: PathBuf::from(r.get::<_, String>(2)?),
+        stored_path: r.get::<_, Option<String>>(3)?.map(PathBuf::from),
+        subaccount: r.get(4)?,
+        hash: r.get(5)?,
+        state: JobState::parse(&r.get::<_, String>(6)?),
+        reason: r.get(7)?,
+        rows_read: r.get(8)?,
+        rows_sent: r.get(9)?,
+        rows_rejected: r.get(10)?,
+        created_at: time(r.get(11)?),
+        updated_at: time(r.get(12)?),
+        reported: r.get(13)?,
+    })
+}
+
+fn batch_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Batch> {
+    Ok(Batch {
+        id: r.get(0)?,
+        job_id: r.get(1)?,
+        part: r.get(2)?,
+        name: r.get(3)?,
+        rows: r.get(4)?,
+        bytes: r.get(5)?,
+        state: JobState::parse(&r.get::<_, String>(6)?),
+        attempts: r.get(7)?,
+        last_error: r.get(8)?,
+        uploaded_at: r.get::<_, Option<i64>>(9)?.map(time),
+    })
+}
+
+/// Writes inside one transaction.
+pub struct Tx<'c> {
+    tx: Transaction<'c>,
+}
+
+impl Tx<'_> {
+    /// Records a newly found input as `detected`.
+    pub fn insert_job(&mut self, job: &NewJob<'_>) -> rusqlite::Result<i64> {
+        let t = now();
+        self.tx.execute(
+            "INSERT INTO jobs (input_name, input_path, subaccount, hash, size, state, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'detected', ?6, ?6)",
+            params![job.input_name, job.input_path.to_string_lossy(), job.subaccount, job.hash, job.size, t],
+        )?;
+        let id = self.tx.last_insert_rowid();
+        self.note(id, "detected", None)?;
+        Ok(id)
+    }
+
+    fn note(&mut self, job_id: i64, state: &str, note: Option<&str>) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "INSERT INTO history (job_id, state, at, note) VALUES (?1, ?2, ?3, ?4)",
+            params![job_id, state, now(), note],
+        )?;
+        Ok(())
+    }
+
+    /// Moves a job to `state`, with a reason for the history and the job.
+    pub fn set_job_state(
+        &mut self,
+        job_id: i64,
+        state: JobState,
+        reason: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE jobs SET state = ?2, reason = COALESCE(?3, reason), updated_at = ?4 WHERE id = ?1",
+            params![job_id, state.as_str(), reason, now()],
+        )?;
+        self.note(job_id, state.as_str(), reason)
+    }
+
+    /// Records the conversion's counts and report.
+    pub fn set_counts(
+        &mut self,
+        job_id: i64,
+        read: u64,
+        sent: u64,
+        rejected: u64,
+        report: &str,
+    ) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE jobs SET rows_read = ?2, rows_sent = ?3, rows_rejected = ?4, report = ?5 WHERE id = ?1",
+            params![job_id, read, sent, rejected, report],
+        )?;
+        Ok(())
+    }
+
+    /// Records where the input was moved.
+    pub fn set_stored_path(&mut self, job_id: i64, path: &Path) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE jobs SET stored_path = ?2 WHERE id = ?1",
+            params![job_id, path.to_string_lossy()],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a final job's report as written.
+    pub fn set_reported(&mut self, job_id: i64) -> rusqlite::Result<()> {
+        self.tx
+            .execute("UPDATE jobs SET reported = 1 WHERE id = ?1", [job_id])?;
+        Ok(())
+    }
+
+    /// Raises the day's next sequence number above `used` (a number seen on the server).
+    pub fn reserve_above(
+        &mut self,
+        subaccount: &str,
+        day: NaiveDate,
+        used: u32,
+    ) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "INSERT INTO sequences (subaccount, day, next) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (subaccount, day) DO UPDATE SET next = MAX(next, excluded.next)",
+            params![subaccount, day.to_string(), used + 1],
+        )?;
+        Ok(())
+    }
+
+    /// Allocates names for `batches` and records them for `job_id`, moving it to `converted`.
+    /// Numbers only ever go up, so a name is never handed out twice.
+    pub fn record_batches(
+        &mut self,
+        job_id: i64,
+        subaccount: &str,
+        day: NaiveDate,
+        batches: &[NewBatch],
+    ) -> rusqlite::Result<Vec<String>> {
+        let mut names = Vec::with_capacity(batches.len());
+        for (part, b) in batches.iter().enumerate() {
+            let seq = self.next_seq(subaccount, day)?;
+            let name = BatchName {
+                subaccount: subaccount.to_owned(),
+                date: day,
+                seq,
+            }
+            .to_string();
+            self.tx.execute(
+                "INSERT INTO batches (job_id, part, name, rows, bytes, state) VALUES (?1, ?2, ?3, ?4, ?5, 'converted')",
+                params![job_id, part as u32, name, b.rows, b.bytes],
+            )?;
+            names.push(name);
+        }
+        self.set_job_state(job_id, JobState::Converted, None)?;
+        Ok(names)
+    }
+
+    /// Gives a batch a new name (its old one turned out to be taken on the server).
+    pub fn rename_batch(
+        &mut self,
+        batch_id: i64,
+        subaccount: &str,
+        day: NaiveDate,
+    ) -> rusqlite::Result<String> {
+        let seq = self.next_seq(subaccount, day)?;
+        let name = BatchName {
+            subaccount: subaccount.to_owned(),
+            date: day,
+            seq,
+        }
+        .to_string();
+        self.tx.execute(
+            "UPDATE batches SET name = ?2 WHERE id = ?1",
+            params![batch_id, name],
+        )?;
+        Ok(name)
+    }
+
+    fn next_seq(&mut self, subaccount: &str, day: NaiveDate) -> rusqlite::Result<u32> {
+        self.reserve_above(subaccount, day, 0)?;
+        let seq: u32 = self.tx.query_row(
+            "UPDATE sequences SET next = next + 1 WHERE subaccount = ?1 AND day = ?2 RETURNING next - 1",
+            params![subaccount, day.to_string()],
+            |r| r.get(0),
+        )?;
+        Ok(seq)
+    }
+
+    /// Sets a batch's state; `uploaded` also stamps the time. Errors are kept for reports.
+    pub fn set_batch_state(
+        &mut self,
+        batch_id: i64,
+        state: JobState,
+        error: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        let uploaded = (state == JobState::Uploaded).then(now);
+        self.tx.execute(
+            "UPDATE batches SET state = ?2, last_error = COALESCE(?3, last_error), \
+             uploaded_at = COALESCE(?4, uploaded_at) WHERE id = ?1",
+            params![batch_id, state.as_str(), error, uploaded],
+        )?;
+        Ok(())
+    }
+
+    /// Counts a failed upload attempt.
+    pub fn batch_attempt_failed(&mut self, batch_id: i64, error: &str) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE batches SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+            params![batch_id, error],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_job<'a>(path: &'a Path, hash: &'a str) -> NewJob<'a> {
+        NewJob {
+            input_name: "a.csv",
+            input_path: path,
+            subaccount: "ACME",
+            hash,
+            size: 3,
+        }
+    }
+
+    #[test]
+    fn sequences_start_above_remote_and_never_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+        assert!(j.first_of_day("ACME", day).unwrap());
+        let p = PathBuf::from("/in/a.csv");
+        let names = j
+            .transaction(|t| {
+                t.reserve_above("ACME", day, 7)?;
+                let id = t.insert_job(&new_job(&p, "h1"))?;
+                t.record_batches(
+                    id,
+                    "ACME",
+                    day,
+                    &[
+                        NewBatch { rows: 1, bytes: 1 },
+                        NewBatch { rows: 1, bytes: 1 },
+                    ],
+                )
+            })
+            .unwrap();
+        assert_eq!(names, vec!["ACME.20261125.08.txt", "ACME.20261125.09.txt"]);
+        assert!(!j.first_of_day("ACME", day).unwrap());
+        // A lower remote number later never lowers the counter.
+        let names = j
+            .transaction(|t| {
+                t.reserve_above("ACME", day, 3)?;
+                let id = t.insert_job(&new_job(&p, "h2"))?;
+                t.record_batches(id, "ACME", day, &[NewBatch { rows: 1, bytes: 1 }])
+            })
+            .unwrap();
+        assert_eq!(names, vec!["ACME.20261125.10.txt"]);
+        // Another subaccount or day counts on its own.
+        let other = j
+            .transaction(|t| {
+                let id = t.insert_job(&new_job(&p, "h3"))?;
+                t.record_batches(id, "OTHER", day, &[NewBatch { rows: 1, bytes: 1 }])
+            })
+            .unwrap();
+        assert_eq!(other, vec!["OTHER.20261125.01.txt"]);
+    }
+
+    #[test]
+    fn states_history_and_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let p = PathBuf::from("/in/a.csv");
+        let day = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+        let id = j
+            .transaction(|t| t.insert_job(&new_job(&p, "same")))
+            .unwrap();
+        let since = Utc::now() - chrono::Duration::days(7);
+        assert!(
+            j.accepted_with_hash("same", since).unwrap().is_none(),
+            "detected is not accepted yet"
+        );
+        j.transaction(|t| t.record_batches(id, "ACME", day, &[NewBatch { rows: 2, bytes: 9 }]))
+            .unwrap();
+        assert_eq!(
+            j.accepted_with_hash("same", since).unwrap().map(|j| j.id),
+            Some(id)
+        );
+        let b = &j.batches(id).unwrap()[0];
+        j.transaction(|t| {
+            t.set_batch_state(b.id, JobState::Uploaded, None)?;
+            t.set_job_state(id, JobState::Succeeded, None)
+        })
+        .unwrap();
+        let states: Vec<String> = j
+            .history(id)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.state)
+            .collect();
+        assert_eq!(states, vec!["detected", "converted", "succeeded"]);
+        assert_eq!(j.unreported().unwrap().len(), 1);
+        j.transaction(|t| t.set_reported(id)).unwrap();
+        assert!(j.unreported().unwrap().is_empty());
+        assert!(j.batches(id).unwrap()[0].uploaded_at.is_some());
+    }
+
+    #[test]
+    fn a_failed_transaction_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let p = PathBuf::from("/in/a.csv");
+        let r = j.transaction(|t| {
+            t.insert_job(&new_job(&p, "x"))?;
+            Err::<(), _>(rusqlite::Error::InvalidQuery)
+        });
+        assert!(r.is_err());
+        assert!(j.recent_jobs(10).unwrap().is_empty());
+    }
+}

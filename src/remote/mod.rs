@@ -1,0 +1,90 @@
+//! The remote side: the gateway's SFTP folders behind the [`Remote`] trait.
+//!
+//! [`sftp::SftpRemote`] is the real client (ssh2, host key verified, one session reused and
+//! reconnected on failure, every call under a timeout). [`local::LocalRemote`] serves a local
+//! folder with the same semantics for unit tests. Paths are relative to the remote home, `/`
+//! separated, e.g. `upload/ACME.20261125.01.txt`. Never overwrites: [`Remote::upload`] fails with
+//! [`RemoteError::Exists`] when the final name is taken.
+
+pub mod local;
+pub mod sftp;
+
+use std::path::Path;
+
+/// What went wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// TCP connect, handshake, a dropped session or a timeout: retry later.
+    #[error("cannot reach {target}: {message}")]
+    Connect { target: String, message: String },
+    /// The host key is unknown or changed: refuse until an operator acts.
+    #[error("{message}")]
+    HostKey { message: String },
+    /// The server refused the credentials, or they could not be read.
+    #[error("login failed: {message}")]
+    Auth { message: String },
+    /// An SFTP operation failed on `path`.
+    #[error("{op} {path}: {message}")]
+    Op {
+        op: &'static str,
+        path: String,
+        message: String,
+    },
+    /// The final name already exists on the server (never overwritten).
+    #[error("{path} already exists on the server")]
+    Exists { path: String },
+}
+
+impl RemoteError {
+    /// True when waiting and retrying may help (network, server busy), false when an operator
+    /// must act (host key, credentials).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RemoteError::Connect { .. } | RemoteError::Op { .. })
+    }
+}
+
+/// The operations smsdrop needs from the gateway's server.
+pub trait Remote: Send {
+    /// Names of the entries in `dir` (not `.` or `..`).
+    ///
+    /// # Errors
+    /// [`RemoteError`] when the folder cannot be listed.
+    fn list(&mut self, dir: &str) -> Result<Vec<String>, RemoteError>;
+
+    /// The size of `path`, or `None` when it does not exist.
+    ///
+    /// # Errors
+    /// [`RemoteError`] for anything but "no such file".
+    fn size(&mut self, path: &str) -> Result<Option<u64>, RemoteError>;
+
+    /// Writes `local` to `temp`, checks the remote size equals the local size, then renames
+    /// `temp` to `dest`. A rename onto an existing `dest` fails with [`RemoteError::Exists`]
+    /// (and `temp` is removed). Returns the bytes sent.
+    ///
+    /// # Errors
+    /// [`RemoteError`] on any failure; `dest` then either does not exist or is complete.
+    fn upload(&mut self, local: &Path, temp: &str, dest: &str) -> Result<u64, RemoteError>;
+
+    /// Removes `path`; a missing file is not an error.
+    ///
+    /// # Errors
+    /// [`RemoteError`] when removal fails.
+    fn remove(&mut self, path: &str) -> Result<(), RemoteError>;
+
+    /// Keeps an idle session open (SSH keepalive); a no-op without a session.
+    ///
+    /// # Errors
+    /// [`RemoteError::Connect`] when the session turned out to be dead (it is dropped).
+    fn keepalive(&mut self) -> Result<(), RemoteError> {
+        Ok(())
+    }
+}
+
+/// `dir/name`, or `name` when `dir` is empty.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() || dir == "." {
+        name.to_owned()
+    } else {
+        format!("{}/{name}", dir.trim_end_matches('/'))
+    }
+}

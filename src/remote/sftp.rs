@@ -1,0 +1,1 @@
+//! The real SFTP client (ssh2): being written.
