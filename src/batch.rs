@@ -125,6 +125,15 @@ impl PendingBatch {
         self.temp.path()
     }
 
+    /// Moves the file to `dest`, replacing what is there: for smsdrop's own spool files, which a
+    /// retried conversion rewrites.
+    ///
+    /// # Errors
+    /// When the rename fails.
+    pub fn persist(self, dest: &Path) -> io::Result<()> {
+        self.temp.persist(dest).map(drop).map_err(|e| e.error)
+    }
+
     /// Gives the file its final name, never replacing an existing file.
     ///
     /// # Errors

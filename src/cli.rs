@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use smsdrop::commands::deliver::DeliverError;
 use smsdrop::commands::{self, convert::ConvertArgs, convert::ConvertCmdError};
 use smsdrop::Outcome;
 use std::path::PathBuf;
@@ -37,6 +38,33 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
+    /// Runs the daemon in the foreground: watches the inbox and delivers every file exactly once.
+    Run,
+    /// Delivers the named files now and waits for the gateway's outcome (exit 0: all succeeded).
+    Send {
+        /// Return once the files are uploaded, without waiting for outcomes.
+        #[arg(long)]
+        no_wait: bool,
+        /// ERP export files (copied to the archive; the originals stay).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Shows the jobs in the journal and their states.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many jobs, newest first.
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+    },
+    /// Checks config, credentials, host key, login, remote folders and disk; one line each.
+    Check {
+        /// Record the server's host key in known_hosts if it has none (after you confirmed the
+        /// fingerprint with the gateway). A changed key is never accepted.
+        #[arg(long)]
+        accept_new_host_key: bool,
+    },
 }
 
 /// A problem with how smsdrop was called or configured (exit code 2).
@@ -69,5 +97,31 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 Err(e) => Err(e).context("convert stopped"),
             }
         }
+        Command::Run => {
+            commands::init_logging(&cfg);
+            deliver_result(commands::deliver::run(&cfg))
+        }
+        Command::Send { no_wait, files } => {
+            commands::init_logging(&cfg);
+            deliver_result(commands::deliver::send(&cfg, &files, !no_wait))
+        }
+        Command::Status { json, limit } => {
+            commands::status::run(&cfg, json, limit).context("status")?;
+            Ok(Outcome::Ok)
+        }
+        Command::Check {
+            accept_new_host_key,
+        } => {
+            commands::init_logging(&cfg);
+            Ok(commands::check::run(&cfg, accept_new_host_key))
+        }
+    }
+}
+
+fn deliver_result(r: Result<Outcome, DeliverError>) -> anyhow::Result<Outcome> {
+    match r {
+        Ok(o) => Ok(o),
+        Err(DeliverError::Config(m)) => Err(UsageError(m).into()),
+        Err(e) => Err(e.into()),
     }
 }

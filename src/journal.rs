@@ -219,18 +219,32 @@ impl Journal {
         Ok(Journal { conn, path })
     }
 
-    /// Opens an existing journal for reading only (`smsdrop status`).
+    /// Opens an existing journal for reading only (`smsdrop status`); `None` when there is none
+    /// yet (no file, or a daemon is creating it right now).
     ///
     /// # Errors
-    /// When there is no journal or it cannot be read.
-    pub fn open_read_only(dir: &Path) -> Result<Journal> {
+    /// When the journal cannot be read.
+    pub fn open_read_only(dir: &Path) -> Result<Option<Journal>> {
         let path = dir.join("journal.db");
-        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|source| JournalError {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let err = |source| JournalError {
             path: path.clone(),
             source,
-        })?;
-        Ok(Journal { conn, path })
+        };
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        Ok((tables > 0).then_some(Journal { conn, path }))
     }
 
     fn err(&self, source: rusqlite::Error) -> JournalError {
@@ -292,6 +306,15 @@ impl Journal {
     pub fn recent_jobs(&self, limit: u32) -> Result<Vec<Job>> {
         let sql = format!("SELECT {JOB_COLS} FROM jobs ORDER BY id DESC LIMIT ?1");
         self.query_jobs(&sql, [limit])
+    }
+
+    /// Jobs whose input has not been moved to the archive or rejected folder yet.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn unstored(&self) -> Result<Vec<Job>> {
+        let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE stored_path IS NULL ORDER BY id");
+        self.query_jobs(&sql, [])
     }
 
     /// One job.

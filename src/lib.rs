@@ -12,8 +12,14 @@ pub mod batch;
 pub mod commands;
 pub mod config;
 pub mod convert;
+pub mod daemon;
+pub mod intake;
 pub mod journal;
 pub mod remote;
+pub mod report;
+pub mod track;
+pub mod upload;
+pub mod watch;
 
 /// How a command ended, as the process exit code operators and scripts see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,8 +1,11 @@
 //! The CLI's subcommands, each a function from validated arguments to an [`crate::Outcome`].
 
+pub mod check;
 pub mod convert;
+pub mod deliver;
+pub mod status;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, LogFormat};
 use std::path::Path;
 
 /// The config file used when none is named.
@@ -18,4 +21,18 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
         None if Path::new(DEFAULT_CONFIG).exists() => Config::load(Path::new(DEFAULT_CONFIG)),
         None => Ok(Config::defaults()),
     }
+}
+
+/// Starts logging to stderr in the configured format and level (`RUST_LOG` overrides the level).
+pub fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("smsdrop={}", cfg.report.log_level))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.report.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
 }

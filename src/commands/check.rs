@@ -1,0 +1,147 @@
+//! `smsdrop check`: one line per check of what delivery needs: config, credentials, host key,
+//! login, remote folders, local folders and free disk.
+
+use crate::config::{Auth, Config};
+use crate::remote::sftp::{
+    accept_new_host_key, check_secret_permissions, host_key_status, HostKeyStatus, SftpRemote,
+};
+use crate::remote::Remote;
+use crate::Outcome;
+use std::io::Write;
+use std::path::Path;
+
+/// Runs every check and prints `ok`, `WARN` or `FAIL` lines.
+pub fn run(cfg: &Config, accept_new_host_key_flag: bool) -> Outcome {
+    let mut out = std::io::stdout().lock();
+    let mut failed = false;
+    let mut say = |status: &str, what: &str, detail: String| {
+        failed |= status == "FAIL";
+        let _ = writeln!(out, "{status:<4}  {what}: {detail}");
+    };
+    say("ok", "config", cfg.source.display().to_string());
+    for (what, dir) in [("inbox", &cfg.inbox.dir), ("state", &cfg.state.dir)] {
+        match std::fs::create_dir_all(dir).and_then(|()| writable(dir)) {
+            Ok(()) => say("ok", what, format!("{} is writable", dir.display())),
+            Err(e) => say("FAIL", what, format!("{}: {e}", dir.display())),
+        }
+    }
+    match free_bytes(&cfg.state.dir) {
+        Some(free) if free < 100 << 20 => say(
+            "WARN",
+            "disk",
+            format!(
+                "only {} MiB free under {}",
+                free >> 20,
+                cfg.state.dir.display()
+            ),
+        ),
+        Some(free) => say(
+            "ok",
+            "disk",
+            format!("{} MiB free under {}", free >> 20, cfg.state.dir.display()),
+        ),
+        None => say("WARN", "disk", "free space unknown".into()),
+    }
+    let Some(sftp) = &cfg.sftp else {
+        say(
+            "FAIL",
+            "sftp",
+            "no [sftp] section: set host, username and credentials".into(),
+        );
+        return Outcome::Failure;
+    };
+    let creds = match &sftp.auth {
+        Auth::PasswordEnv(v) => match std::env::var(v) {
+            Ok(p) if !p.is_empty() => Ok(format!("password from ${v}")),
+            _ => Err(format!(
+                "environment variable {v} is not set (it holds the SFTP password)"
+            )),
+        },
+        Auth::PasswordFile(p) => std::fs::metadata(p)
+            .map(|_| format!("password file {}", p.display()))
+            .map_err(|e| format!("password file {}: {e}", p.display())),
+        Auth::Key { path, .. } => std::fs::metadata(path)
+            .map(|_| format!("private key {}", path.display()))
+            .map_err(|e| format!("private key {}: {e}", path.display())),
+    };
+    match creds {
+        Ok(d) => say("ok", "credentials", d),
+        Err(d) => say("FAIL", "credentials", d),
+    }
+    for w in check_secret_permissions(sftp) {
+        say(
+            if sftp.strict_permissions {
+                "FAIL"
+            } else {
+                "WARN"
+            },
+            "permissions",
+            w,
+        );
+    }
+    let target = format!("{}:{}", sftp.host, sftp.port);
+    let hk = if accept_new_host_key_flag {
+        accept_new_host_key(sftp).map(|f| (f, HostKeyStatus::Match))
+    } else {
+        host_key_status(sftp)
+    };
+    match hk {
+        Ok((fp, HostKeyStatus::Match)) => say("ok", "host key", format!("{target} {fp} matches {}", sftp.known_hosts.display())),
+        Ok((fp, HostKeyStatus::NotFound)) => say(
+            "FAIL",
+            "host key",
+            format!("{target} offers {fp}, not in {}; confirm it with the gateway, then run `smsdrop check --accept-new-host-key`", sftp.known_hosts.display()),
+        ),
+        Ok((fp, HostKeyStatus::Mismatch)) => say(
+            "FAIL",
+            "host key",
+            format!("{target} now offers {fp}, which differs from {}: refusing (possible man-in-the-middle)", sftp.known_hosts.display()),
+        ),
+        Err(e) => say("FAIL", "host key", e.to_string()),
+    }
+    let mut remote = SftpRemote::new(sftp.clone());
+    match remote.connect() {
+        Ok(()) => say("ok", "login", format!("{} at {target}", sftp.username)),
+        Err(e) => {
+            say("FAIL", "login", e.to_string());
+            return Outcome::Failure;
+        }
+    }
+    let home = remote.list(".").unwrap_or_default();
+    for dir in [&sftp.upload_dir, &sftp.success_dir, &sftp.error_dir] {
+        match remote.list(dir) {
+            Ok(names) => say(
+                "ok",
+                "remote folder",
+                format!("{dir}/ ({} entries)", names.len()),
+            ),
+            Err(e) => {
+                let other = home
+                    .iter()
+                    .find(|h| h.eq_ignore_ascii_case(dir) && *h != dir);
+                let hint = other
+                    .map(|o| format!("; the server has {o:?}: set it in [sftp]"))
+                    .unwrap_or_default();
+                say("FAIL", "remote folder", format!("{e}{hint}"));
+            }
+        }
+    }
+    if failed {
+        Outcome::Failure
+    } else {
+        Outcome::Ok
+    }
+}
+
+fn writable(dir: &Path) -> std::io::Result<()> {
+    tempfile::tempfile_in(dir).map(drop)
+}
+
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}

@@ -1,0 +1,88 @@
+//! `smsdrop status`: the jobs in the journal and their states, as a table or JSON.
+
+use crate::config::Config;
+use crate::journal::{Journal, JournalError};
+use serde_json::json;
+use std::io::Write;
+
+/// Prints the newest `limit` jobs.
+///
+/// # Errors
+/// [`JournalError`] when there is no journal or it cannot be read.
+pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError> {
+    let mut out = std::io::stdout().lock();
+    let journal = Journal::open_read_only(&cfg.state.dir)?;
+    let Some(journal) = journal else {
+        // Nothing has run yet: an empty list, not an error.
+        let _ = if json_out {
+            writeln!(out, "{{\n  \"jobs\": []\n}}")
+        } else {
+            writeln!(
+                out,
+                "no jobs yet (no journal in {})",
+                cfg.state.dir.display()
+            )
+        };
+        return Ok(());
+    };
+    let jobs = journal.recent_jobs(limit)?;
+    if json_out {
+        let mut list = vec![];
+        for j in &jobs {
+            let files: Vec<_> = journal
+                .batches(j.id)?
+                .iter()
+                .map(|b| json!({"name": b.name, "rows": b.rows, "state": b.state}))
+                .collect();
+            list.push(json!({
+                "id": j.id,
+                "input": j.input_path,
+                "subaccount": j.subaccount,
+                "state": j.state,
+                "rows": j.rows_read,
+                "rows_rejected": j.rows_rejected,
+                "reason": j.reason,
+                "remote_files": files,
+                "created_at": j.created_at,
+                "updated_at": j.updated_at,
+            }));
+        }
+        let doc = serde_json::to_string_pretty(&json!({ "jobs": list })).expect("serialisable");
+        let _ = writeln!(out, "{doc}");
+        return Ok(());
+    }
+    let _ = writeln!(
+        out,
+        "{:>5}  {:<10}  {:>6}  {:>8}  {:<19}  {:<28}  INPUT",
+        "JOB", "STATE", "ROWS", "REJECTED", "UPDATED (UTC)", "REMOTE FILES"
+    );
+    for j in &jobs {
+        let names: Vec<String> = journal.batches(j.id)?.into_iter().map(|b| b.name).collect();
+        let _ = writeln!(
+            out,
+            "{:>5}  {:<10}  {:>6}  {:>8}  {:<19}  {:<28}  {}",
+            j.id,
+            j.state.as_str(),
+            j.rows_read,
+            j.rows_rejected,
+            j.updated_at.format("%Y-%m-%d %H:%M:%S"),
+            if names.is_empty() {
+                "-".into()
+            } else {
+                names.join(",")
+            },
+            j.input_name
+        );
+        if let Some(r) = &j.reason {
+            let _ = writeln!(out, "       reason: {r}");
+        }
+    }
+    if jobs.is_empty() {
+        let _ = writeln!(
+            out,
+            "no jobs yet (journal {})",
+            cfg.state.dir.join("journal.db").display()
+        );
+    }
+    Ok(())
+}

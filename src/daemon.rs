@@ -1,0 +1,413 @@
+//! The engine: wiring of the stages (watch → intake → upload → track → report) on one thread
+//! that owns the journal and the SFTP session, so ssh2's blocking calls never stall anything
+//! else. No business rules here.
+//!
+//! Shutdown (SIGTERM/SIGINT) is a flag checked between units of work: a running upload finishes
+//! (or is left resumable), then the loop exits.
+
+use crate::config::Config;
+use crate::intake::{self, Ctx, Origin, StageError};
+use crate::journal::{Job, JobState, Journal, JournalError};
+use crate::remote::Remote;
+use crate::watch::Scanner;
+use crate::{report, track, upload};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest wait between retries of a failing server.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Wait after a refusal only an operator can fix (host key, credentials).
+const OPERATOR_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What stops the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{0}")]
+    Setup(String),
+    /// The server refused us in a way only an operator can fix (one-shot commands stop on it).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Wakes the engine and asks it to stop; cheap to clone into signal handlers.
+#[derive(Clone)]
+pub struct Stopper {
+    flag: Arc<AtomicBool>,
+    wake: SyncSender<()>,
+}
+
+impl Stopper {
+    /// Asks the engine to stop at its next safe point.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.wake.try_send(());
+    }
+
+    /// Stops the engine on SIGTERM or SIGINT.
+    ///
+    /// # Errors
+    /// When the handlers cannot be installed.
+    pub fn on_signals(&self) -> std::io::Result<()> {
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])?;
+        let me = self.clone();
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(
+                    signal = sig,
+                    "stopping: no new files are taken; a running upload finishes"
+                );
+                me.stop();
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The engine and everything it owns.
+pub struct Engine {
+    cfg: Config,
+    journal: Journal,
+    remote: Box<dyn Remote>,
+    shutdown: Arc<AtomicBool>,
+    hints: Receiver<()>,
+    hint_tx: SyncSender<()>,
+    /// When the server may be tried again, and the current wait.
+    remote_at: Instant,
+    backoff: Duration,
+    last_remote_use: Instant,
+    /// Stop on a refusal (host key, credentials) instead of waiting for an operator.
+    fail_fast: bool,
+}
+
+impl Engine {
+    /// Opens the journal and prepares the state folders.
+    ///
+    /// # Errors
+    /// [`DaemonError`] when the state folder or journal cannot be used.
+    pub fn new(cfg: Config, remote: Box<dyn Remote>) -> Result<Engine, DaemonError> {
+        intake::prepare_dirs(&cfg).map_err(|e| {
+            DaemonError::Setup(format!(
+                "cannot create the state folders under {}: {e}",
+                cfg.state.dir.display()
+            ))
+        })?;
+        let journal = Journal::open(&cfg.state.dir)?;
+        let (hint_tx, hints) = std::sync::mpsc::sync_channel(16);
+        let now = Instant::now();
+        Ok(Engine {
+            cfg,
+            journal,
+            remote,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            hints,
+            hint_tx,
+            remote_at: now,
+            backoff: Duration::ZERO,
+            last_remote_use: now,
+            fail_fast: false,
+        })
+    }
+
+    /// A handle to stop the engine from elsewhere.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            flag: self.shutdown.clone(),
+            wake: self.hint_tx.clone(),
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    fn ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            cfg: &self.cfg,
+            journal: &mut self.journal,
+            remote: self.remote.as_mut(),
+        }
+    }
+
+    fn origin(&self, job: &Job) -> Origin {
+        if job.input_path.starts_with(&self.cfg.inbox.dir) {
+            Origin::Inbox
+        } else {
+            Origin::Named
+        }
+    }
+
+    /// Finishes what a crash or a failure interrupted: jobs still `detected`, and inputs not yet
+    /// moved to the archive.
+    fn resume(&mut self) -> Result<(), DaemonError> {
+        for job in self.journal.unstored()? {
+            if self.stopping() {
+                break;
+            }
+            let origin = self.origin(&job);
+            let span = tracing::info_span!("job", id = job.id, input = %job.input_path.display());
+            let _g = span.enter();
+            let result = if job.state == JobState::Detected {
+                intake::process(&mut self.ctx(), job.id, origin)
+            } else {
+                intake::store_input(&mut self.ctx(), &job, job.state, origin)
+            };
+            self.absorb(result.map(drop))?;
+        }
+        Ok(())
+    }
+
+    /// Turns a stage result into a retry plan; only journal failures stop the engine.
+    fn absorb(&mut self, result: Result<(), StageError>) -> Result<(), DaemonError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(StageError::Journal(e)) => Err(e.into()),
+            Err(StageError::Remote(e)) if self.fail_fast && !e.is_transient() => {
+                Err(DaemonError::Refused(e.to_string()))
+            }
+            Err(StageError::Remote(e)) => {
+                let wait = if e.is_transient() {
+                    (self.backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF)
+                } else {
+                    OPERATOR_BACKOFF
+                };
+                self.backoff = wait;
+                self.remote_at = Instant::now() + wait;
+                if e.is_transient() {
+                    tracing::warn!(error = %e, retry_in_secs = wait.as_secs(), "server unavailable");
+                } else {
+                    tracing::error!(error = %e, retry_in_secs = wait.as_secs(), "server refused us; an operator must act");
+                }
+                Ok(())
+            }
+            Err(StageError::Local(msg)) => {
+                tracing::error!(error = %msg, "local file problem; retrying later");
+                self.remote_at = Instant::now() + Duration::from_secs(5);
+                Ok(())
+            }
+        }
+    }
+
+    fn remote_ready(&self) -> bool {
+        Instant::now() >= self.remote_at
+    }
+
+    /// One round of the remote stages: resume, upload, track (when due), report.
+    fn deliver(&mut self, track_due: bool) -> Result<(), DaemonError> {
+        if self.remote_ready() {
+            self.resume()?;
+        }
+        if self.remote_ready() && !self.stopping() {
+            let stop = self.shutdown.clone();
+            let r = upload::upload_pending(&mut self.ctx(), &stop);
+            if matches!(r, Ok(n) if n > 0) {
+                self.backoff = Duration::ZERO;
+                self.last_remote_use = Instant::now();
+            }
+            self.absorb(r.map(drop))?;
+        }
+        if track_due && self.remote_ready() && !self.stopping() {
+            let r = track::poll(&mut self.ctx());
+            if r.is_ok() {
+                self.backoff = Duration::ZERO;
+                self.last_remote_use = Instant::now();
+            }
+            self.absorb(r.map(drop))?;
+        }
+        let r = report::report_finished(&mut self.ctx());
+        self.absorb(r.map(drop))
+    }
+
+    fn keepalive(&mut self) {
+        let every = self
+            .cfg
+            .sftp
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.keepalive);
+        if !every.is_zero() && self.last_remote_use.elapsed() >= every && self.remote_ready() {
+            self.last_remote_use = Instant::now();
+            if let Err(e) = self.remote.keepalive() {
+                tracing::debug!(error = %e, "keepalive failed; the session reconnects when next needed");
+            }
+        }
+    }
+
+    /// Waits for a hint or until `until`; true when hinted.
+    fn wait(&self, until: Instant) -> bool {
+        let timeout = until.saturating_duration_since(Instant::now());
+        match self.hints.recv_timeout(timeout) {
+            Ok(()) => {
+                while self.hints.try_recv().is_ok() {}
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(timeout);
+                false
+            }
+        }
+    }
+
+    /// The daemon: watches the inbox and delivers until stopped.
+    ///
+    /// # Errors
+    /// [`DaemonError`] when the journal fails or the inbox cannot be set up.
+    pub fn run(&mut self) -> Result<(), DaemonError> {
+        let inbox = self.cfg.inbox.clone();
+        std::fs::create_dir_all(&inbox.dir).map_err(|e| {
+            DaemonError::Setup(format!(
+                "cannot create the inbox {}: {e}",
+                inbox.dir.display()
+            ))
+        })?;
+        let _watcher = if inbox.use_events {
+            match crate::watch::watch_events(&inbox.dir, self.hint_tx.clone()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "file events unavailable; relying on rescans every {}s", inbox.rescan.as_secs());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut scanner = Scanner::new(inbox.clone());
+        let track_every = self.cfg.track.poll;
+        let mut next_scan = Instant::now();
+        let mut next_track = Instant::now();
+        let mut hinted = true;
+        tracing::info!(inbox = %inbox.dir.display(), state = %self.cfg.state.dir.display(), "smsdrop running");
+        while !self.stopping() {
+            let now = Instant::now();
+            if hinted || now >= next_scan {
+                next_scan = now + inbox.rescan;
+                if let Some(recheck) = self.scan_and_take(&mut scanner)? {
+                    next_scan = next_scan.min(recheck);
+                }
+            }
+            let track_due = Instant::now() >= next_track;
+            if track_due {
+                next_track = Instant::now() + track_every;
+            }
+            self.deliver(track_due)?;
+            self.keepalive();
+            let mut until = next_scan.min(next_track);
+            if self.has_pending_uploads()? {
+                until = until.min(self.remote_at.max(Instant::now()));
+            }
+            if !self.stopping() {
+                hinted = self.wait(until);
+            }
+        }
+        tracing::info!("smsdrop stopped");
+        Ok(())
+    }
+
+    fn has_pending_uploads(&self) -> Result<bool, DaemonError> {
+        Ok(!self.journal.batches_in(JobState::Converted)?.is_empty()
+            || !self.journal.batches_in(JobState::Uploading)?.is_empty()
+            || !self.journal.jobs_in(&[JobState::Detected])?.is_empty())
+    }
+
+    /// Scans the inbox and takes every ready file; returns when to look again for settling files.
+    fn scan_and_take(&mut self, scanner: &mut Scanner) -> Result<Option<Instant>, DaemonError> {
+        let busy: HashSet<PathBuf> = self
+            .journal
+            .unstored()?
+            .into_iter()
+            .map(|j| j.input_path)
+            .collect();
+        let scan = match scanner.scan(Instant::now(), &busy) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(inbox = %self.cfg.inbox.dir.display(), error = %e, "cannot read the inbox; check that it exists and smsdrop may read it");
+                return Ok(None);
+            }
+        };
+        for ready in scan.ready {
+            if self.stopping() {
+                break;
+            }
+            scanner.forget(&ready.path);
+            let span = tracing::info_span!("job", input = %ready.path.display());
+            let _g = span.enter();
+            let r = intake::take(
+                &mut self.ctx(),
+                &ready.path,
+                ready.subaccount,
+                Origin::Inbox,
+            );
+            self.absorb(r.map(drop))?;
+        }
+        Ok(scan.recheck_at)
+    }
+
+    /// `smsdrop send`: takes the named files, then delivers until each has an outcome (or, with
+    /// `wait = false`, is uploaded). `progress` hears the job states after each round.
+    ///
+    /// # Errors
+    /// [`DaemonError`] when the journal fails.
+    pub fn send(
+        &mut self,
+        files: &[PathBuf],
+        wait: bool,
+        progress: &mut dyn FnMut(&[Job]),
+    ) -> Result<Vec<Job>, DaemonError> {
+        self.fail_fast = true;
+        let mut ids = vec![];
+        for f in files {
+            let path = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
+            let r = intake::take(&mut self.ctx(), &path, Ok(None), Origin::Named);
+            match r {
+                Ok(Some(id)) => ids.push(id),
+                Ok(None) => tracing::error!(input = %path.display(), "file not found"),
+                Err(StageError::Journal(e)) => return Err(e.into()),
+                Err(e) => {
+                    // The job stays `detected` and is resumed by the delivery rounds.
+                    let last = self.journal.recent_jobs(1)?.pop().map(|j| j.id);
+                    ids.extend(last);
+                    self.absorb(Err(e))?;
+                }
+            }
+        }
+        let poll = self.cfg.track.poll;
+        let mut next_track = Instant::now();
+        loop {
+            let track_due = Instant::now() >= next_track;
+            if track_due {
+                next_track = Instant::now() + poll;
+            }
+            self.deliver(track_due)?;
+            let jobs: Vec<Job> = ids
+                .iter()
+                .filter_map(|&id| self.journal.job(id).ok().flatten())
+                .collect();
+            progress(&jobs);
+            let done = jobs.iter().all(|j| {
+                (j.state.is_final() && j.reported)
+                    || (!wait && matches!(j.state, JobState::Uploaded) && j.stored_path.is_some())
+            });
+            if done || self.stopping() {
+                return Ok(jobs);
+            }
+            let mut until = next_track;
+            if self.has_pending_uploads()? {
+                until = until.min(self.remote_at.max(Instant::now()));
+            }
+            self.wait(until);
+        }
+    }
+}
+
+/// The path of the journal, for messages.
+pub fn journal_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("journal.db")
+}

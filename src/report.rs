@@ -1,0 +1,265 @@
+//! Reports: what became of each finished job, for people and for the ERP.
+//!
+//! Per job, under `[report] dir`: `<id>-<input>.json` (input, hash, subaccount, counts, rejected
+//! rows with reasons, remote files, state history with times) and `<id>-<input>.result.csv`, one
+//! line per input row (`line;number;correlation_id;status;reason;remote_file`) for the ERP to
+//! import. Then the `on_outcome` hook runs once. Reports never hold a secret.
+
+use crate::config::{Auth, Config};
+use crate::convert::{convert, RejectedRow, Row, RowSink};
+use crate::intake::{spool_path, Ctx, StageError};
+use crate::journal::{Batch, Job, JobState, Journal};
+use serde_json::json;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How long the outcome hook may run.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The report files of a job.
+pub fn report_paths(cfg: &Config, job: &Job) -> (PathBuf, PathBuf) {
+    let base = format!("{}-{}", job.id, job.input_name);
+    (
+        cfg.report.dir.join(format!("{base}.json")),
+        cfg.report.dir.join(format!("{base}.result.csv")),
+    )
+}
+
+/// Writes the reports of every finished job not yet reported, runs the hook, and removes the
+/// job's spool files. Returns the jobs reported.
+///
+/// # Errors
+/// [`StageError`] when the journal fails or a report cannot be written (retried next round).
+pub fn report_finished(ctx: &mut Ctx<'_>) -> Result<Vec<Job>, StageError> {
+    let jobs = ctx.journal.unreported()?;
+    for job in &jobs {
+        let span = tracing::info_span!("job", id = job.id, input = %job.input_name);
+        let _g = span.enter();
+        let batches = ctx.journal.batches(job.id)?;
+        let (json_path, csv_path) = report_paths(ctx.cfg, job);
+        let local = |e: io::Error| {
+            StageError::Local(format!("writing report {}: {e}", json_path.display()))
+        };
+        write_result_csv(ctx.cfg, job, &batches, &csv_path).map_err(local)?;
+        write_json(ctx.journal, job, &batches, &json_path, &csv_path)?;
+        run_hook(ctx.cfg, job, &json_path, &csv_path);
+        for b in &batches {
+            let _ = std::fs::remove_file(spool_path(ctx.cfg, job.id, b.part));
+        }
+        ctx.journal.transaction(|t| t.set_reported(job.id))?;
+        tracing::info!(outcome = job.state.as_str(), report = %json_path.display(), "job finished");
+    }
+    Ok(jobs)
+}
+
+fn write_json(
+    journal: &Journal,
+    job: &Job,
+    batches: &[Batch],
+    path: &Path,
+    csv: &Path,
+) -> Result<(), StageError> {
+    let conversion: serde_json::Value = journal
+        .convert_report(job.id)?
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let doc = json!({
+        "job": job.id,
+        "input": job.input_name,
+        "input_path": job.input_path,
+        "stored_path": job.stored_path,
+        "hash_sha256": job.hash,
+        "subaccount": job.subaccount,
+        "outcome": job.state,
+        "reason": job.reason,
+        "rows_read": job.rows_read,
+        "rows_sent": job.rows_sent,
+        "rows_rejected": job.rows_rejected,
+        "remote_files": batches.iter().map(|b| json!({
+            "name": b.name, "rows": b.rows, "bytes": b.bytes, "state": b.state,
+            "uploaded_at": b.uploaded_at, "upload_attempts_failed": b.attempts, "last_error": b.last_error,
+        })).collect::<Vec<_>>(),
+        "history": journal.history(job.id)?,
+        "conversion": conversion,
+        "result_csv": csv,
+    });
+    let text = serde_json::to_string_pretty(&doc).expect("reports always serialise");
+    write_atomic(path, text.as_bytes())
+        .map_err(|e| StageError::Local(format!("writing {}: {e}", path.display())))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes one line per input row by reading the stored input again (conversion is
+/// deterministic), so no per-row state is kept in the journal.
+fn write_result_csv(cfg: &Config, job: &Job, batches: &[Batch], path: &Path) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut sink = ResultSink {
+        out: BufWriter::new(File::create(&tmp)?),
+        batches,
+        sent: 0,
+        job_reason: (job.state == JobState::Rejected)
+            .then(|| job.reason.clone().unwrap_or_default()),
+    };
+    writeln!(
+        sink.out,
+        "line;number;correlation_id;status;reason;remote_file"
+    )?;
+    let input = job.stored_path.as_deref().unwrap_or(&job.input_path);
+    let read = File::open(input).map(|f| convert(f, &cfg.input, &mut sink));
+    let wrote_rows = matches!(&read, Ok(Ok(r)) if r.rows_read > 0);
+    if !wrote_rows {
+        let why = job
+            .reason
+            .clone()
+            .unwrap_or_else(|| "the input could not be read again".into());
+        writeln!(sink.out, "0;;;{};{};", status_of(job.state), field(&why))?;
+    }
+    let mut out = sink
+        .out
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)?;
+    out.flush()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn status_of(state: JobState) -> &'static str {
+    state.as_str()
+}
+
+struct ResultSink<'a, W: Write> {
+    out: W,
+    batches: &'a [Batch],
+    sent: u64,
+    job_reason: Option<String>,
+}
+
+impl<W: Write> RowSink for ResultSink<'_, W> {
+    fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
+        if let Some(why) = &self.job_reason {
+            return writeln!(
+                self.out,
+                "{};{};{};rejected;{};",
+                row.line,
+                row.number,
+                field(row.correlation_id),
+                field(why)
+            );
+        }
+        let mut before = 0;
+        let batch = self.batches.iter().find(|b| {
+            before += b.rows;
+            self.sent < before
+        });
+        self.sent += 1;
+        let (status, reason, name) = match batch {
+            Some(b) => (b.state.as_str(), batch_reason(b.state), b.name.as_str()),
+            None => (
+                "unknown",
+                "not found in the job's batch files (was the config changed?)",
+                "",
+            ),
+        };
+        writeln!(
+            self.out,
+            "{};{};{};{status};{reason};{name}",
+            row.line,
+            row.number,
+            field(row.correlation_id)
+        )
+    }
+
+    fn rejected(&mut self, row: &RejectedRow) -> io::Result<()> {
+        writeln!(
+            self.out,
+            "{};{};{};rejected;{};",
+            row.line,
+            field(&row.number),
+            field(&row.correlation_id),
+            field(&row.reason)
+        )
+    }
+}
+
+fn batch_reason(state: JobState) -> &'static str {
+    match state {
+        JobState::Succeeded => "",
+        JobState::Failed => "the gateway moved the file to error/",
+        JobState::Expired => "no outcome from the gateway in time",
+        _ => "no outcome yet",
+    }
+}
+
+/// A CSV field, quoted when it holds `;`, `"` or a line break.
+fn field(s: &str) -> String {
+    if s.contains([';', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Runs `[report] on_outcome` once, with the outcome in its environment and no secret in it.
+fn run_hook(cfg: &Config, job: &Job, json: &Path, csv: &Path) {
+    let Some((cmd, args)) = cfg.report.on_outcome.split_first() else {
+        return;
+    };
+    let mut c = Command::new(cmd);
+    c.args(args)
+        .env("SMSDROP_JOB_ID", job.id.to_string())
+        .env("SMSDROP_OUTCOME", job.state.as_str())
+        .env("SMSDROP_INPUT", &job.input_name)
+        .env("SMSDROP_SUBACCOUNT", &job.subaccount)
+        .env("SMSDROP_REPORT", json)
+        .env("SMSDROP_RESULT_CSV", csv)
+        .stdin(std::process::Stdio::null());
+    if let Some(sftp) = &cfg.sftp {
+        match &sftp.auth {
+            Auth::PasswordEnv(v) => {
+                c.env_remove(v);
+            }
+            Auth::Key {
+                passphrase_env: Some(v),
+                ..
+            } => {
+                c.env_remove(v);
+            }
+            _ => {}
+        }
+    }
+    let mut child = match c.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            tracing::warn!(command = %cmd, error = %e, "on_outcome hook could not start");
+            return;
+        }
+    };
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return,
+            Ok(Some(status)) => {
+                tracing::warn!(command = %cmd, %status, "on_outcome hook failed");
+                return;
+            }
+            Ok(None) if start.elapsed() > HOOK_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                tracing::warn!(command = %cmd, "on_outcome hook killed after {}s", HOOK_TIMEOUT.as_secs());
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                tracing::warn!(command = %cmd, error = %e, "on_outcome hook: wait failed");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Track: learns from the server what became of each uploaded batch file.
+//!
+//! One listing of `success/` and one of `error/` per poll resolves every awaited name: a batch is
+//! `succeeded` in `success/`, `failed` in `error/`, `expired` after `give_up_after` with neither. A
+//! job fails as soon as any of its files fails, succeeds when all succeeded, and expires when its
+//! files ran out of time.
+
+use crate::intake::{Ctx, StageError};
+use crate::journal::JobState;
+use crate::upload::dirs;
+use chrono::Utc;
+use std::collections::{BTreeSet, HashSet};
+
+/// Polls once. Returns how many batches got an outcome.
+///
+/// # Errors
+/// [`StageError::Remote`] when a listing fails; [`StageError::Journal`] when the journal fails.
+pub fn poll(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
+    let awaited = ctx.journal.batches_in(JobState::Uploaded)?;
+    if awaited.is_empty() {
+        return Ok(0);
+    }
+    let (_, ok, err, _) = dirs(ctx.cfg);
+    let success: HashSet<String> = ctx.remote.list(&ok)?.into_iter().collect();
+    let error: HashSet<String> = ctx.remote.list(&err)?.into_iter().collect();
+    let give_up = chrono::Duration::from_std(ctx.cfg.track.give_up_after)
+        .unwrap_or(chrono::Duration::days(1));
+    let now = Utc::now();
+    let mut changed = vec![];
+    for b in &awaited {
+        let state = if success.contains(&b.name) {
+            JobState::Succeeded
+        } else if error.contains(&b.name) {
+            JobState::Failed
+        } else if b.uploaded_at.is_some_and(|t| now - t > give_up) {
+            JobState::Expired
+        } else {
+            continue;
+        };
+        changed.push((b.clone(), state));
+    }
+    if changed.is_empty() {
+        return Ok(0);
+    }
+    let jobs: BTreeSet<i64> = changed.iter().map(|(b, _)| b.job_id).collect();
+    ctx.journal.transaction(|t| {
+        for (b, state) in &changed {
+            t.set_batch_state(b.id, *state, None)?;
+        }
+        Ok(())
+    })?;
+    for (b, state) in &changed {
+        tracing::info!(job = b.job_id, remote = %b.name, outcome = state.as_str(), "gateway outcome");
+    }
+    for job_id in jobs {
+        settle_job(ctx, job_id)?;
+    }
+    Ok(changed.len())
+}
+
+/// Sets a job's outcome from its batches' states, once it has one.
+fn settle_job(ctx: &mut Ctx<'_>, job_id: i64) -> Result<(), StageError> {
+    let Some(job) = ctx.journal.job(job_id)? else {
+        return Ok(());
+    };
+    if job.state.is_final() {
+        return Ok(());
+    }
+    let batches = ctx.journal.batches(job_id)?;
+    let failed: Vec<&str> = batches
+        .iter()
+        .filter(|b| b.state == JobState::Failed)
+        .map(|b| b.name.as_str())
+        .collect();
+    let (state, reason) = if !failed.is_empty() {
+        (
+            JobState::Failed,
+            Some(format!(
+                "the gateway moved {} to error/; it gives no detail: check the file's lines and the \
+                 account with the gateway's support before sending it again",
+                failed.join(", ")
+            )),
+        )
+    } else if batches.iter().all(|b| b.state == JobState::Succeeded) {
+        (JobState::Succeeded, None)
+    } else if batches.iter().all(|b| b.state.is_final()) {
+        let expired: Vec<&str> = batches
+            .iter()
+            .filter(|b| b.state == JobState::Expired)
+            .map(|b| b.name.as_str())
+            .collect();
+        (
+            JobState::Expired,
+            Some(format!(
+                "the gateway did not move {} to success/ or error/ within {}; ask its support \
+                 whether it was processed before sending it again",
+                expired.join(", "),
+                humantime(ctx.cfg.track.give_up_after)
+            )),
+        )
+    } else {
+        return Ok(());
+    };
+    ctx.journal
+        .transaction(|t| t.set_job_state(job_id, state, reason.as_deref()))?;
+    Ok(())
+}
+
+fn humantime(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}

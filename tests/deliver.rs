@@ -1,0 +1,517 @@
+//! Delivery end to end: the built binary against a real OpenSSH sshd and the gateway simulator.
+//! Each test fails (never skips) when sshd cannot start.
+
+mod support;
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use support::gateway::Gateway;
+use support::sshd::Sshd;
+use util::{root, show};
+
+/// A server, a gateway, and a workspace with a config pointing at them.
+struct Setup {
+    sshd: Sshd,
+    gateway: Gateway,
+    work: tempfile::TempDir,
+}
+
+enum Login {
+    Key,
+    Password,
+}
+
+impl Setup {
+    fn new(login: Login) -> Setup {
+        Self::with(login, "")
+    }
+
+    fn with(login: Login, extra: &str) -> Setup {
+        let sshd = Sshd::start().expect("sshd must start for this test");
+        let gateway = Gateway::builder(sshd.home())
+            .poll_interval(Duration::from_millis(100))
+            .start();
+        let work = tempfile::tempdir().unwrap();
+        let auth = match login {
+            Login::Key => format!("private_key = {:?}", sshd.private_key_path()),
+            Login::Password => "password_env = \"SMSDROP_TEST_PASSWORD\"".to_string(),
+        };
+        let config = format!(
+            "[inbox]\ndir = \"inbox\"\nstable_secs = 0\nrescan_secs = 1\n\
+             [batch]\nsubaccount = \"ACME\"\n\
+             [sftp]\nhost = \"127.0.0.1\"\nport = {}\nusername = {:?}\n{auth}\nknown_hosts = {:?}\ntimeout_secs = 5\n\
+             [track]\npoll_secs = 1\n\
+             [state]\ndir = \"state\"\n{extra}",
+            sshd.port(),
+            sshd.username(),
+            sshd.known_hosts_path(),
+        );
+        std::fs::write(work.path().join("smsdrop.toml"), config).unwrap();
+        Setup {
+            sshd,
+            gateway,
+            work,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.work.path().join(rel)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_smsdrop"));
+        c.args(args)
+            .current_dir(self.work.path())
+            .env_remove("SMSDROP_CONFIG")
+            .env("RUST_LOG", "smsdrop=debug");
+        if let Some(pw) = self.sshd.password() {
+            c.env("SMSDROP_TEST_PASSWORD", pw);
+        }
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run smsdrop")
+    }
+
+    fn daemon(&self) -> Child {
+        std::fs::create_dir_all(self.path("inbox")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("daemon.log"))
+            .unwrap();
+        self.command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start daemon")
+    }
+
+    fn remote(&self, dir: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.sshd.home().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.run(&["status", "--json"]);
+        assert!(out.status.success(), "{}", show(&out));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// Waits until every job in `status` is final, or panics with the daemon log.
+    fn wait_final(&self, jobs: usize, timeout: Duration) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let st = self.status();
+            let list = st["jobs"].as_array().unwrap();
+            let finals = ["succeeded", "failed", "expired", "rejected"];
+            if list.len() >= jobs
+                && list
+                    .iter()
+                    .all(|j| finals.contains(&j["state"].as_str().unwrap()))
+            {
+                return st;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "jobs not final in time: {st:#}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+    }
+}
+
+fn stop(mut child: Child) -> std::process::ExitStatus {
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "daemon did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn sample(name: &str) -> String {
+    root()
+        .join("samples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn send_delivers_the_samples_with_key_auth() {
+    let s = Setup::new(Login::Key);
+    let samples = [
+        "protheus-cobranca.csv",
+        "excel-utf8-bom.csv",
+        "lembretes-tab.txt",
+        "com-erros.csv",
+    ]
+    .map(sample);
+    let mut args = vec!["send"];
+    args.extend(samples.iter().map(String::as_str));
+    let out = s.run(&args);
+    // com-erros.csv holds rejected rows: exit 3, while every file was delivered.
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let success = s.remote("success");
+    assert_eq!(success.len(), 4, "{success:?}\n{}", show(&out));
+    assert!(s.remote("upload").is_empty() && s.remote("error").is_empty());
+    let today = chrono::Local::now().format("%Y%m%d").to_string();
+    for seq in 1..=4 {
+        assert!(
+            success.contains(&format!("ACME.{today}.{seq:02}.txt")),
+            "{success:?}"
+        );
+    }
+    // 4 + 4 + 3 + 3 rows, each exactly once.
+    assert_eq!(s.gateway.total_messages(), 14);
+    assert!(s.gateway.messages().values().all(|&n| n == 1), "{:?}", s.gateway.messages());
+    let st = s.status();
+    let jobs = st["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 4);
+    for j in jobs {
+        assert_eq!(j["state"], "succeeded", "{j:#}");
+        for key in [
+            "input",
+            "subaccount",
+            "rows",
+            "rows_rejected",
+            "reason",
+            "remote_files",
+            "created_at",
+            "updated_at",
+        ] {
+            assert!(j.get(key).is_some(), "status JSON lacks {key}: {j:#}");
+        }
+        assert_eq!(j["remote_files"][0]["state"], "succeeded");
+    }
+    // Reports: JSON and the ERP's result CSV.
+    let reports: Vec<String> = std::fs::read_dir(s.path("state/reports"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        reports.iter().filter(|n| n.ends_with(".json")).count(),
+        4,
+        "{reports:?}"
+    );
+    let csv_name = reports
+        .iter()
+        .find(|n| n.ends_with("com-erros.csv.result.csv"))
+        .expect("result csv");
+    let csv = std::fs::read_to_string(s.path("state/reports").join(csv_name)).unwrap();
+    assert!(
+        csv.starts_with("line;number;correlation_id;status;reason;remote_file\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(&format!("\n2;5511987654321;P1;succeeded;;ACME.{today}.")),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(
+            "\n3;5.51199E+12;P2;rejected;\"number \"\"5.51199E+12\"\" is in scientific notation"
+        ),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 1 + 11, "{csv}");
+    // The named files stay; copies are archived.
+    assert!(Path::new(&samples[0]).exists());
+    assert_eq!(
+        std::fs::read_dir(s.path("state/archive")).unwrap().count(),
+        4
+    );
+}
+
+#[test]
+fn password_auth_works_and_the_password_is_never_written() {
+    let s = Setup::new(Login::Password);
+    let password = s
+        .sshd
+        .password()
+        .expect("password auth needs root")
+        .to_string();
+    let out = s
+        .command(&["send", &sample("lembretes-tab.txt")])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(s.remote("success").len(), 1);
+    let status = s.run(&["status", "--json"]);
+    let mut haystack = vec![out.stdout, out.stderr, status.stdout];
+    for entry in walk(s.work.path()) {
+        haystack.push(std::fs::read(entry).unwrap_or_default());
+    }
+    for blob in &haystack {
+        assert!(
+            !String::from_utf8_lossy(blob).contains(&password),
+            "the password leaked"
+        );
+        assert!(!blob
+            .windows(password.len())
+            .any(|w| w == password.as_bytes()));
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_wrong_host_key_is_refused_with_its_fingerprint() {
+    let s = Setup::new(Login::Key);
+    let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
+    let wrong = cfg.replace(
+        &format!("{:?}", s.sshd.known_hosts_path()),
+        &format!("{:?}", s.sshd.wrong_known_hosts_path()),
+    );
+    std::fs::write(s.path("smsdrop.toml"), wrong).unwrap();
+    let out = s.run(&["send", &sample("lembretes-tab.txt")]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(s.sshd.host_key_fingerprint()), "{err}");
+    assert!(s.remote("upload").is_empty() && s.remote("success").is_empty());
+    let check = s.run(&["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", show(&check));
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("FAIL  host key"),
+        "{}",
+        show(&check)
+    );
+}
+
+#[test]
+fn unknown_host_key_is_accepted_only_when_asked() {
+    let s = Setup::new(Login::Key);
+    let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
+    let fresh = s.path("state/known_hosts_new");
+    std::fs::write(
+        s.path("smsdrop.toml"),
+        cfg.replace(
+            &format!("{:?}", s.sshd.known_hosts_path()),
+            &format!("{fresh:?}"),
+        ),
+    )
+    .unwrap();
+    let out = s.run(&["send", &sample("lembretes-tab.txt")]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("accept-new-host-key"),
+        "{}",
+        show(&out)
+    );
+    let check = s.run(&["check", "--accept-new-host-key"]);
+    assert_eq!(check.status.code(), Some(0), "{}", show(&check));
+    let text = String::from_utf8_lossy(&check.stdout);
+    for want in [
+        "ok    host key",
+        "ok    login",
+        "ok    remote folder: upload/",
+        "ok    remote folder: error/",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    // The retried job resumes and goes through.
+    let out = s.run(&["send", &sample("excel-utf8-bom.csv")]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        s.remote("success").len(),
+        2,
+        "the first file's job was resumed too"
+    );
+}
+
+#[test]
+fn daemon_takes_inbox_files_rejects_duplicates_and_stops_on_sigterm() {
+    let s = Setup::new(Login::Key);
+    let daemon = s.daemon();
+    std::fs::create_dir_all(s.path("inbox/OTHER_1")).unwrap();
+    std::fs::copy(sample("protheus-cobranca.csv"), s.path("inbox/a.csv")).unwrap();
+    std::fs::copy(sample("lembretes-tab.txt"), s.path("inbox/OTHER_1/b.txt")).unwrap();
+    s.wait_final(2, Duration::from_secs(30));
+    // The same content again: rejected as a duplicate, nothing sent twice.
+    std::fs::copy(sample("protheus-cobranca.csv"), s.path("inbox/a-again.csv")).unwrap();
+    let st = s.wait_final(3, Duration::from_secs(30));
+    let status = stop(daemon);
+    assert!(status.success(), "daemon exit {status:?}\n{}", s.log());
+    let jobs = st["jobs"].as_array().unwrap();
+    let dup = jobs
+        .iter()
+        .find(|j| j["input"].as_str().unwrap().ends_with("a-again.csv"))
+        .unwrap();
+    assert_eq!(dup["state"], "rejected");
+    assert!(
+        dup["reason"].as_str().unwrap().contains("duplicate"),
+        "{dup:#}"
+    );
+    let success = s.remote("success");
+    let today = chrono::Local::now().format("%Y%m%d").to_string();
+    assert!(
+        success.contains(&format!("ACME.{today}.01.txt")),
+        "{success:?}"
+    );
+    assert!(
+        success.contains(&format!("OTHER_1.{today}.01.txt")),
+        "{success:?}"
+    );
+    assert_eq!(success.len(), 2);
+    assert_eq!(
+        std::fs::read_dir(s.path("inbox")).unwrap().count(),
+        1,
+        "only the OTHER_1 folder stays"
+    );
+    assert_eq!(
+        std::fs::read_dir(s.path("state/rejected")).unwrap().count(),
+        1
+    );
+    assert_eq!(
+        std::fs::read_dir(s.path("state/archive")).unwrap().count(),
+        2
+    );
+    assert!(s.log().contains("input taken"), "{}", s.log());
+}
+
+#[test]
+fn sequence_numbers_start_above_names_already_on_the_server() {
+    let s = Setup::new(Login::Key);
+    let today = chrono::Local::now().format("%Y%m%d").to_string();
+    let theirs = s.sshd.home().join(format!("error/ACME.{today}.07.txt"));
+    std::fs::write(&theirs, "not ours").unwrap();
+    let out = s.run(&["send", &sample("lembretes-tab.txt")]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(s.remote("success"), vec![format!("ACME.{today}.08.txt")]);
+    assert_eq!(std::fs::read_to_string(theirs).unwrap(), "not ours");
+}
+
+/// A big input so an upload takes long enough to interrupt.
+fn big_input(path: &Path, rows: usize) {
+    let mut text = String::from("telefone;mensagem;id\n");
+    for i in 0..rows {
+        text.push_str(&format!(
+            "119{:08};Mensagem de teste numero {i} com algum texto para ocupar espaco;R{i}\n",
+            i
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn has_temp(s: &Setup) -> bool {
+    std::fs::read_dir(s.sshd.home().join("upload"))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn server_going_away_mid_upload_then_back_delivers_exactly_once() {
+    let mut s = Setup::new(Login::Key);
+    let rows = 400_000;
+    big_input(&s.path("big.csv"), rows);
+    let daemon = s.daemon();
+    std::fs::rename(s.path("big.csv"), s.path("inbox/big.csv")).unwrap();
+    wait_for("the upload to start", Duration::from_secs(60), || {
+        has_temp(&s)
+    });
+    s.sshd.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    s.sshd.restart().expect("sshd restarts");
+    let st = s.wait_final(1, Duration::from_secs(120));
+    assert!(stop(daemon).success());
+    assert_eq!(st["jobs"][0]["state"], "succeeded", "{st:#}\n{}", s.log());
+    let success = s.remote("success");
+    assert_eq!(success.len(), 1 + rows / 50_000 - 1, "{success:?}");
+    assert_eq!(s.gateway.total_messages(), rows);
+    assert!(
+        s.gateway.messages().values().all(|&n| n == 1),
+        "a message went twice"
+    );
+    assert!(
+        s.remote("upload").is_empty(),
+        "temp files left: {:?}",
+        s.remote("upload")
+    );
+    assert!(
+        s.log().contains("server unavailable") || s.log().contains("upload failed"),
+        "{}",
+        s.log()
+    );
+}
+
+#[test]
+fn kill_9_mid_upload_then_restart_delivers_exactly_once() {
+    let s = Setup::new(Login::Key);
+    let rows = 400_000;
+    big_input(&s.path("big.csv"), rows);
+    let mut daemon = s.daemon();
+    std::fs::rename(s.path("big.csv"), s.path("inbox/big.csv")).unwrap();
+    wait_for("the upload to start", Duration::from_secs(60), || {
+        has_temp(&s)
+    });
+    daemon.kill().unwrap(); // SIGKILL
+    daemon.wait().unwrap();
+    let daemon = s.daemon();
+    let st = s.wait_final(1, Duration::from_secs(120));
+    assert!(stop(daemon).success());
+    assert_eq!(st["jobs"][0]["state"], "succeeded", "{st:#}");
+    assert_eq!(s.remote("success").len(), rows / 50_000);
+    assert_eq!(s.gateway.total_messages(), rows);
+    assert!(
+        s.gateway.messages().values().all(|&n| n == 1),
+        "a message went twice"
+    );
+    assert!(
+        s.remote("upload").is_empty(),
+        "temp files left: {:?}",
+        s.remote("upload")
+    );
+    let dupes: Vec<_> = s
+        .gateway
+        .processed()
+        .into_iter()
+        .filter(|p| p.2.contains("duplicate"))
+        .collect();
+    assert!(dupes.is_empty(), "{dupes:?}");
+}
