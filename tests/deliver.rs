@@ -188,7 +188,11 @@ fn send_delivers_the_samples_with_key_auth() {
     }
     // 4 + 4 + 3 + 3 rows, each exactly once.
     assert_eq!(s.gateway.total_messages(), 14);
-    assert!(s.gateway.messages().values().all(|&n| n == 1), "{:?}", s.gateway.messages());
+    assert!(
+        s.gateway.messages().values().all(|&n| n == 1),
+        "{:?}",
+        s.gateway.messages()
+    );
     let st = s.status();
     let jobs = st["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 4);
@@ -514,4 +518,124 @@ fn kill_9_mid_upload_then_restart_delivers_exactly_once() {
         .filter(|p| p.2.contains("duplicate"))
         .collect();
     assert!(dupes.is_empty(), "{dupes:?}");
+}
+
+#[test]
+fn gateway_errors_fail_the_job_and_the_hook_hears_every_outcome() {
+    let mut s = Setup::with(Login::Password, "[report]\non_outcome = [\"sh\", \"-c\", \"echo $SMSDROP_JOB_ID $SMSDROP_OUTCOME $SMSDROP_INPUT >> hook.log; test -f \\\"$SMSDROP_REPORT\\\" && test -f \\\"$SMSDROP_RESULT_CSV\\\" && env | grep -c SMSDROP_TEST_PASSWORD >> hook.log || true\"]\nlog_format = \"json\"\n");
+    s.gateway.stop();
+    s.gateway = Gateway::builder(s.sshd.home())
+        .poll_interval(Duration::from_millis(100))
+        .fail_every(2)
+        .start();
+    let out = s.run(&[
+        "send",
+        &sample("protheus-cobranca.csv"),
+        &sample("lembretes-tab.txt"),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let st = s.status();
+    let states: Vec<&str> = st["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states.iter().filter(|&&x| x == "failed").count(),
+        1,
+        "{st:#}"
+    );
+    assert_eq!(
+        states.iter().filter(|&&x| x == "succeeded").count(),
+        1,
+        "{st:#}"
+    );
+    let failed = st["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["state"] == "failed")
+        .unwrap();
+    assert!(
+        failed["reason"].as_str().unwrap().contains("error/"),
+        "{failed:#}"
+    );
+    let hook = std::fs::read_to_string(s.path("hook.log")).expect("the hook ran");
+    let lines: Vec<&str> = hook.lines().collect();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains(" failed ") || l.contains(" succeeded "))
+            .count(),
+        2,
+        "{hook}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains("SMSDROP_TEST_PASSWORD") && *l != "1"),
+        "{hook}"
+    );
+    // JSON logs, one object a line.
+    let err = String::from_utf8_lossy(&out.stderr);
+    let first = err
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("json log lines");
+    let v: serde_json::Value = serde_json::from_str(first).expect("a JSON log line");
+    assert!(v.get("level").is_some(), "{first}");
+}
+
+#[test]
+fn no_outcome_in_time_expires_the_job() {
+    let mut s = Setup::with(Login::Key, "");
+    let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
+    std::fs::write(
+        s.path("smsdrop.toml"),
+        cfg.replace("poll_secs = 1", "poll_secs = 1\ngive_up_after = \"2s\""),
+    )
+    .unwrap();
+    s.gateway.stop();
+    let out = s.run(&["send", &sample("lembretes-tab.txt")]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let st = s.status();
+    assert_eq!(st["jobs"][0]["state"], "expired", "{st:#}");
+    assert!(
+        st["jobs"][0]["reason"].as_str().unwrap().contains("2s"),
+        "{st:#}"
+    );
+    assert_eq!(
+        s.remote("upload").len(),
+        1,
+        "the file stays where the gateway can still take it"
+    );
+}
+
+#[test]
+fn done_markers_hold_files_back_and_are_archived_with_them() {
+    let s = Setup::with(Login::Key, "");
+    let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
+    std::fs::write(
+        s.path("smsdrop.toml"),
+        cfg.replace(
+            "rescan_secs = 1",
+            "rescan_secs = 1\ndone_marker = \".done\"",
+        ),
+    )
+    .unwrap();
+    let daemon = s.daemon();
+    std::fs::copy(sample("lembretes-tab.txt"), s.path("inbox/a.txt")).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(s.path("inbox/a.txt").exists(), "taken without its marker");
+    std::fs::write(s.path("inbox/a.txt.done"), "").unwrap();
+    let st = s.wait_final(1, Duration::from_secs(30));
+    assert!(stop(daemon).success());
+    assert_eq!(st["jobs"][0]["state"], "succeeded", "{st:#}");
+    let mut archived: Vec<String> = std::fs::read_dir(s.path("state/archive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    archived.sort();
+    assert_eq!(archived, vec!["1-a.txt", "1-a.txt.done"]);
 }
