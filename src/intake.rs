@@ -71,6 +71,14 @@ pub fn prepare_dirs(cfg: &Config) -> io::Result<()> {
     ] {
         std::fs::create_dir_all(d)?;
     }
+    // Half-written spool files of a conversion a crash interrupted (it is redone).
+    for e in std::fs::read_dir(spool_dir(cfg))?.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".smsdrop-") && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     Ok(())
 }
 
@@ -109,6 +117,7 @@ pub fn take(
         size,
     };
     let id = ctx.journal.transaction(|t| t.insert_job(&new))?;
+    crate::crash::point("detected");
     tracing::info!(job = id, input = %stored, "input taken");
     if let Some(reason) = hash.strip_prefix("unreadable: ") {
         let why = format!("the file could not be read ({reason}); check its permissions");
@@ -236,6 +245,7 @@ pub fn process(ctx: &mut Ctx<'_>, id: i64, origin: Origin) -> Result<(), StageEr
         )?;
         t.record_batches(id, &job.subaccount, day, &batches)
     })?;
+    crate::crash::point("converted");
     tracing::info!(job = id, remote = ?names, rows = report.rows_sent, rejected = report.rows_rejected, "converted");
     store_input(ctx, &job, JobState::Converted, origin)
 }
@@ -338,6 +348,7 @@ pub fn store_input(
             }
         }
     }
+    crate::crash::point("archive");
     ctx.journal
         .transaction(|t| t.set_stored_path(job.id, &dest))?;
     Ok(())

@@ -12,6 +12,7 @@ pub mod batch;
 pub mod commands;
 pub mod config;
 pub mod convert;
+pub mod crash;
 pub mod daemon;
 pub mod intake;
 pub mod journal;

@@ -45,6 +45,7 @@ pub fn report_finished(ctx: &mut Ctx<'_>) -> Result<Vec<Job>, StageError> {
         };
         write_result_csv(ctx.cfg, job, &batches, &csv_path).map_err(local)?;
         write_json(ctx.journal, job, &batches, &json_path, &csv_path)?;
+        crate::crash::point("reported");
         run_hook(ctx.cfg, job, &json_path, &csv_path);
         for b in &batches {
             let _ = std::fs::remove_file(spool_path(ctx.cfg, job.id, b.part));

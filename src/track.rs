@@ -6,10 +6,10 @@
 //! files ran out of time.
 
 use crate::intake::{Ctx, StageError};
-use crate::journal::JobState;
+use crate::journal::{Batch, JobState};
 use crate::upload::dirs;
 use chrono::Utc;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 /// Polls once. Returns how many batches got an outcome.
 ///
@@ -17,9 +17,24 @@ use std::collections::{BTreeSet, HashSet};
 /// [`StageError::Remote`] when a listing fails; [`StageError::Journal`] when the journal fails.
 pub fn poll(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
     let awaited = ctx.journal.batches_in(JobState::Uploaded)?;
-    if awaited.is_empty() {
-        return Ok(0);
+    let changed = if awaited.is_empty() {
+        vec![]
+    } else {
+        resolve(ctx, &awaited)?
+    };
+    // Settle every job still waiting, not only those just changed: a crash between recording
+    // an outcome and settling its job must not leave the job waiting forever.
+    for job in ctx
+        .journal
+        .jobs_in(&[JobState::Uploading, JobState::Uploaded])?
+    {
+        settle_job(ctx, job.id)?;
     }
+    Ok(changed.len())
+}
+
+/// Records the outcome of each awaited batch the listings resolve.
+fn resolve(ctx: &mut Ctx<'_>, awaited: &[Batch]) -> Result<Vec<(Batch, JobState)>, StageError> {
     let (_, ok, err, _) = dirs(ctx.cfg);
     let success: HashSet<String> = ctx.remote.list(&ok)?.into_iter().collect();
     let error: HashSet<String> = ctx.remote.list(&err)?.into_iter().collect();
@@ -27,7 +42,7 @@ pub fn poll(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
         .unwrap_or(chrono::Duration::days(1));
     let now = Utc::now();
     let mut changed = vec![];
-    for b in &awaited {
+    for b in awaited {
         let state = if success.contains(&b.name) {
             JobState::Succeeded
         } else if error.contains(&b.name) {
@@ -40,22 +55,19 @@ pub fn poll(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
         changed.push((b.clone(), state));
     }
     if changed.is_empty() {
-        return Ok(0);
+        return Ok(changed);
     }
-    let jobs: BTreeSet<i64> = changed.iter().map(|(b, _)| b.job_id).collect();
     ctx.journal.transaction(|t| {
         for (b, state) in &changed {
             t.set_batch_state(b.id, *state, None)?;
         }
         Ok(())
     })?;
+    crate::crash::point("outcome");
     for (b, state) in &changed {
         tracing::info!(job = b.job_id, remote = %b.name, outcome = state.as_str(), "gateway outcome");
     }
-    for job_id in jobs {
-        settle_job(ctx, job_id)?;
-    }
-    Ok(changed.len())
+    Ok(changed)
 }
 
 /// Sets a job's outcome from its batches' states, once it has one.

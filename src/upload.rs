@@ -59,6 +59,7 @@ pub fn upload_pending(ctx: &mut Ctx<'_>, shutdown: &AtomicBool) -> Result<usize,
             }
             Ok(())
         })?;
+        crate::crash::point("uploading");
     }
     let (up, ok, err, temp_dir) = dirs(ctx.cfg);
     let mut done: Vec<(Batch, Option<&'static str>)> = vec![];
@@ -168,6 +169,7 @@ fn commit(
         Ok(())
     })?;
     done.clear();
+    crate::crash::point("uploaded");
     for job in jobs {
         let all_up = ctx
             .journal

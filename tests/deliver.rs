@@ -2,164 +2,11 @@
 //! Each test fails (never skips) when sshd cannot start.
 
 mod support;
-mod util;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 use support::gateway::Gateway;
-use support::sshd::Sshd;
-use util::{root, show};
-
-/// A server, a gateway, and a workspace with a config pointing at them.
-struct Setup {
-    sshd: Sshd,
-    gateway: Gateway,
-    work: tempfile::TempDir,
-}
-
-enum Login {
-    Key,
-    Password,
-}
-
-impl Setup {
-    fn new(login: Login) -> Setup {
-        Self::with(login, "")
-    }
-
-    fn with(login: Login, extra: &str) -> Setup {
-        let sshd = Sshd::start().expect("sshd must start for this test");
-        let gateway = Gateway::builder(sshd.home())
-            .poll_interval(Duration::from_millis(100))
-            .start();
-        let work = tempfile::tempdir().unwrap();
-        let auth = match login {
-            Login::Key => format!("private_key = {:?}", sshd.private_key_path()),
-            Login::Password => "password_env = \"SMSDROP_TEST_PASSWORD\"".to_string(),
-        };
-        let config = format!(
-            "[inbox]\ndir = \"inbox\"\nstable_secs = 0\nrescan_secs = 1\n\
-             [batch]\nsubaccount = \"ACME\"\n\
-             [sftp]\nhost = \"127.0.0.1\"\nport = {}\nusername = {:?}\n{auth}\nknown_hosts = {:?}\ntimeout_secs = 5\n\
-             [track]\npoll_secs = 1\n\
-             [state]\ndir = \"state\"\n{extra}",
-            sshd.port(),
-            sshd.username(),
-            sshd.known_hosts_path(),
-        );
-        std::fs::write(work.path().join("smsdrop.toml"), config).unwrap();
-        Setup {
-            sshd,
-            gateway,
-            work,
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.work.path().join(rel)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_smsdrop"));
-        c.args(args)
-            .current_dir(self.work.path())
-            .env_remove("SMSDROP_CONFIG")
-            .env("RUST_LOG", "smsdrop=debug");
-        if let Some(pw) = self.sshd.password() {
-            c.env("SMSDROP_TEST_PASSWORD", pw);
-        }
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run smsdrop")
-    }
-
-    fn daemon(&self) -> Child {
-        std::fs::create_dir_all(self.path("inbox")).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path("daemon.log"))
-            .unwrap();
-        self.command(&["run"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start daemon")
-    }
-
-    fn remote(&self, dir: &str) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.sshd.home().join(dir))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = self.run(&["status", "--json"]);
-        assert!(out.status.success(), "{}", show(&out));
-        serde_json::from_slice(&out.stdout).expect("status JSON")
-    }
-
-    /// Waits until every job in `status` is final, or panics with the daemon log.
-    fn wait_final(&self, jobs: usize, timeout: Duration) -> serde_json::Value {
-        let start = Instant::now();
-        loop {
-            let st = self.status();
-            let list = st["jobs"].as_array().unwrap();
-            let finals = ["succeeded", "failed", "expired", "rejected"];
-            if list.len() >= jobs
-                && list
-                    .iter()
-                    .all(|j| finals.contains(&j["state"].as_str().unwrap()))
-            {
-                return st;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "jobs not final in time: {st:#}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
-    }
-}
-
-fn stop(mut child: Child) -> std::process::ExitStatus {
-    unsafe { libc_kill(child.id() as i32, 15) };
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "daemon did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-fn sample(name: &str) -> String {
-    root()
-        .join("samples")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
+use support::setup::{big_input, has_temp, sample, show, stop, wait_for, walk, Login, Setup};
 
 #[test]
 fn send_delivers_the_samples_with_key_auth() {
@@ -279,19 +126,6 @@ fn password_auth_works_and_the_password_is_never_written() {
             .windows(password.len())
             .any(|w| w == password.as_bytes()));
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]
@@ -418,35 +252,6 @@ fn sequence_numbers_start_above_names_already_on_the_server() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(s.remote("success"), vec![format!("ACME.{today}.08.txt")]);
     assert_eq!(std::fs::read_to_string(theirs).unwrap(), "not ours");
-}
-
-/// A big input so an upload takes long enough to interrupt.
-fn big_input(path: &Path, rows: usize) {
-    let mut text = String::from("telefone;mensagem;id\n");
-    for i in 0..rows {
-        text.push_str(&format!(
-            "119{:08};Mensagem de teste numero {i} com algum texto para ocupar espaco;R{i}\n",
-            i
-        ));
-    }
-    std::fs::write(path, text).unwrap();
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn has_temp(s: &Setup) -> bool {
-    std::fs::read_dir(s.sshd.home().join("upload"))
-        .map(|rd| {
-            rd.flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
-        })
-        .unwrap_or(false)
 }
 
 #[test]

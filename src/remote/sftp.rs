@@ -305,7 +305,9 @@ impl Remote for SftpRemote {
                 message,
             });
         }
+        crate::crash::point("temp-uploaded");
         self.rename_no_clobber(temp, dest)?;
+        crate::crash::point("renamed");
         Ok(sent)
     }
 

@@ -6,4 +6,5 @@
 #![allow(dead_code)]
 
 pub mod gateway;
+pub mod setup;
 pub mod sshd;
