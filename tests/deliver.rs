@@ -299,8 +299,7 @@ fn kill_9_mid_upload_then_restart_delivers_exactly_once() {
     wait_for("the upload to start", Duration::from_secs(60), || {
         has_temp(&s)
     });
-    daemon.kill().unwrap(); // SIGKILL
-    daemon.wait().unwrap();
+    daemon.kill9();
     let daemon = s.daemon();
     let st = s.wait_final(1, Duration::from_secs(120));
     assert!(stop(daemon).success());

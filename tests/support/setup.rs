@@ -87,18 +87,20 @@ impl Setup {
         self.command(args).output().expect("run smsdrop")
     }
 
-    pub fn daemon(&self) -> Child {
+    pub fn daemon(&self) -> Daemon {
         std::fs::create_dir_all(self.path("inbox")).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path("daemon.log"))
             .unwrap();
-        self.command(&["run"])
+        let child = self
+            .command(&["run"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start daemon")
+            .expect("start daemon");
+        Daemon(Some(child))
     }
 
     pub fn remote(&self, dir: &str) -> Vec<String> {
@@ -111,7 +113,7 @@ impl Setup {
     }
 
     pub fn status(&self) -> serde_json::Value {
-        let out = self.run(&["status", "--json"]);
+        let out = self.run(&["status", "--json", "--limit", "1000000"]);
         assert!(out.status.success(), "{}", show(&out));
         serde_json::from_slice(&out.stdout).expect("status JSON")
     }
@@ -144,17 +146,38 @@ impl Setup {
     }
 }
 
-pub fn stop(mut child: Child) -> std::process::ExitStatus {
+/// A running `smsdrop run`; killed when dropped, so a failing test leaves no daemon behind.
+pub struct Daemon(Option<Child>);
+
+impl Daemon {
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// SIGTERM, then waits (at most 20 s) for the exit status.
+pub fn stop(mut daemon: Daemon) -> std::process::ExitStatus {
+    let mut child = daemon.0.take().expect("a running daemon");
     unsafe { libc_kill(child.id() as i32, 15) };
     let start = Instant::now();
     loop {
         if let Some(s) = child.try_wait().unwrap() {
             return s;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "daemon did not stop on SIGTERM"
-        );
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("daemon did not stop on SIGTERM");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
