@@ -399,6 +399,7 @@ impl Run<'_> {
             ));
         }
         let number = rules::normalize_number(raw_number, self.number_rules()).map_err(say)?;
+        self.check_swallowed_rows(raw_text, rec.line)?;
         let mode = self.cfg.sanitize;
         let mut changed = vec![];
         self.text.clear();
@@ -415,6 +416,34 @@ impl Run<'_> {
         }
         rules::check_length("correlation id", &self.id, MAX_ID_CHARS).map_err(say)?;
         Ok((number, changed))
+    }
+
+    /// Refuses a text whose embedded lines look like rows of their own: an unclosed quote made
+    /// the following rows part of this field, and sending it would mail other customers' messages
+    /// to this row's number.
+    fn check_swallowed_rows(&self, text: &str, line: u64) -> Result<(), String> {
+        if !text.contains(['\n', '\r']) {
+            return Ok(());
+        }
+        let delimiter = match self.report.delimiter.as_str() {
+            "tab" => '\t',
+            d => d.chars().next().unwrap_or(';'),
+        };
+        let rules = self.number_rules();
+        for (i, embedded) in text.split(['\n', '\r']).enumerate().skip(1) {
+            let mut fields = embedded.split(delimiter);
+            let first = fields.next().unwrap_or_default().trim_matches('"');
+            if fields.next().is_some() && rules::normalize_number(first, rules).is_ok() {
+                return Err(format!(
+                    "the text runs over line breaks into what looks like another row ({:?} on the \
+                     {} line of this field): probably an unclosed quote (\") on line {line}; fix the \
+                     quotes in the export",
+                    first,
+                    ordinal(i + 1)
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn reject(
@@ -465,6 +494,14 @@ fn bad_encoding(field: &str, e: &dialect::BadEncoding) -> String {
          [input] encoding = \"auto\" or \"windows-1252\"",
         e.offset + 1
     )
+}
+
+fn ordinal(n: usize) -> String {
+    match n {
+        2 => "2nd".into(),
+        3 => "3rd".into(),
+        n => format!("{n}th"),
+    }
 }
 
 fn say(p: FieldProblem) -> String {

@@ -239,3 +239,21 @@ fn an_unquoted_delimiter_inside_a_field_rejects_the_row() {
         rep.rejected
     );
 }
+
+#[test]
+fn an_unclosed_quote_never_mails_other_rows_to_one_number() {
+    let input = b"telefone;mensagem;id\n11999999999;\"Oferta especial;A1\n11988888888;Sua fatura;A2\n11977777777;Outra;A3\n";
+    let (rows, rep) = run(input);
+    assert!(rows.is_empty(), "{rows:?}");
+    assert!(
+        rep.rejected[0].reason.contains("unclosed quote"),
+        "{:?}",
+        rep.rejected
+    );
+    // A genuine multi-line text is still fine.
+    let (rows, _) = run(b"11999999999;\"linha um\nlinha dois\";A1\n");
+    assert_eq!(
+        rows,
+        vec![row(1, "5511999999999", "linha um linha dois", "A1")]
+    );
+}
