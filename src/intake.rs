@@ -323,7 +323,10 @@ pub fn store_input(
     } else {
         &ctx.cfg.state.archive_dir
     };
-    let dest = dir.join(format!("{}-{}", job.id, job.input_name));
+    // The stored name keeps the original's bytes (a name need not be UTF-8), prefixed with the job.
+    let mut stored_name = std::ffi::OsString::from(format!("{}-", job.id));
+    stored_name.push(job.input_path.file_name().unwrap_or_default());
+    let dest = dir.join(&stored_name);
     let result = match origin {
         Origin::Inbox => move_file(&job.input_path, &dest),
         Origin::Named => copy_synced(&job.input_path, &dest),
@@ -339,12 +342,11 @@ pub fn store_input(
     }
     if origin == Origin::Inbox {
         if let Some(m) = &ctx.cfg.inbox.done_marker {
-            let marker = PathBuf::from(format!("{}{m}", job.input_path.display()));
+            let marker = crate::watch::marker_path(&job.input_path, m);
             if marker.exists() {
-                let _ = move_file(
-                    &marker,
-                    &dir.join(format!("{}-{}{m}", job.id, job.input_name)),
-                );
+                let mut marker_name = stored_name.clone();
+                marker_name.push(m);
+                let _ = move_file(&marker, &dir.join(marker_name));
             }
         }
     }

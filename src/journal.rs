@@ -73,8 +73,8 @@ impl JobState {
     }
 }
 
-/// One input file's job.
-#[derive(Debug, Clone, Serialize)]
+/// One input file's job. (Not `Serialize`: its paths need not be UTF-8.)
+#[derive(Debug, Clone)]
 pub struct Job {
     pub id: i64,
     pub input_name: String,
@@ -142,8 +142,8 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     input_name TEXT NOT NULL,
-    input_path TEXT NOT NULL,
-    stored_path TEXT,
+    input_path BLOB NOT NULL,
+    stored_path BLOB,
     subaccount TEXT NOT NULL,
     hash TEXT NOT NULL,
     size INTEGER NOT NULL,
@@ -442,12 +442,24 @@ const JOB_COLS: &str = "id, input_name, input_path, stored_path, subaccount, has
 const BATCH_COLS: &str =
     "id, job_id, part, name, rows, bytes, state, attempts, last_error, uploaded_at";
 
+/// Paths are stored as their raw bytes: a file name need not be UTF-8, and a lossy copy would
+/// name a file that does not exist.
+fn path_to_sql(p: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes().to_vec()
+}
+
+fn path_from_sql(bytes: Vec<u8>) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
+}
+
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     Ok(Job {
         id: r.get(0)?,
         input_name: r.get(1)?,
-        input_path: PathBuf::from(r.get::<_, String>(2)?),
-        stored_path: r.get::<_, Option<String>>(3)?.map(PathBuf::from),
+        input_path: path_from_sql(r.get(2)?),
+        stored_path: r.get::<_, Option<Vec<u8>>>(3)?.map(path_from_sql),
         subaccount: r.get(4)?,
         hash: r.get(5)?,
         state: JobState::parse(&r.get::<_, String>(6)?),
@@ -488,7 +500,7 @@ impl Tx<'_> {
         self.tx.execute(
             "INSERT INTO jobs (input_name, input_path, subaccount, hash, size, state, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, 'detected', ?6, ?6)",
-            params![job.input_name, job.input_path.to_string_lossy(), job.subaccount, job.hash, job.size, t],
+            params![job.input_name, path_to_sql(job.input_path), job.subaccount, job.hash, job.size, t],
         )?;
         let id = self.tx.last_insert_rowid();
         self.note(id, "detected", None)?;
@@ -537,7 +549,7 @@ impl Tx<'_> {
     pub fn set_stored_path(&mut self, job_id: i64, path: &Path) -> rusqlite::Result<()> {
         self.tx.execute(
             "UPDATE jobs SET stored_path = ?2 WHERE id = ?1",
-            params![job_id, path.to_string_lossy()],
+            params![job_id, path_to_sql(path)],
         )?;
         Ok(())
     }

@@ -70,8 +70,8 @@ fn write_json(
     let doc = json!({
         "job": job.id,
         "input": job.input_name,
-        "input_path": job.input_path,
-        "stored_path": job.stored_path,
+        "input_path": job.input_path.to_string_lossy(),
+        "stored_path": job.stored_path.as_ref().map(|p| p.to_string_lossy()),
         "hash_sha256": job.hash,
         "subaccount": job.subaccount,
         "outcome": job.state,
@@ -85,7 +85,7 @@ fn write_json(
         })).collect::<Vec<_>>(),
         "history": journal.history(job.id)?,
         "conversion": conversion,
-        "result_csv": csv,
+        "result_csv": csv.to_string_lossy(),
     });
     let text = serde_json::to_string_pretty(&doc).expect("reports always serialise");
     write_atomic(path, text.as_bytes())

@@ -124,7 +124,7 @@ impl Scanner {
         }
         let marker = match &self.cfg.done_marker {
             Some(m) => {
-                let marker = PathBuf::from(format!("{}{m}", path.display()));
+                let marker = marker_path(&path, m);
                 if !marker.exists() {
                     return;
                 }
@@ -162,6 +162,13 @@ impl Scanner {
     pub fn forget(&mut self, path: &Path) {
         self.seen.remove(path);
     }
+}
+
+/// `NAME` + `marker`, keeping the name's bytes (it need not be UTF-8).
+pub fn marker_path(path: &Path, marker: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(marker);
+    PathBuf::from(p)
 }
 
 /// Starts watching `dir` (and its subfolders) for changes, sending a hint on each event. Events

@@ -2,6 +2,7 @@
 
 mod util;
 
+use std::process::Command;
 use util::{root, show, Dir};
 
 const DATE: &str = "2026-11-25";
@@ -223,4 +224,21 @@ fn the_example_config_is_valid() {
         "in.csv",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+#[test]
+fn a_name_that_is_not_utf8_is_reported_not_a_crash() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = Dir::new();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.csv");
+    std::fs::write(dir.path().join(name), "11999999999;oi\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_smsdrop"))
+        .args(["convert", "--json", "--subaccount", "A", "--out", "out"])
+        .arg(name)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["inputs"][0]["input"], "caf\u{fffd}.csv");
 }

@@ -25,6 +25,7 @@ pub struct ConvertArgs {
 #[derive(Debug, Serialize)]
 pub struct Output {
     pub name: String,
+    #[serde(serialize_with = "lossy")]
     pub path: PathBuf,
     pub rows: u64,
 }
@@ -32,6 +33,7 @@ pub struct Output {
 /// One input's result.
 #[derive(Debug, Serialize)]
 pub struct InputResult {
+    #[serde(serialize_with = "lossy")]
     pub input: PathBuf,
     pub outputs: Vec<Output>,
     #[serde(flatten)]
@@ -42,6 +44,11 @@ pub struct InputResult {
 struct Summary<'a> {
     ok: bool,
     inputs: &'a [InputResult],
+}
+
+/// Paths as text for JSON; a name that is not UTF-8 shows with U+FFFD instead of failing.
+fn lossy<S: serde::Serializer>(p: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
 }
 
 /// Errors that stop `convert` as a whole.

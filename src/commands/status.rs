@@ -36,7 +36,7 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
                 .collect();
             list.push(json!({
                 "id": j.id,
-                "input": j.input_path,
+                "input": j.input_path.to_string_lossy(),
                 "subaccount": j.subaccount,
                 "state": j.state,
                 "rows": j.rows_read,
