@@ -111,6 +111,48 @@ pub fn check_line(line: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What a whole batch file's bytes amount to, by SPEC.md's rules (see [`check_batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchCheck {
+    /// No `EOF` last line (yet): the file may still be being written.
+    Incomplete,
+    /// A complete, valid batch with this many message lines.
+    Valid { messages: usize },
+    /// A complete batch the gateway would refuse, and why.
+    Invalid(String),
+}
+
+/// Checks a whole batch file: UTF-8, an optional [`HEADER_LINE`] first, message lines that pass
+/// [`check_line`], and [`TRAILER`] last (a final newline after it is fine). A batch without
+/// message lines is invalid. Pure: the caller reads the file and decides what to do.
+pub fn check_batch(bytes: &[u8]) -> BatchCheck {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let trailer = TRAILER.as_bytes();
+    let ends_with_trailer = body == trailer
+        || (body.ends_with(trailer) && body[..body.len() - trailer.len()].ends_with(b"\n"));
+    if !ends_with_trailer {
+        return BatchCheck::Incomplete;
+    }
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => t,
+        Err(e) => return BatchCheck::Invalid(format!("not UTF-8: {e}")),
+    };
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    lines.pop(); // the trailer
+    let skip = usize::from(lines.first() == Some(&HEADER_LINE));
+    if lines.len() == skip {
+        return BatchCheck::Invalid(format!("no message lines before {TRAILER}"));
+    }
+    for (i, line) in lines.iter().enumerate().skip(skip) {
+        if let Err(e) = check_line(line) {
+            return BatchCheck::Invalid(format!("line {}: {e}", i + 1));
+        }
+    }
+    BatchCheck::Valid {
+        messages: lines.len() - skip,
+    }
+}
+
 /// A finished batch file under a temporary name, waiting for its final name.
 #[derive(Debug)]
 pub struct PendingBatch {
@@ -286,6 +328,47 @@ mod tests {
         ] {
             assert!(check_line(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn whole_batch_checks() {
+        let valid = |n| BatchCheck::Valid { messages: n };
+        let cases: &[(&[u8], BatchCheck)] = &[
+            (b"5511900000000;oi;;\nEOF\n", valid(1)),
+            (b"5511900000000;oi;;\nEOF", valid(1)),
+            (
+                b"number;text;correlationId;\n5511900000000;oi;a;\n5511900000001;x;;\nEOF\n",
+                valid(2),
+            ),
+            (b"", BatchCheck::Incomplete),
+            (b"5511900000000;oi;;\n", BatchCheck::Incomplete),
+            (b"5511900000000;oi;;\nEOF\r\n", BatchCheck::Incomplete),
+            (b"5511900000000;oi;;\nEOF\n\n", BatchCheck::Incomplete),
+            (b"5511900000000;oi;;EOF\n", BatchCheck::Incomplete),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                &check_batch(bytes),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        for bad in [
+            &b"EOF\n"[..],
+            b"number;text;correlationId;\nEOF\n",
+            b"5511900000000;oi;;\n55119;x;;\nEOF\n",
+            b"5511900000000;\xff;;\nEOF\n",
+            b"5511900000000;oi;;\r\nEOF\n",
+            b"5511900000000;oi;;\n\nEOF\n",
+        ] {
+            let got = check_batch(bad);
+            assert!(matches!(got, BatchCheck::Invalid(_)), "{bad:?}: {got:?}");
+        }
+        let BatchCheck::Invalid(why) = check_batch(b"5511900000000;oi;;\n55119;x;;\nEOF\n") else {
+            panic!("not invalid");
+        };
+        assert!(why.starts_with("line 2: number"), "{why}");
     }
 
     #[test]

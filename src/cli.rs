@@ -65,6 +65,9 @@ enum Command {
         #[arg(long)]
         accept_new_host_key: bool,
     },
+    /// Runs a local SFTP server + gateway simulator to try smsdrop without gateway credentials.
+    #[cfg(feature = "sandbox")]
+    Sandbox(commands::sandbox::SandboxArgs),
 }
 
 /// A problem with how smsdrop was called or configured (exit code 2).
@@ -114,6 +117,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         } => {
             commands::init_logging(&cfg);
             Ok(commands::check::run(&cfg, accept_new_host_key))
+        }
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox(args) => {
+            commands::init_logging(&cfg);
+            commands::sandbox::run(&args).map_err(|e| {
+                if e.is_usage() {
+                    UsageError(e.to_string()).into()
+                } else {
+                    anyhow::Error::new(e).context("sandbox")
+                }
+            })
         }
     }
 }

@@ -169,6 +169,11 @@ impl Engine {
     fn absorb(&mut self, result: Result<(), StageError>) -> Result<(), DaemonError> {
         match result {
             Ok(()) => Ok(()),
+            Err(StageError::Journal(e)) if e.is_disk_problem() => {
+                tracing::error!(error = %e, "the journal's disk is full or failing; retrying in 10s (free space under the state folder)");
+                self.remote_at = Instant::now() + Duration::from_secs(10);
+                Ok(())
+            }
             Err(StageError::Journal(e)) => Err(e.into()),
             Err(StageError::Remote(e)) if self.fail_fast && !e.is_transient() => {
                 Err(DaemonError::Refused(e.to_string()))

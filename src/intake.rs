@@ -230,7 +230,15 @@ pub fn process(ctx: &mut Ctx<'_>, id: i64, origin: Origin) -> Result<(), StageEr
             .map_err(|e| StageError::Local(format!("spool file {}: {e}", dest.display())))?;
     }
     let day = ctx.cfg.batch.zone.today();
-    let used = highest_remote_seq(ctx, &job.subaccount, day)?;
+    let used = match highest_remote_seq(ctx, &job.subaccount, day) {
+        Ok(u) => u,
+        Err(e) => {
+            // Say on the job why it waits (status shows it), then let the daemon retry.
+            let why = format!("waiting for the server to number its batch files: {e}");
+            ctx.journal.transaction(|t| t.set_reason(id, Some(&why)))?;
+            return Err(e);
+        }
+    };
     let report_json = serde_json::to_string(&report).expect("reports always serialise");
     let names = ctx.journal.transaction(|t| {
         if let Some(used) = used {

@@ -21,6 +21,17 @@ pub struct JournalError {
     source: rusqlite::Error,
 }
 
+impl JournalError {
+    /// True when the disk is full or failing: worth retrying once space is freed, rather than
+    /// stopping (SQLite rolled the transaction back; the journal is intact).
+    pub fn is_disk_problem(&self) -> bool {
+        matches!(
+            self.source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+        )
+    }
+}
+
 type Result<T> = std::result::Result<T, JournalError>;
 
 /// Where a job is in its life.
@@ -647,6 +658,15 @@ impl Tx<'_> {
             "UPDATE batches SET state = ?2, last_error = COALESCE(?3, last_error), \
              uploaded_at = COALESCE(?4, uploaded_at) WHERE id = ?1",
             params![batch_id, state.as_str(), error, uploaded],
+        )?;
+        Ok(())
+    }
+
+    /// Sets or clears a job's reason without changing its state (e.g. why uploads are retried).
+    pub fn set_reason(&mut self, job_id: i64, reason: Option<&str>) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE jobs SET reason = ?2, updated_at = ?3 WHERE id = ?1",
+            params![job_id, reason, now()],
         )?;
         Ok(())
     }

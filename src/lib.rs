@@ -6,6 +6,8 @@
 //! - [`convert`]: ERP export bytes in, validated rows out (dialects, field rules, billing).
 //! - [`batch`]: the gateway's batch file: names, line format, safe writing.
 //! - [`commands`]: what each CLI subcommand does, on top of the stages above.
+//! - `sandbox` (feature `sandbox`, on by default): an embedded SFTP server and gateway simulator
+//!   for trying smsdrop on one machine without gateway credentials.
 //! - `main.rs`: argument parsing, tracing, exit codes only.
 
 pub mod batch;
@@ -18,6 +20,8 @@ pub mod intake;
 pub mod journal;
 pub mod remote;
 pub mod report;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 pub mod track;
 pub mod upload;
 pub mod watch;

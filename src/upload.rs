@@ -102,8 +102,11 @@ pub fn upload_pending(ctx: &mut Ctx<'_>, shutdown: &AtomicBool) -> Result<usize,
             }
             Err(e) => {
                 let msg = e.to_string();
-                ctx.journal
-                    .transaction(|t| t.batch_attempt_failed(batch.id, &msg))?;
+                let why = format!("upload of {} failed, retrying: {msg}", batch.name);
+                ctx.journal.transaction(|t| {
+                    t.batch_attempt_failed(batch.id, &msg)?;
+                    t.set_reason(batch.job_id, Some(&why))
+                })?;
                 tracing::warn!(error = %msg, "upload failed; will retry");
                 outcome = Err(e);
                 break;
@@ -178,8 +181,10 @@ fn commit(
             .all(|b| b.state != JobState::Uploading && b.state != JobState::Converted);
         let state = ctx.journal.job(job)?.map(|j| j.state);
         if all_up && state == Some(JobState::Uploading) {
-            ctx.journal
-                .transaction(|t| t.set_job_state(job, JobState::Uploaded, None))?;
+            ctx.journal.transaction(|t| {
+                t.set_reason(job, None)?;
+                t.set_job_state(job, JobState::Uploaded, None)
+            })?;
         }
     }
     Ok(())

@@ -197,11 +197,11 @@ fn daemon_takes_inbox_files_rejects_duplicates_and_stops_on_sigterm() {
     let s = Setup::new(Login::Key);
     let daemon = s.daemon();
     std::fs::create_dir_all(s.path("inbox/OTHER_1")).unwrap();
-    std::fs::copy(sample("protheus-cobranca.csv"), s.path("inbox/a.csv")).unwrap();
-    std::fs::copy(sample("lembretes-tab.txt"), s.path("inbox/OTHER_1/b.txt")).unwrap();
+    s.drop_sample("protheus-cobranca.csv", "a.csv");
+    s.drop_sample("lembretes-tab.txt", "OTHER_1/b.txt");
     s.wait_final(2, Duration::from_secs(30));
     // The same content again: rejected as a duplicate, nothing sent twice.
-    std::fs::copy(sample("protheus-cobranca.csv"), s.path("inbox/a-again.csv")).unwrap();
+    s.drop_sample("protheus-cobranca.csv", "a-again.csv");
     let st = s.wait_final(3, Duration::from_secs(30));
     let status = stop(daemon);
     assert!(status.success(), "daemon exit {status:?}\n{}", s.log());
@@ -429,7 +429,7 @@ fn done_markers_hold_files_back_and_are_archived_with_them() {
     )
     .unwrap();
     let daemon = s.daemon();
-    std::fs::copy(sample("lembretes-tab.txt"), s.path("inbox/a.txt")).unwrap();
+    s.drop_sample("lembretes-tab.txt", "a.txt");
     std::thread::sleep(Duration::from_secs(3));
     assert!(s.path("inbox/a.txt").exists(), "taken without its marker");
     std::fs::write(s.path("inbox/a.txt.done"), "").unwrap();

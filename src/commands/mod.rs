@@ -3,6 +3,8 @@
 pub mod check;
 pub mod convert;
 pub mod deliver;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 pub mod status;
 
 use crate::config::{Config, ConfigError, LogFormat};

@@ -154,7 +154,7 @@ impl SftpRemote {
                 .conn
                 .as_ref()
                 .and_then(|c| ssh2::Error::last_session_error(&c.link.session))
-                .map_or(true, |l| session_lost(&l)),
+                .is_none_or(|l| session_lost(&l)),
         };
         self.fail_with(op, path, lost, e.to_string())
     }

@@ -305,7 +305,7 @@ impl Worker {
         }
         let forced = verdict.is_ok()
             && self.cfg.fail_every > 0
-            && (self.succeeded + 1) % self.cfg.fail_every == 0;
+            && (self.succeeded + 1).is_multiple_of(self.cfg.fail_every);
         let success = verdict.is_ok() && !forced;
         let dest = self.dir(if success { 1 } else { 2 }).join(name);
         if dest.exists() {

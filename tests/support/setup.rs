@@ -103,6 +103,24 @@ impl Setup {
         Daemon(Some(child))
     }
 
+    /// Drops a file into the inbox as an ERP should: written under a name the inbox ignores,
+    /// then renamed (the tests run with `stable_secs = 0`, so a half-written file could be taken).
+    pub fn drop_in(&self, rel: &str, bytes: impl AsRef<[u8]>) {
+        let dest = self.path(&format!("inbox/{rel}"));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        let tmp = dest.with_file_name(format!(
+            ".{}.tmp",
+            dest.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &dest).unwrap();
+    }
+
+    /// [`Setup::drop_in`] with a sample's content.
+    pub fn drop_sample(&self, sample_name: &str, rel: &str) {
+        self.drop_in(rel, std::fs::read(sample(sample_name)).unwrap());
+    }
+
     pub fn remote(&self, dir: &str) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.sshd.home().join(dir))
             .unwrap()

@@ -292,6 +292,29 @@ impl Sshd {
         }
     }
 
+    /// SIGSTOP the listener and every open session: the server accepts TCP and then says nothing,
+    /// and transfers in flight hang.
+    pub fn freeze(&mut self) {
+        if let Some(pid) = self.pid() {
+            signal("STOP", pid);
+            for p in descendants(pid) {
+                signal("STOP", p);
+            }
+            self.paused = true;
+        }
+    }
+
+    /// SIGCONT after [`Sshd::freeze`].
+    pub fn thaw(&mut self) {
+        if let Some(pid) = self.pid() {
+            signal("CONT", pid);
+            for p in descendants(pid) {
+                signal("CONT", p);
+            }
+            self.paused = false;
+        }
+    }
+
     /// SIGKILL every open session (connections drop mid-transfer) but keep listening.
     pub fn drop_connections(&mut self) {
         if let Some(pid) = self.pid() {
