@@ -68,6 +68,13 @@ enum Command {
     /// Runs a local SFTP server + gateway simulator to try smsdrop without gateway credentials.
     #[cfg(feature = "sandbox")]
     Sandbox(commands::sandbox::SandboxArgs),
+    /// Shows the whole flow on this machine: sandbox server, daemon, the samples, their outcomes.
+    #[cfg(feature = "sandbox")]
+    Demo {
+        /// Workspace folder (default: a new folder under the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// A problem with how smsdrop was called or configured (exit code 2).
@@ -77,6 +84,25 @@ pub struct UsageError(String);
 
 /// Runs the chosen command.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    // The sandbox and the demo bring their own settings: a broken ./smsdrop.toml must not stop them.
+    #[cfg(feature = "sandbox")]
+    match &cli.command {
+        Command::Demo { dir } => {
+            init_quiet_logging();
+            return commands::demo::run(dir.as_deref()).context("demo");
+        }
+        Command::Sandbox(args) => {
+            commands::init_logging(&smsdrop::config::Config::defaults());
+            return commands::sandbox::run(args).map_err(|e| {
+                if e.is_usage() {
+                    UsageError(e.to_string()).into()
+                } else {
+                    anyhow::Error::new(e).context("sandbox")
+                }
+            });
+        }
+        _ => {}
+    }
     let cfg =
         commands::load_config(cli.config.as_deref()).map_err(|e| UsageError(e.to_string()))?;
     match cli.command {
@@ -119,17 +145,16 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(commands::check::run(&cfg, accept_new_host_key))
         }
         #[cfg(feature = "sandbox")]
-        Command::Sandbox(args) => {
-            commands::init_logging(&cfg);
-            commands::sandbox::run(&args).map_err(|e| {
-                if e.is_usage() {
-                    UsageError(e.to_string()).into()
-                } else {
-                    anyhow::Error::new(e).context("sandbox")
-                }
-            })
-        }
+        Command::Sandbox(_) | Command::Demo { .. } => unreachable!("handled above"),
     }
+}
+
+/// Warnings and errors only (`RUST_LOG` overrides): the demo prints its own progress.
+#[cfg(feature = "sandbox")]
+fn init_quiet_logging() {
+    let mut cfg = smsdrop::config::Config::defaults();
+    cfg.report.log_level = "warn".into();
+    commands::init_logging(&cfg);
 }
 
 fn deliver_result(r: Result<Outcome, DeliverError>) -> anyhow::Result<Outcome> {

@@ -10,6 +10,10 @@ use std::time::Duration;
 use support::setup::{root, stop, Login, Setup};
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn the_daemon_survives_the_whole_corpus_and_explains_each_rejection() {
     let s = Setup::new(Login::Key);
     let inbox = s.path("inbox");

@@ -9,6 +9,10 @@ use support::gateway::Gateway;
 use support::setup::{big_input, has_temp, sample, show, stop, wait_for, walk, Login, Setup};
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn send_delivers_the_samples_with_key_auth() {
     let s = Setup::new(Login::Key);
     let samples = [
@@ -98,6 +102,10 @@ fn send_delivers_the_samples_with_key_auth() {
 }
 
 #[test]
+#[cfg_attr(
+    not(sshd_as_root),
+    ignore = "needs OpenSSH sshd and root (password login, mounts); CI runs as root"
+)]
 fn password_auth_works_and_the_password_is_never_written() {
     let s = Setup::new(Login::Password);
     let password = s
@@ -129,6 +137,10 @@ fn password_auth_works_and_the_password_is_never_written() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn a_wrong_host_key_is_refused_with_its_fingerprint() {
     let s = Setup::new(Login::Key);
     let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
@@ -152,6 +164,10 @@ fn a_wrong_host_key_is_refused_with_its_fingerprint() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn unknown_host_key_is_accepted_only_when_asked() {
     let s = Setup::new(Login::Key);
     let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
@@ -193,6 +209,10 @@ fn unknown_host_key_is_accepted_only_when_asked() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn daemon_takes_inbox_files_rejects_duplicates_and_stops_on_sigterm() {
     let s = Setup::new(Login::Key);
     let daemon = s.daemon();
@@ -243,6 +263,10 @@ fn daemon_takes_inbox_files_rejects_duplicates_and_stops_on_sigterm() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn sequence_numbers_start_above_names_already_on_the_server() {
     let s = Setup::new(Login::Key);
     let today = chrono::Local::now().format("%Y%m%d").to_string();
@@ -255,6 +279,10 @@ fn sequence_numbers_start_above_names_already_on_the_server() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn server_going_away_mid_upload_then_back_delivers_exactly_once() {
     let mut s = Setup::new(Login::Key);
     let rows = 400_000;
@@ -290,6 +318,10 @@ fn server_going_away_mid_upload_then_back_delivers_exactly_once() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn kill_9_mid_upload_then_restart_delivers_exactly_once() {
     let s = Setup::new(Login::Key);
     let rows = 400_000;
@@ -325,6 +357,10 @@ fn kill_9_mid_upload_then_restart_delivers_exactly_once() {
 }
 
 #[test]
+#[cfg_attr(
+    not(sshd_as_root),
+    ignore = "needs OpenSSH sshd and root (password login, mounts); CI runs as root"
+)]
 fn gateway_errors_fail_the_job_and_the_hook_hears_every_outcome() {
     let mut s = Setup::with(Login::Password, "[report]\non_outcome = [\"sh\", \"-c\", \"echo $SMSDROP_JOB_ID $SMSDROP_OUTCOME $SMSDROP_INPUT >> hook.log; test -f \\\"$SMSDROP_REPORT\\\" && test -f \\\"$SMSDROP_RESULT_CSV\\\" && env | grep -c SMSDROP_TEST_PASSWORD >> hook.log || true\"]\nlog_format = \"json\"\n");
     s.gateway.stop();
@@ -392,6 +428,10 @@ fn gateway_errors_fail_the_job_and_the_hook_hears_every_outcome() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn no_outcome_in_time_expires_the_job() {
     let mut s = Setup::with(Login::Key, "");
     let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
@@ -417,6 +457,10 @@ fn no_outcome_in_time_expires_the_job() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn done_markers_hold_files_back_and_are_archived_with_them() {
     let s = Setup::with(Login::Key, "");
     let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();

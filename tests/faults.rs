@@ -30,6 +30,10 @@ fn assert_once(s: &Setup, rows: usize) {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn sshd_stopped_and_restarted_repeatedly_mid_flow() {
     let mut s = Setup::new(Login::Key);
     let daemon = s.daemon();
@@ -55,6 +59,10 @@ fn sshd_stopped_and_restarted_repeatedly_mid_flow() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn a_server_that_accepts_tcp_but_never_answers_times_out_then_recovers() {
     let mut s = Setup::new(Login::Key);
     s.sshd.freeze();
@@ -87,6 +95,10 @@ fn a_server_that_accepts_tcp_but_never_answers_times_out_then_recovers() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn a_session_frozen_mid_upload_is_abandoned_and_the_batch_sent_once() {
     let mut s = Setup::new(Login::Key);
     support::setup::big_input(&s.path("big.csv"), 300_000);
@@ -105,6 +117,10 @@ fn a_session_frozen_mid_upload_is_abandoned_and_the_batch_sent_once() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn a_missing_upload_folder_is_a_clear_error_per_job_then_retried() {
     let s = Setup::new(Login::Key);
     let upload = s.sshd.home().join("upload");
@@ -139,6 +155,10 @@ fn a_missing_upload_folder_is_a_clear_error_per_job_then_retried() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn thousands_of_unrelated_and_odd_names_in_success_do_not_confuse_tracking() {
     let s = Setup::new(Login::Key);
     let success = s.sshd.home().join("success");
@@ -187,6 +207,10 @@ fn umount(dir: &std::path::Path) {
 }
 
 #[test]
+#[cfg_attr(
+    not(sshd_as_root),
+    ignore = "needs OpenSSH sshd and root (password login, mounts); CI runs as root"
+)]
 fn a_full_archive_disk_is_retried_and_nothing_is_lost() {
     let s = Setup::new(Login::Key);
     let archive = s.path("full-archive");
@@ -227,6 +251,10 @@ fn a_full_archive_disk_is_retried_and_nothing_is_lost() {
 }
 
 #[test]
+#[cfg_attr(
+    not(sshd_as_root),
+    ignore = "needs OpenSSH sshd and root (password login, mounts); CI runs as root"
+)]
 fn a_full_state_disk_is_retried_and_the_daemon_keeps_running() {
     let s = Setup::new(Login::Key);
     let state = s.path("state");
@@ -252,6 +280,10 @@ fn a_full_state_disk_is_retried_and_the_daemon_keeps_running() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn a_vanished_inbox_and_a_vanished_input_do_not_stop_the_daemon() {
     let s = Setup::new(Login::Key);
     // An input recorded, then deleted by the ERP before it was converted.

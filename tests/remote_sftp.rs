@@ -66,6 +66,10 @@ fn noise(len: usize) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn key_auth_upload_list_size_no_clobber_remove() {
     let sshd = start();
     let local = tempfile::tempdir().unwrap();
@@ -129,6 +133,10 @@ fn key_auth_upload_list_size_no_clobber_remove() {
 }
 
 #[test]
+#[cfg_attr(
+    not(sshd_as_root),
+    ignore = "needs OpenSSH sshd and root (password login, mounts); CI runs as root"
+)]
 fn password_from_env_works_and_a_wrong_one_is_an_auth_error_without_the_secret() {
     let sshd = start();
     let password = sshd
@@ -170,6 +178,10 @@ fn password_from_env_works_and_a_wrong_one_is_an_auth_error_without_the_secret()
 }
 
 #[test]
+#[cfg_attr(
+    not(sshd_as_root),
+    ignore = "needs OpenSSH sshd and root (password login, mounts); CI runs as root"
+)]
 fn keyboard_interactive_only_server_takes_the_password() {
     let mut sshd =
         Sshd::start_with_config("PasswordAuthentication no\nKbdInteractiveAuthentication yes\n")
@@ -186,6 +198,10 @@ fn keyboard_interactive_only_server_takes_the_password() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn encrypted_key_with_passphrase_from_env() {
     let sshd = start();
     let var = env("SMSDROP_TEST_SFTP_PASSPHRASE", sshd.key_passphrase());
@@ -213,6 +229,10 @@ fn encrypted_key_with_passphrase_from_env() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn host_key_is_verified_and_only_accepted_on_request() {
     let sshd = start();
     let fingerprint = sshd.host_key_fingerprint().to_owned();
@@ -305,6 +325,10 @@ fn host_key_is_verified_and_only_accepted_on_request() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn reconnects_after_the_server_restarts() {
     let mut sshd = start();
     let mut r = SftpRemote::new(config(&sshd, key_auth(&sshd)));
@@ -343,6 +367,10 @@ fn reconnects_after_the_server_restarts() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn a_paused_server_times_out_instead_of_hanging() {
     let mut sshd = start();
     let mut cfg = config(&sshd, key_auth(&sshd));
@@ -411,6 +439,10 @@ fn signal(name: &str, pids: &[u32]) {
 const DROP_BOUND: Duration = Duration::from_secs(5);
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn a_session_that_stops_answering_times_out_and_is_replaced() {
     let sshd = start();
     let mut cfg = config(&sshd, key_auth(&sshd));
@@ -481,6 +513,10 @@ fn a_session_that_stops_answering_times_out_and_is_replaced() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn twenty_megabytes_round_trip() {
     let sshd = start();
     let local = tempfile::tempdir().unwrap();

@@ -41,6 +41,10 @@ fn banner_within(sshd: &Sshd, timeout: Duration) -> Result<String, String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn sshd_serves_only_sftp_in_the_home_with_gateway_folders() {
     let sshd = start();
     assert!(sshd.host_key_fingerprint().starts_with("SHA256:"));
@@ -82,6 +86,10 @@ fn sshd_serves_only_sftp_in_the_home_with_gateway_folders() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn valid_batch_uploaded_under_temp_name_then_renamed_goes_to_success() {
     let sshd = start();
     let gateway = Gateway::start(sshd.home());
@@ -109,6 +117,10 @@ fn valid_batch_uploaded_under_temp_name_then_renamed_goes_to_success() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn invalid_batches_go_to_error() {
     let sshd = start();
     let gateway = Gateway::start(sshd.home());
@@ -136,6 +148,10 @@ fn invalid_batches_go_to_error() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn wrong_known_hosts_is_refused() {
     let sshd = start();
     let out = sshd.sftp_as(
@@ -153,6 +169,10 @@ fn wrong_known_hosts_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn unknown_key_is_refused() {
     let sshd = start();
     let stranger = sshd.dir().join("stranger");
@@ -172,6 +192,10 @@ fn unknown_key_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn stop_then_restart_on_the_same_port() {
     let mut sshd = start();
     let port = sshd.port();
@@ -189,6 +213,10 @@ fn stop_then_restart_on_the_same_port() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn paused_server_accepts_tcp_but_sends_no_banner() {
     let mut sshd = start();
     sshd.pause();
@@ -204,12 +232,15 @@ fn paused_server_accepts_tcp_but_sends_no_banner() {
 }
 
 #[test]
+#[cfg_attr(
+    not(sshd_as_root),
+    ignore = "needs OpenSSH sshd and root (password login, mounts); CI runs as root"
+)]
 fn password_auth_works_when_root() {
     let sshd = start();
-    let Some(password) = sshd.password() else {
-        eprintln!("not root: password auth is not set up (key auth only)");
-        return;
-    };
+    let password = sshd
+        .password()
+        .expect("password auth is set up when running as root");
     let out = sshd.sftp_as(
         SftpAuth::Password(password),
         &sshd.known_hosts_path(),
@@ -233,6 +264,10 @@ fn password_auth_works_when_root() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn encrypted_key_needs_its_passphrase_and_is_authorized() {
     let sshd = start();
     let key = sshd.encrypted_key_path();
@@ -253,6 +288,10 @@ fn encrypted_key_needs_its_passphrase_and_is_authorized() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn gateway_fail_every_and_duplicate_names() {
     let home = tempfile::tempdir().unwrap();
     for d in ["upload", "success", "error"] {
@@ -299,6 +338,10 @@ fn gateway_fail_every_and_duplicate_names() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn gateway_delay_holds_files() {
     let home = tempfile::tempdir().unwrap();
     for d in ["upload", "success", "error"] {
@@ -318,6 +361,10 @@ fn gateway_delay_holds_files() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn gateway_rules() {
     for ok in ["3486.20170101.01.txt", "PROJECT_1-a.20170101.123.txt"] {
         assert_eq!(check_name(ok), Ok(()), "{ok}");
@@ -381,6 +428,10 @@ fn gateway_rules() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn start_failure_carries_the_sshd_log() {
     let err = Sshd::start_with_config("NoSuchKeyword yes\n").unwrap_err();
     assert!(err.contains("could not start OpenSSH sshd"), "{err}");
@@ -433,6 +484,10 @@ fn session_was_cut(mut held: std::process::Child) -> Result<(), String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
 fn drop_connections_and_stop_cut_open_sessions() {
     let mut sshd = start();
     // Control: an untouched session still works, so the checks below mean something.

@@ -4,6 +4,8 @@ pub mod check;
 pub mod convert;
 pub mod deliver;
 #[cfg(feature = "sandbox")]
+pub mod demo;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod status;
 
