@@ -206,6 +206,7 @@ pub struct BatchWriter {
     header_line: bool,
     done: Vec<PendingBatch>,
     current: Option<(BufWriter<NamedTempFile>, u64)>,
+    sync: bool,
 }
 
 impl BatchWriter {
@@ -217,7 +218,14 @@ impl BatchWriter {
             header_line,
             done: vec![],
             current: None,
+            sync: true,
         }
+    }
+
+    /// Leaves syncing to the caller (who syncs a whole group of files at once).
+    pub fn without_sync(mut self) -> Self {
+        self.sync = false;
+        self
     }
 
     /// Ends the last file and returns all of them, in row order, synced to disk.
@@ -233,7 +241,9 @@ impl BatchWriter {
         if let Some((mut w, rows)) = self.current.take() {
             writeln!(w, "{TRAILER}")?;
             let temp = w.into_inner().map_err(io::IntoInnerError::into_error)?;
-            temp.as_file().sync_all()?;
+            if self.sync {
+                temp.as_file().sync_all()?;
+            }
             self.done.push(PendingBatch { temp, rows });
         }
         Ok(())

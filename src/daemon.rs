@@ -18,6 +18,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Inputs taken in one group (one journal transaction per step for the group).
+const GROUP: usize = 256;
 /// Longest wait between retries of a failing server.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Wait after a refusal only an operator can fix (host key, credentials).
@@ -148,19 +150,23 @@ impl Engine {
     /// Finishes what a crash or a failure interrupted: jobs still `detected`, and inputs not yet
     /// moved to the archive.
     fn resume(&mut self) -> Result<(), DaemonError> {
-        for job in self.journal.unstored()? {
-            if self.stopping() {
-                break;
+        let unstored = self.journal.unstored()?;
+        if unstored.is_empty() || self.stopping() {
+            return Ok(());
+        }
+        for origin in [Origin::Inbox, Origin::Named] {
+            let (detected, other): (Vec<&Job>, Vec<&Job>) = unstored
+                .iter()
+                .filter(|j| self.origin(j) == origin)
+                .partition(|j| j.state == JobState::Detected);
+            let detected: Vec<i64> = detected.iter().map(|j| j.id).collect();
+            let other: Vec<i64> = other.iter().map(|j| j.id).collect();
+            for chunk in detected.chunks(GROUP) {
+                let r = intake::process_all(&mut self.ctx(), chunk, origin);
+                self.absorb(r)?;
             }
-            let origin = self.origin(&job);
-            let span = tracing::info_span!("job", id = job.id, input = %job.input_path.display());
-            let _g = span.enter();
-            let result = if job.state == JobState::Detected {
-                intake::process(&mut self.ctx(), job.id, origin)
-            } else {
-                intake::store_input(&mut self.ctx(), &job, job.state, origin)
-            };
-            self.absorb(result.map(drop))?;
+            let r = intake::store_inputs(&mut self.ctx(), &other, origin);
+            self.absorb(r)?;
         }
         Ok(())
     }
@@ -337,19 +343,22 @@ impl Engine {
                 return Ok(None);
             }
         };
-        for ready in scan.ready {
+        for ready in &scan.ready {
+            scanner.forget(&ready.path);
+        }
+        let inputs: Vec<intake::Input> = scan
+            .ready
+            .into_iter()
+            .map(|r| intake::Input {
+                path: r.path,
+                subaccount: r.subaccount,
+            })
+            .collect();
+        for group in inputs.chunks(GROUP) {
             if self.stopping() {
                 break;
             }
-            scanner.forget(&ready.path);
-            let span = tracing::info_span!("job", input = %ready.path.display());
-            let _g = span.enter();
-            let r = intake::take(
-                &mut self.ctx(),
-                &ready.path,
-                ready.subaccount,
-                Origin::Inbox,
-            );
+            let r = intake::take_all(&mut self.ctx(), group, Origin::Inbox);
             self.absorb(r.map(drop))?;
         }
         Ok(scan.recheck_at)
@@ -367,18 +376,29 @@ impl Engine {
         progress: &mut dyn FnMut(&[Job]),
     ) -> Result<Vec<Job>, DaemonError> {
         self.fail_fast = true;
+        let inputs: Vec<intake::Input> = files
+            .iter()
+            .map(|f| intake::Input {
+                path: std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()),
+                subaccount: Ok(None),
+            })
+            .collect();
+        for f in &inputs {
+            if !f.path.exists() {
+                tracing::error!(input = %f.path.display(), "file not found");
+            }
+        }
         let mut ids = vec![];
-        for f in files {
-            let path = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
-            let r = intake::take(&mut self.ctx(), &path, Ok(None), Origin::Named);
+        for group in inputs.chunks(GROUP) {
+            let before = self.journal.recent_jobs(1)?.pop().map_or(0, |j| j.id);
+            let r = intake::take_all(&mut self.ctx(), group, Origin::Named);
             match r {
-                Ok(Some(id)) => ids.push(id),
-                Ok(None) => tracing::error!(input = %path.display(), "file not found"),
+                Ok(new) => ids.extend(new),
                 Err(StageError::Journal(e)) => return Err(e.into()),
                 Err(e) => {
-                    // The job stays `detected` and is resumed by the delivery rounds.
-                    let last = self.journal.recent_jobs(1)?.pop().map(|j| j.id);
-                    ids.extend(last);
+                    // The jobs stay `detected` and are resumed by the delivery rounds.
+                    let after = self.journal.recent_jobs(GROUP as u32)?;
+                    ids.extend(after.iter().rev().map(|j| j.id).filter(|&id| id > before));
                     self.absorb(Err(e))?;
                 }
             }

@@ -82,145 +82,361 @@ pub fn prepare_dirs(cfg: &Config) -> io::Result<()> {
     Ok(())
 }
 
-/// Takes a new input: records it, converts it, names its batches, archives it.
-/// Returns the job id, or `None` when the file vanished before it could be read.
-///
-/// # Errors
-/// [`StageError`]; the job is then left at its last recorded step and resumed later.
-pub fn take(
-    ctx: &mut Ctx<'_>,
-    path: &Path,
-    subaccount: Result<Option<String>, String>,
-    origin: Origin,
-) -> Result<Option<i64>, StageError> {
-    let hash = match hash_file(path) {
-        Ok(h) => h,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => format!("unreadable: {e}"),
-    };
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let sub = subaccount
-        .clone()
-        .ok()
-        .flatten()
-        .or_else(|| ctx.cfg.batch.subaccount.clone());
-    let stored = path.to_string_lossy().into_owned();
-    let new = NewJob {
-        input_name: &name,
-        input_path: path,
-        subaccount: sub.as_deref().unwrap_or(""),
-        hash: &hash,
-        size,
-    };
-    let id = ctx.journal.transaction(|t| t.insert_job(&new))?;
-    crate::crash::point("detected");
-    tracing::info!(job = id, input = %stored, "input taken");
-    if let Some(reason) = hash.strip_prefix("unreadable: ") {
-        let why = format!("the file could not be read ({reason}); check its permissions");
-        return finish_rejected(ctx, id, path, &why, None, origin).map(|()| Some(id));
-    }
-    let why = match (&subaccount, &sub) {
-        (Err(why), _) => Some(why.clone()),
-        (Ok(_), None) => Some(
-            "no subaccount: set [batch] subaccount or drop the file into inbox/<SUBACCOUNT>/"
-                .into(),
-        ),
-        _ => None,
-    };
-    if let Some(why) = why {
-        return finish_rejected(ctx, id, path, &why, None, origin).map(|()| Some(id));
-    }
-    process(ctx, id, origin).map(|()| Some(id))
+/// A file to take, and the subaccount its folder names (`Ok(None)`: the configured one).
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub path: PathBuf,
+    pub subaccount: Result<Option<String>, String>,
 }
 
-/// Converts a `detected` job and names its batches (steps 2-4). Safe to call again after a crash.
+/// Takes new inputs as one group: records them, converts them, names their batches, archives
+/// them, with one journal transaction per step for the whole group (not per file). Returns the
+/// job ids; a file that vanished before it could be looked at gets none.
 ///
 /// # Errors
-/// [`StageError`] leaves the job `detected`, to be resumed.
-pub fn process(ctx: &mut Ctx<'_>, id: i64, origin: Origin) -> Result<(), StageError> {
-    let job = ctx
-        .journal
-        .job(id)?
-        .ok_or_else(|| StageError::Local(format!("job {id} vanished from the journal")))?;
-    let path = job.input_path.clone();
-    let days = ctx.cfg.inbox.duplicate_days;
-    if days > 0 {
-        let since = Utc::now() - Days::days(days as i64);
-        if let Some(prev) = ctx
+/// [`StageError`]; jobs are then left at their last recorded step and resumed later.
+pub fn take_all(
+    ctx: &mut Ctx<'_>,
+    inputs: &[Input],
+    origin: Origin,
+) -> Result<Vec<i64>, StageError> {
+    struct Found<'a> {
+        input: &'a Input,
+        name: String,
+        size: u64,
+        sub: Option<String>,
+        early: Option<String>,
+    }
+    let mut found = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let meta = match std::fs::metadata(&input.path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                tracing::warn!(input = %input.path.display(), error = %e, "cannot look at the file");
+                continue;
+            }
+        };
+        let name = input
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let sub = input
+            .subaccount
+            .clone()
+            .ok()
+            .flatten()
+            .or_else(|| ctx.cfg.batch.subaccount.clone());
+        let early = match (&input.subaccount, &sub) {
+            (Err(why), _) => Some(why.clone()),
+            (Ok(_), None) => Some(
+                "no subaccount: set [batch] subaccount or drop the file into inbox/<SUBACCOUNT>/"
+                    .into(),
+            ),
+            _ => File::open(&input.path)
+                .err()
+                .map(|e| format!("the file could not be read ({e}); check its permissions")),
+        };
+        found.push(Found {
+            input,
+            name,
+            size: meta.len(),
+            sub,
+            early,
+        });
+    }
+    if found.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids = ctx.journal.transaction(|t| {
+        let mut ids = Vec::with_capacity(found.len());
+        for f in &found {
+            let new = NewJob {
+                input_name: &f.name,
+                input_path: &f.input.path,
+                subaccount: f.sub.as_deref().unwrap_or(""),
+                hash: "",
+                size: f.size,
+            };
+            let id = t.insert_job(&new)?;
+            if let Some(why) = &f.early {
+                t.set_job_state(id, JobState::Rejected, Some(why))?;
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    })?;
+    crate::crash::point("detected");
+    for (f, id) in found.iter().zip(&ids) {
+        tracing::info!(job = id, input = %f.input.path.display(), "input taken");
+    }
+    let (early, pending): (Vec<_>, Vec<_>) = found
+        .iter()
+        .zip(ids.iter().copied())
+        .partition(|(f, _)| f.early.is_some());
+    for (f, id) in early {
+        tracing::warn!(job = id, input = %f.input.path.display(), reason = f.early.as_deref(), "input rejected");
+    }
+    let pending: Vec<i64> = pending.into_iter().map(|(_, id)| id).collect();
+    let rejected_early: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !pending.contains(id))
+        .collect();
+    store_inputs(ctx, &rejected_early, origin)?;
+    process_all(ctx, &pending, origin)?;
+    Ok(ids)
+}
+
+/// What converting one job gave.
+enum Converted {
+    Ready {
+        job: Job,
+        hash: String,
+        report: ConvertReport,
+        batches: Vec<NewBatch>,
+    },
+    Rejected {
+        job: Job,
+        hash: Option<String>,
+        why: String,
+        report: Option<ConvertReport>,
+    },
+    Vanished {
+        job: Job,
+    },
+}
+
+/// Converts `detected` jobs and names their batches (steps 2-4), as one group. Safe to call again
+/// after a crash: spool files are rewritten, nothing is recorded twice.
+///
+/// # Errors
+/// [`StageError`] leaves the jobs `detected`, to be resumed.
+pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(), StageError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let since = Utc::now() - Days::days(ctx.cfg.inbox.duplicate_days as i64);
+    let mut hashes_in_group: Vec<(String, String)> = vec![];
+    let mut results = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let job = ctx
             .journal
-            .accepted_with_hash(&job.hash, since)?
-            .filter(|p| p.id != id)
+            .job(id)?
+            .ok_or_else(|| StageError::Local(format!("job {id} vanished from the journal")))?;
+        let mut converted = convert_one(ctx, job)?;
+        // The duplicate guard, against the journal and against this group.
+        if let (Converted::Ready { job, hash, .. }, true) =
+            (&converted, ctx.cfg.inbox.duplicate_days > 0)
         {
-            let why = format!(
-                "duplicate: the same content as {:?} (job {}, taken {}); sending it again would send \
-                 every message twice. To send it anyway, set [inbox] duplicate_days = 0 or change the file",
-                prev.input_name,
-                prev.id,
-                prev.created_at.format("%Y-%m-%d %H:%M UTC")
-            );
-            return finish_rejected(ctx, id, &path, &why, None, origin);
+            let earlier = ctx
+                .journal
+                .accepted_with_hash(hash, since)?
+                .filter(|p| p.id != job.id);
+            let why = match earlier {
+                Some(prev) => Some(duplicate_reason(
+                    &prev.input_name,
+                    prev.id,
+                    &prev.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+                )),
+                None => hashes_in_group
+                    .iter()
+                    .find(|(h, _)| h == hash)
+                    .map(|(_, name)| duplicate_reason(name, 0, "just now")),
+            };
+            match why {
+                Some(why) => {
+                    let Converted::Ready { job, hash, .. } = converted else {
+                        unreachable!()
+                    };
+                    converted = Converted::Rejected {
+                        job,
+                        hash: Some(hash),
+                        why,
+                        report: None,
+                    };
+                }
+                None => hashes_in_group.push((hash.clone(), job.input_name.clone())),
+            }
+        }
+        results.push(converted);
+    }
+    let ready: Vec<&Converted> = results
+        .iter()
+        .filter(|c| matches!(c, Converted::Ready { .. }))
+        .collect();
+    if !ready.is_empty() {
+        sync_fs(&spool_dir(ctx.cfg))
+            .map_err(|e| StageError::Local(format!("syncing the spool: {e}")))?;
+    }
+    let day = ctx.cfg.batch.zone.today();
+    let mut used: Vec<(String, u32)> = vec![];
+    for c in &ready {
+        let Converted::Ready { job, .. } = c else {
+            continue;
+        };
+        if used.iter().any(|(s, _)| *s == job.subaccount) {
+            continue;
+        }
+        match highest_remote_seq(ctx, &job.subaccount, day) {
+            Ok(Some(n)) => used.push((job.subaccount.clone(), n)),
+            Ok(None) => {}
+            Err(e) => {
+                // Say on each job why it waits (status shows it), then let the daemon retry.
+                let why = format!("waiting for the server to number its batch files: {e}");
+                ctx.journal.transaction(|t| {
+                    for c in &ready {
+                        if let Converted::Ready { job, .. } = c {
+                            t.set_reason(job.id, Some(&why))?;
+                        }
+                    }
+                    Ok(())
+                })?;
+                return Err(e);
+            }
         }
     }
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let why = "the input disappeared before it was converted";
-            ctx.journal.transaction(|t| {
-                t.set_job_state(id, JobState::Rejected, Some(why))?;
-                // Nothing to store: an empty path marks it, so a new file of that name is free.
-                t.set_stored_path(id, Path::new(""))
-            })?;
-            return Ok(());
+    let names = ctx.journal.transaction(|t| {
+        for (sub, n) in &used {
+            t.reserve_above(sub, day, *n)?;
         }
+        let mut names = vec![];
+        for c in &results {
+            match c {
+                Converted::Ready {
+                    job,
+                    hash,
+                    report,
+                    batches,
+                } => {
+                    let json = serde_json::to_string(report).expect("reports always serialise");
+                    t.set_hash(job.id, hash)?;
+                    t.set_counts(
+                        job.id,
+                        report.rows_read,
+                        report.rows_sent,
+                        report.rows_rejected,
+                        &json,
+                    )?;
+                    t.set_reason(job.id, None)?;
+                    names.push((
+                        job.id,
+                        t.record_batches(job.id, &job.subaccount, day, batches)?,
+                    ));
+                }
+                Converted::Rejected {
+                    job,
+                    hash,
+                    why,
+                    report,
+                } => {
+                    if let Some(h) = hash {
+                        t.set_hash(job.id, h)?;
+                    }
+                    if let Some(r) = report {
+                        let json = serde_json::to_string(r).expect("reports always serialise");
+                        t.set_counts(job.id, r.rows_read, r.rows_sent, r.rows_rejected, &json)?;
+                    }
+                    t.set_job_state(job.id, JobState::Rejected, Some(why))?;
+                }
+                Converted::Vanished { job } => {
+                    t.set_job_state(
+                        job.id,
+                        JobState::Rejected,
+                        Some("the input disappeared before it was converted"),
+                    )?;
+                    // Nothing to store: an empty path marks it, so a new file of that name is free.
+                    t.set_stored_path(job.id, Path::new(""))?;
+                }
+            }
+        }
+        Ok(names)
+    })?;
+    crate::crash::point("converted");
+    for (id, n) in &names {
+        tracing::info!(job = id, remote = ?n, "converted");
+    }
+    for c in &results {
+        if let Converted::Rejected { job, why, .. } = c {
+            tracing::warn!(job = job.id, input = %job.input_path.display(), reason = %why, "input rejected");
+        }
+    }
+    let to_store: Vec<i64> = results
+        .iter()
+        .filter_map(|c| match c {
+            Converted::Ready { job, .. } | Converted::Rejected { job, .. } => Some(job.id),
+            Converted::Vanished { .. } => None,
+        })
+        .collect();
+    store_inputs(ctx, &to_store, origin)
+}
+
+fn duplicate_reason(name: &str, id: i64, when: &str) -> String {
+    let job = if id > 0 {
+        format!("job {id}, ")
+    } else {
+        "in the same group, ".into()
+    };
+    format!(
+        "duplicate: the same content as {name:?} ({job}taken {when}); sending it again would send \
+         every message twice. To send it anyway, set [inbox] duplicate_days = 0 or change the file"
+    )
+}
+
+/// Converts one job's input into spool files, hashing it on the way.
+fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
+    let file = match File::open(&job.input_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Converted::Vanished { job }),
         Err(e) => {
-            return finish_rejected(
-                ctx,
-                id,
-                &path,
-                &format!("the file could not be read: {e}"),
-                None,
-                origin,
-            )
+            let why = format!("the file could not be read: {e}");
+            return Ok(Converted::Rejected {
+                job,
+                hash: None,
+                why,
+                report: None,
+            });
         }
     };
+    let hasher = Hashing::new(file);
+    let digest = hasher.digest.clone();
     let spool = spool_dir(ctx.cfg);
+    let local = |e: io::Error| StageError::Local(format!("writing to {}: {e}", spool.display()));
+    // The spool is synced once per group (sync_fs), not once per file.
     let mut writer = BatchWriter::new(
         &spool,
         ctx.cfg.batch.max_rows_per_file,
         ctx.cfg.batch.header_line,
-    );
-    let report = match convert(file, &ctx.cfg.input, &mut writer) {
+    )
+    .without_sync();
+    let report = match convert(hasher, &ctx.cfg.input, &mut writer) {
         Ok(r) => r,
         Err(ConvertError::Read(e)) => {
-            return finish_rejected(
-                ctx,
-                id,
-                &path,
-                &format!("reading the file failed: {e}"),
-                None,
-                origin,
-            )
+            let why = format!("reading the file failed: {e}");
+            return Ok(Converted::Rejected {
+                job,
+                hash: None,
+                why,
+                report: None,
+            });
         }
-        Err(ConvertError::Write(e)) => {
-            return Err(StageError::Local(format!(
-                "writing to {}: {e}",
-                spool.display()
-            )))
-        }
+        Err(ConvertError::Write(e)) => return Err(local(e)),
     };
-    let pending = writer
-        .finish()
-        .map_err(|e| StageError::Local(format!("writing to {}: {e}", spool.display())))?;
-    if let Some(why) = &report.input_rejected {
-        return finish_rejected(ctx, id, &path, why, Some(&report), origin);
+    let pending = writer.finish().map_err(local)?;
+    if let Some(why) = report.input_rejected.clone() {
+        let hash = hash_file(&job.input_path).ok();
+        return Ok(Converted::Rejected {
+            job,
+            hash,
+            why,
+            report: Some(report),
+        });
     }
+    let hash = digest.borrow_mut().finish();
     let mut batches = Vec::with_capacity(pending.len());
     for (part, p) in pending.into_iter().enumerate() {
-        let dest = spool_path(ctx.cfg, id, part as u32);
+        let dest = spool_path(ctx.cfg, job.id, part as u32);
         let bytes = std::fs::metadata(p.path()).map(|m| m.len()).unwrap_or(0);
         batches.push(NewBatch {
             rows: p.rows,
@@ -229,33 +445,59 @@ pub fn process(ctx: &mut Ctx<'_>, id: i64, origin: Origin) -> Result<(), StageEr
         p.persist(&dest)
             .map_err(|e| StageError::Local(format!("spool file {}: {e}", dest.display())))?;
     }
-    let day = ctx.cfg.batch.zone.today();
-    let used = match highest_remote_seq(ctx, &job.subaccount, day) {
-        Ok(u) => u,
-        Err(e) => {
-            // Say on the job why it waits (status shows it), then let the daemon retry.
-            let why = format!("waiting for the server to number its batch files: {e}");
-            ctx.journal.transaction(|t| t.set_reason(id, Some(&why)))?;
-            return Err(e);
+    Ok(Converted::Ready {
+        job,
+        hash,
+        report,
+        batches,
+    })
+}
+
+/// A reader that hashes what passes through it (so a big input is read once, not twice).
+struct Hashing<R> {
+    inner: R,
+    digest: std::rc::Rc<std::cell::RefCell<Digester>>,
+}
+
+/// SHA-256 state shared with [`Hashing`].
+struct Digester(Option<Sha256>);
+
+impl Digester {
+    fn finish(&mut self) -> String {
+        let h = self.0.take().unwrap_or_default();
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl<R> Hashing<R> {
+    fn new(inner: R) -> Self {
+        Hashing {
+            inner,
+            digest: std::rc::Rc::new(std::cell::RefCell::new(Digester(Some(Sha256::new())))),
         }
-    };
-    let report_json = serde_json::to_string(&report).expect("reports always serialise");
-    let names = ctx.journal.transaction(|t| {
-        if let Some(used) = used {
-            t.reserve_above(&job.subaccount, day, used)?;
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.digest.borrow_mut().0.as_mut() {
+            h.update(&buf[..n]);
         }
-        t.set_counts(
-            id,
-            report.rows_read,
-            report.rows_sent,
-            report.rows_rejected,
-            &report_json,
-        )?;
-        t.record_batches(id, &job.subaccount, day, &batches)
-    })?;
-    crate::crash::point("converted");
-    tracing::info!(job = id, remote = ?names, rows = report.rows_sent, rejected = report.rows_rejected, "converted");
-    store_input(ctx, &job, JobState::Converted, origin)
+        Ok(n)
+    }
+}
+
+/// Flushes the file system holding `dir` to disk: one call for a whole group of spool files.
+fn sync_fs(dir: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = File::open(dir)?;
+    // SAFETY: `d` is an open descriptor for the duration of the call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Before the first allocation of a day, the highest sequence number the server already holds
@@ -293,74 +535,74 @@ fn highest_remote_seq(
     Ok(Some(highest))
 }
 
-fn finish_rejected(
-    ctx: &mut Ctx<'_>,
-    id: i64,
-    path: &Path,
-    why: &str,
-    report: Option<&ConvertReport>,
-    origin: Origin,
-) -> Result<(), StageError> {
-    tracing::warn!(job = id, input = %path.display(), reason = why, "input rejected");
-    let json = report.map(|r| serde_json::to_string(r).expect("reports always serialise"));
-    ctx.journal.transaction(|t| {
-        if let (Some(r), Some(j)) = (report, &json) {
-            t.set_counts(id, r.rows_read, r.rows_sent, r.rows_rejected, j)?;
-        }
-        t.set_job_state(id, JobState::Rejected, Some(why))
-    })?;
-    let job = ctx
-        .journal
-        .job(id)?
-        .ok_or_else(|| StageError::Local(format!("job {id} vanished")))?;
-    store_input(ctx, &job, JobState::Rejected, origin)
-}
-
-/// Moves (inbox) or copies (named) the input to `archive/` or `rejected/` and records where.
+/// Moves (inbox) or copies (named) each job's input to `archive/` or `rejected/`, syncs those
+/// folders once, and records where each went in one transaction.
 ///
 /// # Errors
-/// [`StageError::Local`] when the move fails; the job keeps no stored path and is retried.
-pub fn store_input(
-    ctx: &mut Ctx<'_>,
-    job: &Job,
-    state: JobState,
-    origin: Origin,
-) -> Result<(), StageError> {
-    let dir = if state == JobState::Rejected {
-        &ctx.cfg.state.rejected_dir
-    } else {
-        &ctx.cfg.state.archive_dir
-    };
-    // The stored name keeps the original's bytes (a name need not be UTF-8), prefixed with the job.
-    let mut stored_name = std::ffi::OsString::from(format!("{}-", job.id));
-    stored_name.push(job.input_path.file_name().unwrap_or_default());
-    let dest = dir.join(&stored_name);
-    let result = match origin {
-        Origin::Inbox => move_file(&job.input_path, &dest),
-        Origin::Named => copy_synced(&job.input_path, &dest),
-    };
-    if let Err(e) = result {
-        if !dest.exists() {
-            return Err(StageError::Local(format!(
-                "could not move {} to {}: {e}; it stays where it is and is retried",
-                job.input_path.display(),
-                dest.display()
-            )));
-        }
-    }
-    if origin == Origin::Inbox {
-        if let Some(m) = &ctx.cfg.inbox.done_marker {
-            let marker = crate::watch::marker_path(&job.input_path, m);
-            if marker.exists() {
-                let mut marker_name = stored_name.clone();
-                marker_name.push(m);
-                let _ = move_file(&marker, &dir.join(marker_name));
+/// [`StageError::Journal`]; a file that cannot be moved is logged and left for the next round.
+pub fn store_inputs(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(), StageError> {
+    let mut stored = vec![];
+    let mut dirs: Vec<PathBuf> = vec![];
+    for &id in ids {
+        let Some(job) = ctx.journal.job(id)? else {
+            continue;
+        };
+        let dir = if job.state == JobState::Rejected {
+            &ctx.cfg.state.rejected_dir
+        } else {
+            &ctx.cfg.state.archive_dir
+        };
+        // The stored name keeps the original's bytes (a name need not be UTF-8), prefixed with the job.
+        let mut stored_name = std::ffi::OsString::from(format!("{}-", job.id));
+        stored_name.push(job.input_path.file_name().unwrap_or_default());
+        let dest = dir.join(&stored_name);
+        let result = match origin {
+            Origin::Inbox => move_file(&job.input_path, &dest),
+            Origin::Named => copy_file(&job.input_path, &dest),
+        };
+        if let Err(e) = result {
+            if !dest.exists() {
+                tracing::error!(
+                    job = job.id,
+                    error = %format!("could not move {} to {}: {e}; it stays where it is and is retried", job.input_path.display(), dest.display()),
+                    "input not stored"
+                );
+                continue;
             }
         }
+        if origin == Origin::Inbox {
+            if let Some(m) = &ctx.cfg.inbox.done_marker {
+                let marker = crate::watch::marker_path(&job.input_path, m);
+                if marker.exists() {
+                    let mut marker_name = stored_name.clone();
+                    marker_name.push(m);
+                    let _ = move_file(&marker, &dir.join(marker_name));
+                }
+            }
+        }
+        if !dirs.contains(dir) {
+            dirs.push(dir.clone());
+        }
+        if let Some(parent) = job.input_path.parent().filter(|_| origin == Origin::Inbox) {
+            if !dirs.iter().any(|d| d == parent) {
+                dirs.push(parent.to_owned());
+            }
+        }
+        stored.push((job.id, dest));
+    }
+    if stored.is_empty() {
+        return Ok(());
+    }
+    for d in &dirs {
+        sync_dir(d).map_err(|e| StageError::Local(format!("syncing {}: {e}", d.display())))?;
     }
     crate::crash::point("archive");
-    ctx.journal
-        .transaction(|t| t.set_stored_path(job.id, &dest))?;
+    ctx.journal.transaction(|t| {
+        for (id, dest) in &stored {
+            t.set_stored_path(*id, dest)?;
+        }
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -370,28 +612,26 @@ pub fn store_input(
 /// When neither works; `from` is then untouched.
 pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
     match std::fs::rename(from, to) {
-        Ok(()) => sync_parent(to),
+        Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            copy_synced(from, to)?;
+            copy_file(from, to)?;
             std::fs::remove_file(from)
         }
         Err(e) => Err(e),
     }
 }
 
-fn copy_synced(from: &Path, to: &Path) -> io::Result<()> {
+/// Copies `from` to `to` through a temporary name, the data synced before the rename (the
+/// folder is synced by the caller).
+fn copy_file(from: &Path, to: &Path) -> io::Result<()> {
     let tmp = to.with_extension("partial");
     std::fs::copy(from, &tmp)?;
     File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, to)?;
-    sync_parent(to)
+    std::fs::rename(&tmp, to)
 }
 
-fn sync_parent(p: &Path) -> io::Result<()> {
-    match p.parent() {
-        Some(d) => File::open(d)?.sync_all(),
-        None => Ok(()),
-    }
+fn sync_dir(d: &Path) -> io::Result<()> {
+    File::open(d)?.sync_all()
 }
 
 /// SHA-256 of a file's content, in hex, read in chunks.

@@ -662,6 +662,15 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Records a job's content hash (known once its input has been read).
+    pub fn set_hash(&mut self, job_id: i64, hash: &str) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE jobs SET hash = ?2 WHERE id = ?1",
+            params![job_id, hash],
+        )?;
+        Ok(())
+    }
+
     /// Sets or clears a job's reason without changing its state (e.g. why uploads are retried).
     pub fn set_reason(&mut self, job_id: i64, reason: Option<&str>) -> rusqlite::Result<()> {
         self.tx.execute(

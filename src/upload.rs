@@ -156,7 +156,7 @@ fn upload_one(
     Ok(None)
 }
 
-/// Records uploaded batches, and jobs whose batches are all uploaded, in one transaction.
+/// Records uploaded batches, and jobs whose batches are now all uploaded, in one transaction.
 fn commit(
     ctx: &mut Ctx<'_>,
     done: &mut Vec<(Batch, Option<&'static str>)>,
@@ -165,27 +165,37 @@ fn commit(
         return Ok(());
     }
     let jobs: BTreeSet<i64> = done.iter().map(|(b, _)| b.job_id).collect();
+    let mut finished = vec![];
+    for &job in &jobs {
+        let uploaded_now: BTreeSet<i64> = done
+            .iter()
+            .filter(|(b, _)| b.job_id == job)
+            .map(|(b, _)| b.id)
+            .collect();
+        let all_up = ctx.journal.batches(job)?.iter().all(|b| {
+            uploaded_now.contains(&b.id)
+                || !matches!(b.state, JobState::Uploading | JobState::Converted)
+        });
+        if all_up
+            && ctx
+                .journal
+                .job(job)?
+                .is_some_and(|j| j.state == JobState::Uploading)
+        {
+            finished.push(job);
+        }
+    }
     ctx.journal.transaction(|t| {
         for (b, note) in done.iter() {
             t.set_batch_state(b.id, JobState::Uploaded, *note)?;
+        }
+        for &job in &finished {
+            t.set_reason(job, None)?;
+            t.set_job_state(job, JobState::Uploaded, None)?;
         }
         Ok(())
     })?;
     done.clear();
     crate::crash::point("uploaded");
-    for job in jobs {
-        let all_up = ctx
-            .journal
-            .batches(job)?
-            .iter()
-            .all(|b| b.state != JobState::Uploading && b.state != JobState::Converted);
-        let state = ctx.journal.job(job)?.map(|j| j.state);
-        if all_up && state == Some(JobState::Uploading) {
-            ctx.journal.transaction(|t| {
-                t.set_reason(job, None)?;
-                t.set_job_state(job, JobState::Uploaded, None)
-            })?;
-        }
-    }
     Ok(())
 }
