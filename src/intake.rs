@@ -593,8 +593,15 @@ pub fn store_inputs(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<()
     if stored.is_empty() {
         return Ok(());
     }
+    let local = |d: &Path, e: io::Error| StageError::Local(format!("syncing {}: {e}", d.display()));
+    if origin == Origin::Named || dirs.iter().any(|d| !same_fs(d, &ctx.cfg.inbox.dir)) {
+        // Copies (named files, or moves across file systems): flush their data once for the group.
+        for d in &dirs {
+            sync_fs(d).map_err(|e| local(d, e))?;
+        }
+    }
     for d in &dirs {
-        sync_dir(d).map_err(|e| StageError::Local(format!("syncing {}: {e}", d.display())))?;
+        sync_dir(d).map_err(|e| local(d, e))?;
     }
     crate::crash::point("archive");
     ctx.journal.transaction(|t| {
@@ -621,13 +628,20 @@ pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-/// Copies `from` to `to` through a temporary name, the data synced before the rename (the
-/// folder is synced by the caller).
+/// Copies `from` to `to` through a temporary name. The caller flushes the file system
+/// ([`sync_fs`]) and the folder before recording the copy.
 fn copy_file(from: &Path, to: &Path) -> io::Result<()> {
     let tmp = to.with_extension("partial");
     std::fs::copy(from, &tmp)?;
-    File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, to)
+}
+
+fn same_fs(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev(),
+        _ => false,
+    }
 }
 
 fn sync_dir(d: &Path) -> io::Result<()> {
