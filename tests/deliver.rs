@@ -487,3 +487,46 @@ fn done_markers_hold_files_back_and_are_archived_with_them() {
     archived.sort();
     assert_eq!(archived, vec!["1-a.txt", "1-a.txt.done"]);
 }
+
+#[test]
+#[cfg_attr(
+    not(sshd_as_root),
+    ignore = "needs OpenSSH sshd and root (password login, mounts); CI runs as root"
+)]
+fn a_password_file_others_can_read_is_warned_about_or_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new(Login::Password);
+    let password = s.sshd.password().expect("root").to_string();
+    let file = s.path("sftp-password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
+    let cfg = cfg.replace(
+        "password_env = \"SMSDROP_TEST_PASSWORD\"",
+        "password_file = \"sftp-password\"",
+    );
+    std::fs::write(s.path("smsdrop.toml"), &cfg).unwrap();
+    let out = s.run(&["send", &sample("lembretes-tab.txt")]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("readable by group or others") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(!err.contains(&password));
+    std::fs::write(
+        s.path("smsdrop.toml"),
+        cfg.replace(
+            "timeout_secs = 5",
+            "timeout_secs = 5\nstrict_permissions = true",
+        ),
+    )
+    .unwrap();
+    let out = s.run(&["send", &sample("excel-utf8-bom.csv")]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("strict_permissions"),
+        "{}",
+        show(&out)
+    );
+}
