@@ -338,8 +338,17 @@ impl Journal {
     }
 
     fn query_jobs<P: rusqlite::Params>(&self, sql: &str, p: P) -> Result<Vec<Job>> {
+        self.query(sql, p, job_from_row)
+    }
+
+    fn query<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        p: P,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt.query_map(p, job_from_row).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(p, row).map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err(e))
     }
@@ -349,17 +358,8 @@ impl Journal {
     /// # Errors
     /// When the query fails.
     pub fn batches(&self, job_id: i64) -> Result<Vec<Batch>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {BATCH_COLS} FROM batches WHERE job_id = ?1 ORDER BY part"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([job_id], batch_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))
+        let sql = format!("SELECT {BATCH_COLS} FROM batches WHERE job_id = ?1 ORDER BY part");
+        self.query(&sql, [job_id], batch_from_row)
     }
 
     /// Batch files in `state`, oldest job first.
@@ -367,17 +367,9 @@ impl Journal {
     /// # Errors
     /// When the query fails.
     pub fn batches_in(&self, state: JobState) -> Result<Vec<Batch>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {BATCH_COLS} FROM batches WHERE state = ?1 ORDER BY job_id, part"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([state.as_str()], batch_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))
+        let sql =
+            format!("SELECT {BATCH_COLS} FROM batches WHERE state = ?1 ORDER BY job_id, part");
+        self.query(&sql, [state.as_str()], batch_from_row)
     }
 
     /// A job's state history.
@@ -385,21 +377,14 @@ impl Journal {
     /// # Errors
     /// When the query fails.
     pub fn history(&self, job_id: i64) -> Result<Vec<HistoryEntry>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT state, at, note FROM history WHERE job_id = ?1 ORDER BY rowid")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([job_id], |r| {
-                Ok(HistoryEntry {
-                    state: r.get(0)?,
-                    at: time(r.get(1)?),
-                    note: r.get(2)?,
-                })
+        let sql = "SELECT state, at, note FROM history WHERE job_id = ?1 ORDER BY rowid";
+        self.query(sql, [job_id], |r| {
+            Ok(HistoryEntry {
+                state: r.get(0)?,
+                at: time(r.get(1)?),
+                note: r.get(2)?,
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))
+        })
     }
 
     /// The conversion report stored with a job (JSON).
