@@ -360,6 +360,10 @@ impl Engine {
             }
             let r = intake::take_all(&mut self.ctx(), group, Origin::Inbox);
             self.absorb(r.map(drop))?;
+            if inputs.len() > GROUP {
+                // A backlog moves through all stages group by group, not one stage at a time.
+                self.deliver(false)?;
+            }
         }
         Ok(scan.recheck_at)
     }

@@ -35,25 +35,46 @@ pub fn report_paths(cfg: &Config, job: &Job) -> (PathBuf, PathBuf) {
 /// [`StageError`] when the journal fails or a report cannot be written (retried next round).
 pub fn report_finished(ctx: &mut Ctx<'_>) -> Result<Vec<Job>, StageError> {
     let jobs = ctx.journal.unreported()?;
+    let mut done = vec![];
+    let mut outcome = Ok(());
     for job in &jobs {
         let span = tracing::info_span!("job", id = job.id, input = %job.input_name);
         let _g = span.enter();
-        let batches = ctx.journal.batches(job.id)?;
-        let (json_path, csv_path) = report_paths(ctx.cfg, job);
-        let local = |e: io::Error| {
-            StageError::Local(format!("writing report {}: {e}", json_path.display()))
-        };
-        write_result_csv(ctx.cfg, job, &batches, &csv_path).map_err(local)?;
-        write_json(ctx.journal, job, &batches, &json_path, &csv_path)?;
-        crate::crash::point("reported");
-        run_hook(ctx.cfg, job, &json_path, &csv_path);
-        for b in &batches {
-            let _ = std::fs::remove_file(spool_path(ctx.cfg, job.id, b.part));
+        match report_one(ctx, job) {
+            Ok(()) => done.push(job.id),
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
         }
-        ctx.journal.transaction(|t| t.set_reported(job.id))?;
-        tracing::info!(outcome = job.state.as_str(), report = %json_path.display(), "job finished");
     }
-    Ok(jobs)
+    // One commit for the round (also when a later job failed). A crash before it writes those
+    // reports again and may run their hook twice: the hook runs at least once.
+    if !done.is_empty() {
+        ctx.journal.transaction(|t| {
+            for id in &done {
+                t.set_reported(*id)?;
+            }
+            Ok(())
+        })?;
+    }
+    outcome.map(|()| jobs)
+}
+
+fn report_one(ctx: &mut Ctx<'_>, job: &Job) -> Result<(), StageError> {
+    let batches = ctx.journal.batches(job.id)?;
+    let (json_path, csv_path) = report_paths(ctx.cfg, job);
+    let local =
+        |e: io::Error| StageError::Local(format!("writing report {}: {e}", json_path.display()));
+    write_result_csv(ctx.cfg, job, &batches, &csv_path).map_err(local)?;
+    write_json(ctx.journal, job, &batches, &json_path, &csv_path)?;
+    crate::crash::point("reported");
+    run_hook(ctx.cfg, job, &json_path, &csv_path);
+    for b in &batches {
+        let _ = std::fs::remove_file(spool_path(ctx.cfg, job.id, b.part));
+    }
+    tracing::info!(outcome = job.state.as_str(), report = %json_path.display(), "job finished");
+    Ok(())
 }
 
 fn write_json(

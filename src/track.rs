@@ -24,11 +24,21 @@ pub fn poll(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
     };
     // Settle every job still waiting, not only those just changed: a crash between recording
     // an outcome and settling its job must not leave the job waiting forever.
+    let mut settled = vec![];
     for job in ctx
         .journal
         .jobs_in(&[JobState::Uploading, JobState::Uploaded])?
     {
-        settle_job(ctx, job.id)?;
+        settled.extend(settle_job(ctx, job.id)?);
+    }
+    if !settled.is_empty() {
+        // One transaction for every job settled this poll, not one each.
+        ctx.journal.transaction(|t| {
+            for (id, state, reason) in &settled {
+                t.set_job_state(*id, *state, reason.as_deref())?;
+            }
+            Ok(())
+        })?;
     }
     Ok(changed.len())
 }
@@ -70,13 +80,13 @@ fn resolve(ctx: &mut Ctx<'_>, awaited: &[Batch]) -> Result<Vec<(Batch, JobState)
     Ok(changed)
 }
 
-/// Sets a job's outcome from its batches' states, once it has one.
-fn settle_job(ctx: &mut Ctx<'_>, job_id: i64) -> Result<(), StageError> {
+/// Decides a job's outcome from its batches' states, once it has one.
+fn settle_job(ctx: &mut Ctx<'_>, job_id: i64) -> Result<Option<Settled>, StageError> {
     let Some(job) = ctx.journal.job(job_id)? else {
-        return Ok(());
+        return Ok(None);
     };
     if job.state.is_final() {
-        return Ok(());
+        return Ok(None);
     }
     let batches = ctx.journal.batches(job_id)?;
     let failed: Vec<&str> = batches
@@ -111,12 +121,13 @@ fn settle_job(ctx: &mut Ctx<'_>, job_id: i64) -> Result<(), StageError> {
             )),
         )
     } else {
-        return Ok(());
+        return Ok(None);
     };
-    ctx.journal
-        .transaction(|t| t.set_job_state(job_id, state, reason.as_deref()))?;
-    Ok(())
+    Ok(Some((job_id, state, reason)))
 }
+
+/// A job's outcome, decided from its batches.
+type Settled = (i64, JobState, Option<String>);
 
 fn humantime(d: std::time::Duration) -> String {
     let s = d.as_secs();

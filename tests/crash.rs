@@ -68,6 +68,9 @@ fn crash_then_recover(point: &str) {
 
     let daemon = s.daemon();
     let st = s.wait_final(3, Duration::from_secs(60));
+    support::setup::wait_for("every report", Duration::from_secs(30), || {
+        std::fs::read_dir(s.path("state/reports")).map_or(0, |d| d.count()) >= 6
+    });
     assert!(stop(daemon).success());
     for j in st["jobs"].as_array().unwrap() {
         assert_eq!(j["state"], "succeeded", "{point}: {j:#}\n{}", s.log());

@@ -143,10 +143,12 @@ impl Setup {
             let st = self.status();
             let list = st["jobs"].as_array().unwrap();
             let finals = ["succeeded", "failed", "expired", "rejected"];
+            let reports = std::fs::read_dir(self.path("state/reports")).map_or(0, |d| d.count());
             if list.len() >= jobs
                 && list
                     .iter()
                     .all(|j| finals.contains(&j["state"].as_str().unwrap()))
+                && reports >= 2 * list.len()
             {
                 return st;
             }
