@@ -67,7 +67,9 @@ impl BatchName {
         let date = parts.next()?;
         let subaccount = parts.next()?;
         check_subaccount(subaccount).ok()?;
-        if seq.len() < 2 || !seq.bytes().all(|b| b.is_ascii_digit()) || date.len() != 8 {
+        // chrono's `%Y%m%d` alone also takes a signed year and spaces (`-017 101`): found by fuzzing.
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if seq.len() < 2 || !digits(seq) || date.len() != 8 || !digits(date) {
             return None;
         }
         Some(BatchName {
@@ -106,6 +108,12 @@ pub fn check_line(line: &str) -> Result<(), String> {
     if id.chars().count() > MAX_ID_CHARS {
         return Err(format!(
             "correlation id longer than {MAX_ID_CHARS} characters"
+        ));
+    }
+    if let Some(c) = text.chars().chain(id.chars()).find(|c| c.is_control()) {
+        return Err(format!(
+            "control character U+{:04X} inside a field",
+            c as u32
         ));
     }
     Ok(())
@@ -335,6 +343,7 @@ mod tests {
             "55119;x;;",
             "5511900000000;;;",
             "55119000000x0;x;;",
+            "5511900000000;a\rb;;",
         ] {
             assert!(check_line(bad).is_err(), "{bad}");
         }

@@ -299,7 +299,8 @@ impl FieldDecoder {
     }
 
     /// The whole record as text when it is valid UTF-8 and UTF-8 is allowed: one check per row
-    /// instead of one per field (delimiters are ASCII, so field bounds are character bounds).
+    /// instead of one per field. A field boundary may still fall inside a character (the record
+    /// holds no delimiters), so slice it with `str::get`.
     pub fn whole<'a>(&mut self, bytes: &'a [u8]) -> Option<&'a str> {
         if !matches!(self.choice, EncodingChoice::Auto | EncodingChoice::Utf8) {
             return None;

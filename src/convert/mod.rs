@@ -482,8 +482,11 @@ fn field_str<'a>(
     let Some(range) = i.and_then(|i| rec.range(i)) else {
         return Ok("");
     };
-    match whole {
-        Some(w) => Ok(&w[range]),
+    // The record holds its fields without delimiters or quotes, so bytes of two fields can join
+    // into one character (`\xCE` ends one, `\xB0` starts the next): the whole record is UTF-8
+    // but the field is not. Such a field is decoded on its own.
+    match whole.and_then(|w| w.get(range.clone())) {
+        Some(s) => Ok(s),
         None => decoder.decode(&rec.bytes()[range], buf),
     }
 }

@@ -1,0 +1,106 @@
+//! Inputs the fuzz targets (`fuzz/`, run by `.ci/fuzz.sh`) found crashing, fed through the same
+//! API with the same checks, so a fixed bug stays fixed without a fuzzer.
+
+use smsdrop::batch::{check_line, BatchName};
+use smsdrop::config::{Config, EncodingChoice, HeaderChoice, InputConfig};
+use smsdrop::convert::{convert, ConvertReport};
+use std::io::Cursor;
+
+type Rows = Vec<(u64, String, String, String)>;
+
+/// What the `reader` target checks: conversion finishes, every row sent makes a batch line the
+/// gateway reads as intended, and every row read is counted once.
+fn convert_checked(input: &[u8], cfg: &InputConfig) -> (ConvertReport, Rows) {
+    let mut rows: Rows = vec![];
+    let report = convert(Cursor::new(input.to_vec()), cfg, &mut rows).expect("in-memory input");
+    for (line, number, text, id) in &rows {
+        let batch_line = format!("{number};{text};{id};");
+        assert!(
+            check_line(&batch_line).is_ok(),
+            "line {line}: {batch_line:?}: {:?}",
+            check_line(&batch_line)
+        );
+        assert!(
+            !text.chars().chain(id.chars()).any(char::is_control),
+            "line {line}: control character in {batch_line:?}"
+        );
+    }
+    assert_eq!(report.rows_sent, rows.len() as u64);
+    assert_eq!(report.rows_read, report.rows_sent + report.rows_rejected);
+    (report, rows)
+}
+
+fn input_config(encoding: EncodingChoice, header: HeaderChoice) -> InputConfig {
+    let mut cfg = Config::defaults().input;
+    cfg.encoding = encoding;
+    cfg.header = header;
+    cfg
+}
+
+/// `reader` crash: a record whose fields, joined without their delimiters, are valid UTF-8 although
+/// a field boundary falls inside a character (`CE | B0` is `ΰ`). The whole-record UTF-8 shortcut
+/// then sliced the record in the middle of the character and panicked.
+#[test]
+fn a_field_boundary_inside_a_utf8_character_is_not_a_panic() {
+    // The fuzzer's input, minimised (it ran with header = false, encoding = utf-8).
+    let found: &[u8] = b"\xCE\t\xB0";
+    for encoding in [
+        EncodingChoice::Auto,
+        EncodingChoice::Utf8,
+        EncodingChoice::Windows1252,
+        EncodingChoice::Latin1,
+    ] {
+        for header in [HeaderChoice::Auto, HeaderChoice::Yes, HeaderChoice::No] {
+            convert_checked(found, &input_config(encoding, header));
+        }
+    }
+
+    // The same under the defaults, in an export's shape: "caf\xC3" ends a Windows-1252 text and
+    // "\xA9" ("©") starts the next field; together they are the UTF-8 "café".
+    let export = b"telefone;mensagem;id\n11987654321;caf\xC3;\xA9\n";
+    let (report, rows) = convert_checked(export, &Config::defaults().input);
+    assert_eq!(report.rows_sent, 1, "{report:?}");
+    // Each field is read on its own: not UTF-8, so Windows-1252.
+    assert_eq!(
+        rows[0],
+        (2, "5511987654321".into(), "cafÃ".into(), "©".into())
+    );
+
+    // With encoding = "utf-8" the row is refused as not UTF-8, not sent cut in two.
+    let strict = input_config(EncodingChoice::Utf8, HeaderChoice::Auto);
+    let (report, rows) = convert_checked(export, &strict);
+    assert!(rows.is_empty(), "{rows:?}");
+    assert_eq!(report.rows_rejected, 1);
+    assert!(
+        report.rejected[0].reason.contains("not valid UTF-8"),
+        "{:?}",
+        report.rejected[0]
+    );
+}
+
+/// `listing` finding: `BatchName::parse` hands the 8 date characters to chrono's `%Y%m%d`, which
+/// also takes a signed year and spaces: `0.-017 101.12.txt` parsed as the year -17, which formats
+/// as `0.-00171001.12.txt`, a name that no longer parses.
+#[test]
+fn a_batch_name_date_is_eight_digits() {
+    for raw in [
+        "0.-017 101.12.txt",
+        "E.-017 101.123.txt",
+        "ACME.2017 1 1.01.txt",
+        "ACME. 2017011.01.txt",
+        "ACME.+0170101.01.txt",
+        "ACME.-0010101.01.txt",
+    ] {
+        if let Some(n) = BatchName::parse(raw) {
+            let formatted = n.to_string();
+            assert_eq!(
+                BatchName::parse(&formatted).as_ref(),
+                Some(&n),
+                "{raw:?} parsed as {n:?}, formatted as {formatted:?}"
+            );
+        }
+        assert_eq!(BatchName::parse(raw), None, "{raw:?}");
+    }
+    let n = BatchName::parse("ACME.00000101.01.txt").expect("the year 0 is 8 digits");
+    assert_eq!(n.to_string(), "ACME.00000101.01.txt");
+}
