@@ -583,13 +583,7 @@ impl Tx<'_> {
     ) -> rusqlite::Result<Vec<String>> {
         let mut names = Vec::with_capacity(batches.len());
         for (part, b) in batches.iter().enumerate() {
-            let seq = self.next_seq(subaccount, day)?;
-            let name = BatchName {
-                subaccount: subaccount.to_owned(),
-                date: day,
-                seq,
-            }
-            .to_string();
+            let name = self.next_name(subaccount, day)?;
             self.tx.execute(
                 "INSERT INTO batches (job_id, part, name, rows, bytes, state) VALUES (?1, ?2, ?3, ?4, ?5, 'converted')",
                 params![job_id, part as u32, name, b.rows, b.bytes],
@@ -607,18 +601,23 @@ impl Tx<'_> {
         subaccount: &str,
         day: NaiveDate,
     ) -> rusqlite::Result<String> {
-        let seq = self.next_seq(subaccount, day)?;
-        let name = BatchName {
-            subaccount: subaccount.to_owned(),
-            date: day,
-            seq,
-        }
-        .to_string();
+        let name = self.next_name(subaccount, day)?;
         self.tx.execute(
             "UPDATE batches SET name = ?2 WHERE id = ?1",
             params![batch_id, name],
         )?;
         Ok(name)
+    }
+
+    /// The next free batch name of the day for this subaccount.
+    fn next_name(&mut self, subaccount: &str, day: NaiveDate) -> rusqlite::Result<String> {
+        let seq = self.next_seq(subaccount, day)?;
+        Ok(BatchName {
+            subaccount: subaccount.to_owned(),
+            date: day,
+            seq,
+        }
+        .to_string())
     }
 
     fn next_seq(&mut self, subaccount: &str, day: NaiveDate) -> rusqlite::Result<u32> {
