@@ -5,10 +5,14 @@
 //! Shutdown (SIGTERM/SIGINT) is a flag checked between units of work: a running upload finishes
 //! (or is left resumable), then the loop exits.
 
+use crate::archive::{self, Origin};
 use crate::config::Config;
-use crate::intake::{self, Ctx, Origin, StageError};
+use crate::handoff;
+use crate::intake;
 use crate::journal::{Job, JobState, Journal, JournalError};
+use crate::lock::StateLock;
 use crate::remote::Remote;
+use crate::stage::{Clock, Ctx, StageError, SystemClock};
 use crate::watch::Scanner;
 use crate::{report, track, upload};
 use std::collections::HashSet;
@@ -88,6 +92,11 @@ pub struct Engine {
     last_remote_use: Instant,
     /// Stop on a refusal (host key, credentials) instead of waiting for an operator.
     fail_fast: bool,
+    clock: Box<dyn Clock>,
+    /// The state folder's lock: only its owner builds an engine.
+    _lock: StateLock,
+    /// The send queue, resolved.
+    queue: PathBuf,
 }
 
 impl Engine {
@@ -95,14 +104,24 @@ impl Engine {
     ///
     /// # Errors
     /// [`DaemonError`] when the state folder or journal cannot be used.
-    pub fn new(cfg: Config, remote: Box<dyn Remote>) -> Result<Engine, DaemonError> {
-        intake::prepare_dirs(&cfg).map_err(|e| {
+    pub fn new(
+        cfg: Config,
+        remote: Box<dyn Remote>,
+        lock: StateLock,
+    ) -> Result<Engine, DaemonError> {
+        crate::spool::prepare_dirs(&cfg).map_err(|e| {
             DaemonError::Setup(format!(
                 "cannot create the state folders under {}: {e}",
                 cfg.state.dir.display()
             ))
         })?;
         let journal = Journal::open(&cfg.state.dir)?;
+        let queue = handoff::queue(&cfg).map_err(|e| {
+            DaemonError::Setup(format!(
+                "cannot create the send queue under {}: {e}",
+                cfg.state.dir.display()
+            ))
+        })?;
         let (hint_tx, hints) = std::sync::mpsc::sync_channel(16);
         let now = Instant::now();
         Ok(Engine {
@@ -116,6 +135,9 @@ impl Engine {
             backoff: Duration::ZERO,
             last_remote_use: now,
             fail_fast: false,
+            clock: Box::new(SystemClock),
+            _lock: lock,
+            queue,
         })
     }
 
@@ -136,11 +158,14 @@ impl Engine {
             cfg: &self.cfg,
             journal: &mut self.journal,
             remote: self.remote.as_mut(),
+            clock: self.clock.as_ref(),
         }
     }
 
     fn origin(&self, job: &Job) -> Origin {
-        if job.input_path.starts_with(&self.cfg.inbox.dir) {
+        if job.input_path.starts_with(&self.cfg.inbox.dir)
+            || job.input_path.starts_with(&self.queue)
+        {
             Origin::Inbox
         } else {
             Origin::Named
@@ -165,7 +190,7 @@ impl Engine {
                 let r = intake::process_all(&mut self.ctx(), chunk, origin);
                 self.absorb(r)?;
             }
-            let r = intake::store_inputs(&mut self.ctx(), &other, origin);
+            let r = archive::store_inputs(&mut self.ctx(), &other, origin);
             self.absorb(r)?;
         }
         Ok(())
@@ -199,8 +224,8 @@ impl Engine {
                 }
                 Ok(())
             }
-            Err(StageError::Local(msg)) => {
-                tracing::error!(error = %msg, "local file problem; retrying later");
+            Err(e @ StageError::Local { .. }) => {
+                tracing::error!(error = %e, "local file problem; retrying later");
                 self.remote_at = Instant::now() + Duration::from_secs(5);
                 Ok(())
             }
@@ -290,6 +315,8 @@ impl Engine {
         } else {
             None
         };
+        // `smsdrop send` hands files over through the queue: wake up as soon as one arrives.
+        let _queue_watcher = crate::watch::watch_events(&self.queue, self.hint_tx.clone()).ok();
         let mut scanner = Scanner::new(inbox.clone());
         let track_every = self.cfg.track.poll;
         let mut next_scan = Instant::now();
@@ -300,6 +327,7 @@ impl Engine {
             let now = Instant::now();
             if hinted || now >= next_scan {
                 next_scan = now + inbox.rescan;
+                self.take_queue()?;
                 if let Some(recheck) = self.scan_and_take(&mut scanner)? {
                     next_scan = next_scan.min(recheck);
                 }
@@ -326,6 +354,42 @@ impl Engine {
         Ok(!self.journal.batches_in(JobState::Converted)?.is_empty()
             || !self.journal.batches_in(JobState::Uploading)?.is_empty()
             || !self.journal.jobs_in(&[JobState::Detected])?.is_empty())
+    }
+
+    /// Takes the files `smsdrop send` left in the queue (complete by construction).
+    fn take_queue(&mut self) -> Result<(), DaemonError> {
+        let files = match handoff::pending(&self.cfg) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(queue = %self.queue.display(), error = %e, "cannot read the send queue");
+                return Ok(());
+            }
+        };
+        if files.is_empty() {
+            return Ok(());
+        }
+        let busy: HashSet<PathBuf> = self
+            .journal
+            .unstored()?
+            .into_iter()
+            .map(|j| j.input_path)
+            .collect();
+        let inputs: Vec<intake::Input> = files
+            .into_iter()
+            .filter(|f| !busy.contains(f))
+            .map(|path| intake::Input {
+                path,
+                subaccount: Ok(None),
+            })
+            .collect();
+        for group in inputs.chunks(GROUP) {
+            if self.stopping() {
+                break;
+            }
+            let r = intake::take_all(&mut self.ctx(), group, Origin::Inbox);
+            self.absorb(r.map(drop))?;
+        }
+        Ok(())
     }
 
     /// Scans the inbox and takes every ready file; returns when to look again for settling files.
@@ -407,6 +471,38 @@ impl Engine {
                 }
             }
         }
+        self.wait_for(&ids, wait, progress)
+    }
+
+    /// `smsdrop send` after the daemon it handed `queued` files to went away: takes the queue
+    /// (and resumes what the daemon left), then delivers like [`Engine::send`].
+    ///
+    /// # Errors
+    /// [`DaemonError`] when the journal fails.
+    pub fn send_queued(
+        &mut self,
+        queued: &[PathBuf],
+        wait: bool,
+        progress: &mut dyn FnMut(&[Job]),
+    ) -> Result<Vec<Job>, DaemonError> {
+        self.fail_fast = true;
+        self.take_queue()?;
+        let mut ids = vec![];
+        for q in queued {
+            if let Some(j) = self.journal.jobs_with_input(q)?.pop() {
+                ids.push(j.id);
+            }
+        }
+        self.wait_for(&ids, wait, progress)
+    }
+
+    /// Delivers until every job of `ids` is done (see [`job_done`]) or the engine is stopped.
+    fn wait_for(
+        &mut self,
+        ids: &[i64],
+        wait: bool,
+        progress: &mut dyn FnMut(&[Job]),
+    ) -> Result<Vec<Job>, DaemonError> {
         let poll = self.cfg.track.poll;
         let mut next_track = Instant::now();
         loop {
@@ -420,11 +516,7 @@ impl Engine {
                 .filter_map(|&id| self.journal.job(id).ok().flatten())
                 .collect();
             progress(&jobs);
-            let done = jobs.iter().all(|j| {
-                (j.state.is_final() && j.reported)
-                    || (!wait && matches!(j.state, JobState::Uploaded) && j.stored_path.is_some())
-            });
-            if done || self.stopping() {
+            if jobs.iter().all(|j| job_done(j, wait)) || self.stopping() {
                 return Ok(jobs);
             }
             let mut until = next_track;
@@ -434,6 +526,13 @@ impl Engine {
             self.wait(until);
         }
     }
+}
+
+/// True when `smsdrop send` is done with a job: final and reported, or (not waiting for
+/// outcomes) uploaded with its input archived.
+pub fn job_done(j: &Job, wait: bool) -> bool {
+    (j.state.is_final() && j.reported)
+        || (!wait && j.state == JobState::Uploaded && j.stored_path.is_some())
 }
 
 /// The path of the journal, for messages.

@@ -1,86 +1,25 @@
 //! Intake: from a complete input file to a recorded job with named batch files.
 //!
 //! Order of steps, each safe to crash after: (1) record the job as `detected`; (2) convert into
-//! spool files `job-<id>-<part>.txt` (ours, rewritten on a retry); (3) in one transaction,
-//! allocate the remote names and record the batch files (`converted`) or the rejection; (4) move
-//! the input to `archive/` or `rejected/` and record where. A restart resumes a job from its
-//! recorded step. Inputs are never deleted.
+//! spool files (ours, rewritten on a retry) and apply the duplicate guard; (3) in one
+//! transaction, allocate the remote names and record the batch files (`converted`) or the
+//! rejection; (4) archive the input ([`crate::archive`]). A restart resumes a job from its
+//! recorded step. This module never deletes an input and never talks to the server except
+//! through the sequence probe.
 
-use crate::batch::{BatchName, BatchWriter};
-use crate::config::Config;
+use crate::archive::{store_inputs, Origin};
+use crate::batch::BatchWriter;
 use crate::convert::{convert, ConvertError, ConvertReport};
-use crate::journal::{Job, JobState, Journal, JournalError, NewBatch, NewJob};
-use crate::remote::{Remote, RemoteError};
-use chrono::{Duration as Days, NaiveDate, Utc};
+use crate::fsutil::{hash_file, hex, sync_fs};
+use crate::journal::{Job, JobState, NewBatch, NewJob};
+use crate::spool::{spool_dir, spool_path};
+use crate::stage::{Ctx, StageError};
+use crate::upload::probe_sequences;
+use chrono::Duration as Days;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-
-/// Why a stage could not go on.
-#[derive(Debug, thiserror::Error)]
-pub enum StageError {
-    /// The journal failed: stop the daemon.
-    #[error(transparent)]
-    Journal(#[from] JournalError),
-    /// The server could not be used: retry later.
-    #[error(transparent)]
-    Remote(#[from] RemoteError),
-    /// A local file operation failed: retry later.
-    #[error("{0}")]
-    Local(String),
-}
-
-/// What intake needs.
-pub struct Ctx<'a> {
-    pub cfg: &'a Config,
-    pub journal: &'a mut Journal,
-    pub remote: &'a mut dyn Remote,
-}
-
-/// Where an input comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Dropped into the inbox: moved to the archive when taken.
-    Inbox,
-    /// Named on the command line (`smsdrop send`): copied to the archive, left in place.
-    Named,
-}
-
-/// The spool folder, where converted batch files wait for upload.
-pub fn spool_dir(cfg: &Config) -> PathBuf {
-    cfg.state.dir.join("spool")
-}
-
-/// The spool file of a job's batch part.
-pub fn spool_path(cfg: &Config, job_id: i64, part: u32) -> PathBuf {
-    spool_dir(cfg).join(format!("job-{job_id}-{part}.txt"))
-}
-
-/// Creates the state folders.
-///
-/// # Errors
-/// When a folder cannot be created.
-pub fn prepare_dirs(cfg: &Config) -> io::Result<()> {
-    for d in [
-        &cfg.state.dir,
-        &spool_dir(cfg),
-        &cfg.state.archive_dir,
-        &cfg.state.rejected_dir,
-        &cfg.report.dir,
-    ] {
-        std::fs::create_dir_all(d)?;
-    }
-    // Half-written spool files of a conversion a crash interrupted (it is redone).
-    for e in std::fs::read_dir(spool_dir(cfg))?.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(".smsdrop-") && name.ends_with(".tmp") {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-    Ok(())
-}
 
 /// A file to take, and the subaccount its folder names (`Ok(None)`: the configured one).
 #[derive(Debug, Clone)]
@@ -217,14 +156,14 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
     if ids.is_empty() {
         return Ok(());
     }
-    let since = Utc::now() - Days::days(ctx.cfg.inbox.duplicate_days as i64);
+    let since = ctx.clock.now() - Days::days(ctx.cfg.inbox.duplicate_days as i64);
     let mut hashes_in_group: Vec<(String, String)> = vec![];
     let mut results = Vec::with_capacity(ids.len());
     for &id in ids {
-        let job = ctx
-            .journal
-            .job(id)?
-            .ok_or_else(|| StageError::Local(format!("job {id} vanished from the journal")))?;
+        let Some(job) = ctx.journal.job(id)? else {
+            tracing::error!(job = id, "job missing from the journal; skipped");
+            continue;
+        };
         let mut converted = convert_one(ctx, job)?;
         // The duplicate guard, against the journal and against this group.
         if let (Converted::Ready { job, hash, .. }, true) =
@@ -267,40 +206,31 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
         .filter(|c| matches!(c, Converted::Ready { .. }))
         .collect();
     if !ready.is_empty() {
-        sync_fs(&spool_dir(ctx.cfg))
-            .map_err(|e| StageError::Local(format!("syncing the spool: {e}")))?;
+        sync_fs(&spool_dir(ctx.cfg)).map_err(|e| StageError::local("syncing the spool", e))?;
     }
-    let day = ctx.cfg.batch.zone.today();
-    let mut used: Vec<(String, u32)> = vec![];
+    let day = ctx.today();
+    let mut subs: Vec<(String, chrono::NaiveDate)> = vec![];
     for c in &ready {
-        let Converted::Ready { job, .. } = c else {
-            continue;
-        };
-        if used.iter().any(|(s, _)| *s == job.subaccount) {
-            continue;
-        }
-        match highest_remote_seq(ctx, &job.subaccount, day) {
-            Ok(Some(n)) => used.push((job.subaccount.clone(), n)),
-            Ok(None) => {}
-            Err(e) => {
-                // Say on each job why it waits (status shows it), then let the daemon retry.
-                let why = format!("waiting for the server to number its batch files: {e}");
-                ctx.journal.transaction(|t| {
-                    for c in &ready {
-                        if let Converted::Ready { job, .. } = c {
-                            t.set_reason(job.id, Some(&why))?;
-                        }
-                    }
-                    Ok(())
-                })?;
-                return Err(e);
+        if let Converted::Ready { job, .. } = c {
+            if !subs.iter().any(|(s, _)| *s == job.subaccount) {
+                subs.push((job.subaccount.clone(), day));
             }
         }
     }
+    if let Err(e) = probe_sequences(ctx, &subs) {
+        // Say on each job why it waits (status shows it), then let the daemon retry.
+        let why = format!("waiting for the server to number its batch files: {e}");
+        ctx.journal.transaction(|t| {
+            for c in &ready {
+                if let Converted::Ready { job, .. } = c {
+                    t.set_reason(job.id, Some(&why))?;
+                }
+            }
+            Ok(())
+        })?;
+        return Err(e);
+    }
     let names = ctx.journal.transaction(|t| {
-        for (sub, n) in &used {
-            t.reserve_above(sub, day, *n)?;
-        }
         let mut names = vec![];
         for c in &results {
             match c {
@@ -402,7 +332,7 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
     let hasher = Hashing::new(file);
     let digest = hasher.digest.clone();
     let spool = spool_dir(ctx.cfg);
-    let local = |e: io::Error| StageError::Local(format!("writing to {}: {e}", spool.display()));
+    let local = |e: io::Error| StageError::local(format!("writing to {}", spool.display()), e);
     // The spool is synced once per group (sync_fs), not once per file.
     let mut writer = BatchWriter::new(
         &spool,
@@ -443,7 +373,7 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
             bytes,
         });
         p.persist(&dest)
-            .map_err(|e| StageError::Local(format!("spool file {}: {e}", dest.display())))?;
+            .map_err(|e| StageError::local(format!("spool file {}", dest.display()), e))?;
     }
     Ok(Converted::Ready {
         job,
@@ -465,7 +395,7 @@ struct Digester(Option<Sha256>);
 impl Digester {
     fn finish(&mut self) -> String {
         let h = self.0.take().unwrap_or_default();
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        hex(&h.finalize())
     }
 }
 
@@ -486,182 +416,4 @@ impl<R: Read> Read for Hashing<R> {
         }
         Ok(n)
     }
-}
-
-/// Flushes the file system holding `dir` to disk: one call for a whole group of spool files.
-fn sync_fs(dir: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let d = File::open(dir)?;
-    // SAFETY: `d` is an open descriptor for the duration of the call.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Before the first allocation of a day, the highest sequence number the server already holds
-/// for this subaccount and day (`Some(0)` when none), so a number used by another system or a
-/// lost journal is never reused. `None` when the day was checked before.
-fn highest_remote_seq(
-    ctx: &mut Ctx<'_>,
-    subaccount: &str,
-    day: NaiveDate,
-) -> Result<Option<u32>, StageError> {
-    if !ctx.journal.first_of_day(subaccount, day)? {
-        return Ok(None);
-    }
-    let s = ctx.cfg.sftp.as_ref().map(|s| {
-        [
-            s.upload_dir.clone(),
-            s.success_dir.clone(),
-            s.error_dir.clone(),
-        ]
-    });
-    let dirs = s.unwrap_or_else(|| ["upload".into(), "success".into(), "error".into()]);
-    let mut highest = 0;
-    for dir in &dirs {
-        for name in ctx.remote.list(dir)? {
-            if let Some(b) = BatchName::parse(&name) {
-                if b.subaccount == subaccount && b.date == day {
-                    highest = highest.max(b.seq);
-                }
-            }
-        }
-    }
-    if highest > 0 {
-        tracing::info!(subaccount, %day, highest, "sequence numbers already used on the server; starting above");
-    }
-    Ok(Some(highest))
-}
-
-/// Moves (inbox) or copies (named) each job's input to `archive/` or `rejected/`, syncs those
-/// folders once, and records where each went in one transaction.
-///
-/// # Errors
-/// [`StageError::Journal`]; a file that cannot be moved is logged and left for the next round.
-pub fn store_inputs(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(), StageError> {
-    let mut stored = vec![];
-    let mut dirs: Vec<PathBuf> = vec![];
-    for &id in ids {
-        let Some(job) = ctx.journal.job(id)? else {
-            continue;
-        };
-        let dir = if job.state == JobState::Rejected {
-            &ctx.cfg.state.rejected_dir
-        } else {
-            &ctx.cfg.state.archive_dir
-        };
-        // The stored name keeps the original's bytes (a name need not be UTF-8), prefixed with the job.
-        let mut stored_name = std::ffi::OsString::from(format!("{}-", job.id));
-        stored_name.push(job.input_path.file_name().unwrap_or_default());
-        let dest = dir.join(&stored_name);
-        let result = match origin {
-            Origin::Inbox => move_file(&job.input_path, &dest),
-            Origin::Named => copy_file(&job.input_path, &dest),
-        };
-        if let Err(e) = result {
-            if !dest.exists() {
-                tracing::error!(
-                    job = job.id,
-                    error = %format!("could not move {} to {}: {e}; it stays where it is and is retried", job.input_path.display(), dest.display()),
-                    "input not stored"
-                );
-                continue;
-            }
-        }
-        if origin == Origin::Inbox {
-            if let Some(m) = &ctx.cfg.inbox.done_marker {
-                let marker = crate::watch::marker_path(&job.input_path, m);
-                if marker.exists() {
-                    let mut marker_name = stored_name.clone();
-                    marker_name.push(m);
-                    let _ = move_file(&marker, &dir.join(marker_name));
-                }
-            }
-        }
-        if !dirs.contains(dir) {
-            dirs.push(dir.clone());
-        }
-        if let Some(parent) = job.input_path.parent().filter(|_| origin == Origin::Inbox) {
-            if !dirs.iter().any(|d| d == parent) {
-                dirs.push(parent.to_owned());
-            }
-        }
-        stored.push((job.id, dest));
-    }
-    if stored.is_empty() {
-        return Ok(());
-    }
-    let local = |d: &Path, e: io::Error| StageError::Local(format!("syncing {}: {e}", d.display()));
-    if origin == Origin::Named || dirs.iter().any(|d| !same_fs(d, &ctx.cfg.inbox.dir)) {
-        // Copies (named files, or moves across file systems): flush their data once for the group.
-        for d in &dirs {
-            sync_fs(d).map_err(|e| local(d, e))?;
-        }
-    }
-    for d in &dirs {
-        sync_dir(d).map_err(|e| local(d, e))?;
-    }
-    crate::crash::point("archive");
-    ctx.journal.transaction(|t| {
-        for (id, dest) in &stored {
-            t.set_stored_path(*id, dest)?;
-        }
-        Ok(())
-    })?;
-    Ok(())
-}
-
-/// Renames `from` to `to`; across file systems, copies, syncs, then removes the original.
-///
-/// # Errors
-/// When neither works; `from` is then untouched.
-pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
-    match std::fs::rename(from, to) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            copy_file(from, to)?;
-            std::fs::remove_file(from)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Copies `from` to `to` through a temporary name. The caller flushes the file system
-/// ([`sync_fs`]) and the folder before recording the copy.
-fn copy_file(from: &Path, to: &Path) -> io::Result<()> {
-    let tmp = to.with_extension("partial");
-    std::fs::copy(from, &tmp)?;
-    std::fs::rename(&tmp, to)
-}
-
-fn same_fs(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev(),
-        _ => false,
-    }
-}
-
-fn sync_dir(d: &Path) -> io::Result<()> {
-    File::open(d)?.sync_all()
-}
-
-/// SHA-256 of a file's content, in hex, read in chunks.
-///
-/// # Errors
-/// When the file cannot be read.
-pub fn hash_file(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -62,8 +62,12 @@ impl JobState {
         }
     }
 
-    fn parse(s: &str) -> JobState {
-        match s {
+    /// The state a stored name stands for; an unknown name is an error, never a guess.
+    ///
+    /// # Errors
+    /// [`UnknownState`] names what was found.
+    pub fn parse(s: &str) -> std::result::Result<JobState, UnknownState> {
+        Ok(match s {
             "detected" => JobState::Detected,
             "converted" => JobState::Converted,
             "uploading" => JobState::Uploading,
@@ -71,7 +75,33 @@ impl JobState {
             "succeeded" => JobState::Succeeded,
             "failed" => JobState::Failed,
             "expired" => JobState::Expired,
-            _ => JobState::Rejected,
+            "rejected" => JobState::Rejected,
+            other => return Err(UnknownState(other.to_owned())),
+        })
+    }
+
+    /// The transition table of a job (DESIGN.md). Staying in a state is not a transition.
+    pub fn job_may_become(self, to: JobState) -> bool {
+        use JobState::*;
+        match self {
+            Detected => matches!(to, Converted | Rejected),
+            // `failed` before any upload: every batch was set aside (e.g. its spool file lost).
+            Converted => matches!(to, Uploading | Failed),
+            Uploading => matches!(to, Uploaded | Succeeded | Failed | Expired),
+            Uploaded => matches!(to, Succeeded | Failed | Expired),
+            Succeeded | Failed | Expired | Rejected => false,
+        }
+    }
+
+    /// The transition table of a batch file. `failed` from `converted` or `uploading` is a batch
+    /// set aside by a local problem (its reason says which).
+    pub fn batch_may_become(self, to: JobState) -> bool {
+        use JobState::*;
+        match self {
+            Converted => matches!(to, Uploading | Failed),
+            Uploading => matches!(to, Uploaded | Failed),
+            Uploaded => matches!(to, Succeeded | Failed | Expired),
+            _ => false,
         }
     }
 
@@ -81,6 +111,28 @@ impl JobState {
             self,
             JobState::Succeeded | JobState::Failed | JobState::Expired | JobState::Rejected
         )
+    }
+}
+
+/// A state name in the journal that this smsdrop does not know (a newer release, or an edit).
+#[derive(Debug, thiserror::Error)]
+#[error("unknown state {0:?} in the journal: was it written by a newer smsdrop? Upgrade, or restore the journal from a backup")]
+pub struct UnknownState(pub String);
+
+/// A state change the state machine does not allow: a bug, never silently applied.
+#[derive(Debug, thiserror::Error)]
+#[error("illegal state change of {what} {id}: {from} -> {to}")]
+pub struct IllegalTransition {
+    pub what: &'static str,
+    pub id: i64,
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+impl rusqlite::types::FromSql for JobState {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let s = v.as_str()?;
+        JobState::parse(s).map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
     }
 }
 
@@ -199,6 +251,39 @@ CREATE TABLE IF NOT EXISTS sequences (
 );
 ";
 
+/// Forward migrations: `MIGRATIONS[i]` takes a journal from schema version `i` to `i + 1`
+/// (`PRAGMA user_version`). Version 0 is [`SCHEMA`] as the first releases wrote it, without a
+/// version. Each runs in one transaction with the version bump, so a crash leaves either the old
+/// or the new schema. Append, never edit.
+const MIGRATIONS: &[&str] = &[
+    // 1: look jobs up by input path (the send queue waits on its files' jobs); a per-journal
+    // identity (message-level statuses will build correlation ids on it).
+    "CREATE INDEX IF NOT EXISTS jobs_input ON jobs(input_path);
+     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', lower(hex(randomblob(8))));",
+];
+
+/// The schema version this smsdrop writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<std::result::Result<(), i64>> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Ok(Err(version));
+    }
+    if version == 0 {
+        conn.execute_batch(SCHEMA)?;
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", from as i64 + 1)?;
+        tx.commit()?;
+        tracing::debug!(from, to = from + 1, "journal schema migrated");
+    }
+    Ok(Ok(()))
+}
+
 fn now() -> i64 {
     Utc::now().timestamp_millis()
 }
@@ -218,7 +303,7 @@ impl Journal {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open(&path).map_err(err)?;
+        let mut conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         // WAL with full sync: a committed step survives a crash or a power cut.
@@ -226,7 +311,9 @@ impl Journal {
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        if let Err(newer) = migrate(&mut conn).map_err(err)? {
+            return Err(err(newer_schema(newer)));
+        }
         Ok(Journal { conn, path })
     }
 
@@ -255,7 +342,33 @@ impl Journal {
                 |r| r.get(0),
             )
             .map_err(err)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if version > SCHEMA_VERSION {
+            return Err(err(newer_schema(version)));
+        }
         Ok((tables > 0).then_some(Journal { conn, path }))
+    }
+
+    /// The schema version of the open journal.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Jobs whose input was at `path` when taken, oldest first (`smsdrop send` finds the jobs of
+    /// the files it queued this way).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn jobs_with_input(&self, path: &Path) -> Result<Vec<Job>> {
+        let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE input_path = ?1 ORDER BY id");
+        self.query_jobs(&sql, [path_to_sql(path)])
     }
 
     fn err(&self, source: rusqlite::Error) -> JournalError {
@@ -415,6 +528,37 @@ impl Journal {
             .pop())
     }
 
+    /// Before the first allocation of each (subaccount, day) in `wanted`, asks `probe` for the
+    /// highest sequence number the server already holds for it and starts above it, so a number
+    /// used by another system or a lost journal is never reused. Pairs allocated before are not
+    /// probed again.
+    ///
+    /// # Errors
+    /// What `probe` returns, or a journal failure.
+    pub fn prime_sequences<E: From<JournalError>>(
+        &mut self,
+        wanted: &[(String, NaiveDate)],
+        mut probe: impl FnMut(&str, NaiveDate) -> std::result::Result<u32, E>,
+    ) -> std::result::Result<(), E> {
+        let mut found = vec![];
+        for (sub, day) in wanted {
+            if self.first_of_day(sub, *day)? && !found.iter().any(|(s, d, _)| s == sub && d == day)
+            {
+                found.push((sub.as_str(), *day, probe(sub, *day)?));
+            }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        self.transaction(|t| {
+            for (sub, day, highest) in &found {
+                t.reserve_above(sub, *day, *highest)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// True when no sequence has been allocated yet for this subaccount and day.
     ///
     /// # Errors
@@ -458,7 +602,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         stored_path: r.get::<_, Option<Vec<u8>>>(3)?.map(path_from_sql),
         subaccount: r.get(4)?,
         hash: r.get(5)?,
-        state: JobState::parse(&r.get::<_, String>(6)?),
+        state: r.get(6)?,
         reason: r.get(7)?,
         rows_read: r.get(8)?,
         rows_sent: r.get(9)?,
@@ -477,11 +621,30 @@ fn batch_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Batch> {
         name: r.get(3)?,
         rows: r.get(4)?,
         bytes: r.get(5)?,
-        state: JobState::parse(&r.get::<_, String>(6)?),
+        state: r.get(6)?,
         attempts: r.get(7)?,
         last_error: r.get(8)?,
         uploaded_at: r.get::<_, Option<i64>>(9)?.map(time),
     })
+}
+
+fn newer_schema(version: i64) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(
+        format!(
+            "schema version {version} was written by a newer smsdrop (this one knows up to \
+             {SCHEMA_VERSION}); run that release, or restore the journal from a backup"
+        )
+        .into(),
+    )
+}
+
+fn illegal(what: &'static str, id: i64, from: JobState, to: JobState) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(IllegalTransition {
+        what,
+        id,
+        from: from.as_str(),
+        to: to.as_str(),
+    }))
 }
 
 /// Writes inside one transaction.
@@ -518,11 +681,33 @@ impl Tx<'_> {
         state: JobState,
         reason: Option<&str>,
     ) -> rusqlite::Result<()> {
+        let from: JobState =
+            self.tx
+                .query_row("SELECT state FROM jobs WHERE id = ?1", [job_id], |r| {
+                    r.get(0)
+                })?;
+        if from != state && !from.job_may_become(state) {
+            return Err(illegal("job", job_id, from, state));
+        }
         self.tx.execute(
             "UPDATE jobs SET state = ?2, reason = COALESCE(?3, reason), updated_at = ?4 WHERE id = ?1",
             params![job_id, state.as_str(), reason, now()],
         )?;
+        if from == state && reason.is_none() {
+            return Ok(());
+        }
         self.note(job_id, state.as_str(), reason)
+    }
+
+    /// Adds a line to a job's history without changing its state (e.g. a batch renamed because
+    /// another system's file held its name), for its report.
+    pub fn note_job(&mut self, job_id: i64, note: &str) -> rusqlite::Result<()> {
+        let state: JobState =
+            self.tx
+                .query_row("SELECT state FROM jobs WHERE id = ?1", [job_id], |r| {
+                    r.get(0)
+                })?;
+        self.note(job_id, state.as_str(), Some(note))
     }
 
     /// Records the conversion's counts and report.
@@ -567,7 +752,7 @@ impl Tx<'_> {
         self.tx.execute(
             "INSERT INTO sequences (subaccount, day, next) VALUES (?1, ?2, ?3) \
              ON CONFLICT (subaccount, day) DO UPDATE SET next = MAX(next, excluded.next)",
-            params![subaccount, day.to_string(), used + 1],
+            params![subaccount, day.to_string(), i64::from(used) + 1],
         )?;
         Ok(())
     }
@@ -637,6 +822,14 @@ impl Tx<'_> {
         state: JobState,
         error: Option<&str>,
     ) -> rusqlite::Result<()> {
+        let from: JobState =
+            self.tx
+                .query_row("SELECT state FROM batches WHERE id = ?1", [batch_id], |r| {
+                    r.get(0)
+                })?;
+        if from != state && !from.batch_may_become(state) {
+            return Err(illegal("batch", batch_id, from, state));
+        }
         let uploaded = (state == JobState::Uploaded).then(now);
         self.tx.execute(
             "UPDATE batches SET state = ?2, last_error = COALESCE(?3, last_error), \
@@ -753,7 +946,10 @@ mod tests {
         );
         let b = &j.batches(id).unwrap()[0];
         j.transaction(|t| {
+            t.set_batch_state(b.id, JobState::Uploading, None)?;
+            t.set_job_state(id, JobState::Uploading, None)?;
             t.set_batch_state(b.id, JobState::Uploaded, None)?;
+            t.set_batch_state(b.id, JobState::Succeeded, None)?;
             t.set_job_state(id, JobState::Succeeded, None)
         })
         .unwrap();
@@ -763,7 +959,10 @@ mod tests {
             .into_iter()
             .map(|h| h.state)
             .collect();
-        assert_eq!(states, vec!["detected", "converted", "succeeded"]);
+        assert_eq!(
+            states,
+            vec!["detected", "converted", "uploading", "succeeded"]
+        );
         assert_eq!(j.unreported().unwrap().len(), 1);
         j.transaction(|t| t.set_reported(id)).unwrap();
         assert!(j.unreported().unwrap().is_empty());
@@ -781,5 +980,137 @@ mod tests {
         });
         assert!(r.is_err());
         assert!(j.recent_jobs(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn illegal_transitions_are_errors_naming_job_from_and_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let p = PathBuf::from("/in/a.csv");
+        let id = j.transaction(|t| t.insert_job(&new_job(&p, "x"))).unwrap();
+        let e = j
+            .transaction(|t| t.set_job_state(id, JobState::Uploaded, None))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("job {id}: detected -> uploaded")),
+            "{e}"
+        );
+        j.transaction(|t| t.set_job_state(id, JobState::Rejected, Some("bad")))
+            .unwrap();
+        // Final is final.
+        for to in [JobState::Detected, JobState::Converted, JobState::Succeeded] {
+            assert!(j.transaction(|t| t.set_job_state(id, to, None)).is_err());
+        }
+        assert_eq!(j.job(id).unwrap().unwrap().state, JobState::Rejected);
+        // The whole table: a final state goes nowhere, every state is reachable from detected.
+        let all = [
+            JobState::Detected,
+            JobState::Converted,
+            JobState::Uploading,
+            JobState::Uploaded,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Expired,
+            JobState::Rejected,
+        ];
+        for from in all {
+            for to in all {
+                if from.is_final() {
+                    assert!(!from.job_may_become(to), "{from:?} -> {to:?}");
+                    assert!(!from.batch_may_become(to), "{from:?} -> {to:?}");
+                }
+            }
+            assert_eq!(JobState::parse(from.as_str()).unwrap(), from);
+        }
+    }
+
+    #[test]
+    fn an_unknown_stored_state_is_an_error_not_a_guess() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let p = PathBuf::from("/in/a.csv");
+        let id = j.transaction(|t| t.insert_job(&new_job(&p, "x"))).unwrap();
+        j.conn
+            .execute("UPDATE jobs SET state = 'paused' WHERE id = ?1", [id])
+            .unwrap();
+        let e = j.job(id).unwrap_err().to_string();
+        assert!(e.contains("unknown state \"paused\""), "{e}");
+        assert!(j
+            .transaction(|t| t.set_job_state(id, JobState::Converted, None))
+            .is_err());
+    }
+
+    /// `tests/fixtures/journal-v0/journal.db` was written by the release before schema versions
+    /// (`smsdrop demo`, then `send --no-wait` of two files against a gateway that held them, and
+    /// one rejected file): 4 succeeded, 2 uploaded, 1 rejected job.
+    #[test]
+    fn a_journal_from_the_release_before_versions_upgrades_and_carries_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v0/journal.db");
+        std::fs::copy(&fixture, dir.path().join("journal.db")).unwrap();
+        {
+            let old = Connection::open(dir.path().join("journal.db")).unwrap();
+            let v: i64 = old
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, 0, "the fixture predates schema versions");
+        }
+        let mut j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.schema_version().unwrap(), SCHEMA_VERSION);
+        let jobs = j.recent_jobs(100).unwrap();
+        let states: Vec<&str> = jobs.iter().rev().map(|j| j.state.as_str()).collect();
+        assert_eq!(
+            states,
+            [
+                "succeeded",
+                "succeeded",
+                "succeeded",
+                "succeeded",
+                "uploaded",
+                "uploaded",
+                "rejected"
+            ]
+        );
+        assert_eq!(j.history(1).unwrap().len(), 5);
+        // The uploaded jobs go on to their outcome under the new state machine.
+        let b = j.batches(5).unwrap().remove(0);
+        assert_eq!(b.state, JobState::Uploaded);
+        j.transaction(|t| {
+            t.set_batch_state(b.id, JobState::Succeeded, None)?;
+            t.set_job_state(5, JobState::Succeeded, None)
+        })
+        .unwrap();
+        // Numbering goes on above what the old release handed out.
+        let day = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+        assert!(!j.first_of_day("DEMO", day).unwrap());
+        let p = PathBuf::from("/in/new.csv");
+        let names = j
+            .transaction(|t| {
+                let id = t.insert_job(&new_job(&p, "new"))?;
+                t.record_batches(id, "DEMO", day, &[NewBatch { rows: 1, bytes: 1 }])
+            })
+            .unwrap();
+        assert_eq!(names, ["DEMO.20261203.07.txt"]);
+        drop(j);
+        // Opening again is a no-op; a reader sees the same version.
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.schema_version().unwrap(), SCHEMA_VERSION);
+        let ro = Journal::open_read_only(dir.path()).unwrap().unwrap();
+        assert_eq!(ro.recent_jobs(100).unwrap().len(), 8);
+    }
+
+    #[test]
+    fn a_journal_from_a_newer_release_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Journal::open(dir.path()).unwrap());
+        let c = Connection::open(dir.path().join("journal.db")).unwrap();
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(c);
+        let e = Journal::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("newer smsdrop"), "{e}");
+        assert!(Journal::open_read_only(dir.path()).is_err());
     }
 }

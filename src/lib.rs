@@ -2,29 +2,59 @@
 //! gateway's SFTP interface as batch files, exactly once, reporting what became of every row.
 //!
 //! # Layout
+//! The pipeline (DESIGN.md), one stage a module:
+//! - [`watch`]: the inbox: stable files, done markers, file events as hints.
+//! - [`intake`]: a complete input to a recorded job: convert, duplicate guard, name batches.
+//! - [`archive`]: where inputs go once recorded (moved or copied, made durable first).
+//! - [`upload`]: each batch on the server once: temp name, size check, no-clobber rename.
+//! - [`track`]: `success/` and `error/` listings to batch and job outcomes.
+//! - [`report`]: JSON and `.result.csv` per finished job, the outcome hook.
+//!
+//! What the stages share:
+//! - [`stage`]: the context a stage runs in (config, journal, server, clock) and its error.
+//! - [`journal`]: the durable record (SQLite): jobs, batches, the state machine, sequence
+//!   numbers, schema versions.
+//! - [`spool`]: the state folder's layout (spool, queue, archive, reports).
+//! - [`fsutil`]: durability helpers (sync before record, cross-file-system moves).
+//! - [`lock`]: one owner per state folder.
+//! - [`handoff`]: the queue through which `send` hands files to a running daemon.
+//! - [`remote`]: the SFTP client behind a trait, and a local-folder stand-in for unit tests.
+//! - [`daemon`]: the engine loop wiring the stages; no business rules.
+//!
+//! Around them:
 //! - [`config`]: the TOML schema, defaults and validation into typed values.
 //! - [`convert`]: ERP export bytes in, validated rows out (dialects, field rules, billing).
 //! - [`batch`]: the gateway's batch file: names, line format, safe writing.
 //! - [`commands`]: what each CLI subcommand does, on top of the stages above.
+//! - [`crash`]: crash points for the crash tests (feature `crash-points`, never in a release).
 //! - `sandbox` (feature `sandbox`, on by default): an embedded SFTP server and gateway simulator
 //!   for trying smsdrop on one machine without gateway credentials.
 //! - `main.rs`: argument parsing, tracing, exit codes only.
 
+pub mod archive;
 pub mod batch;
 pub mod commands;
 pub mod config;
 pub mod convert;
 pub mod crash;
 pub mod daemon;
+pub mod fsutil;
+pub mod handoff;
 pub mod intake;
 pub mod journal;
+pub mod lock;
 pub mod remote;
 pub mod report;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod spool;
+pub mod stage;
 pub mod track;
 pub mod upload;
 pub mod watch;
+
+#[cfg(test)]
+mod pipeline_tests;
 
 /// How a command ended, as the process exit code operators and scripts see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,11 +7,12 @@
 
 use crate::config::{Auth, Config};
 use crate::convert::{convert, RejectedRow, Row, RowSink};
-use crate::intake::{spool_path, Ctx, StageError};
+use crate::fsutil::{write_durable, write_durable_with};
 use crate::journal::{Batch, Job, JobState, Journal};
+use crate::stage::{Ctx, StageError};
 use serde_json::json;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -64,14 +65,14 @@ pub fn report_finished(ctx: &mut Ctx<'_>) -> Result<Vec<Job>, StageError> {
 fn report_one(ctx: &mut Ctx<'_>, job: &Job) -> Result<(), StageError> {
     let batches = ctx.journal.batches(job.id)?;
     let (json_path, csv_path) = report_paths(ctx.cfg, job);
-    let local =
-        |e: io::Error| StageError::Local(format!("writing report {}: {e}", json_path.display()));
-    write_result_csv(ctx.cfg, job, &batches, &csv_path).map_err(local)?;
+    write_result_csv(ctx.cfg, job, &batches, &csv_path)
+        .map_err(|e| StageError::local(format!("writing {}", csv_path.display()), e))?;
     write_json(ctx.journal, job, &batches, &json_path, &csv_path)?;
     crate::crash::point("reported");
     run_hook(ctx.cfg, job, &json_path, &csv_path);
-    for b in &batches {
-        let _ = std::fs::remove_file(spool_path(ctx.cfg, job.id, b.part));
+    // Spool files go only with final batches (a job is reported once all of them are).
+    for b in batches.iter().filter(|b| b.state.is_final()) {
+        crate::spool::remove(ctx.cfg, job.id, b.part);
     }
     tracing::info!(outcome = job.state.as_str(), report = %json_path.display(), "job finished");
     Ok(())
@@ -109,47 +110,37 @@ fn write_json(
         "result_csv": csv.to_string_lossy(),
     });
     let text = serde_json::to_string_pretty(&doc).expect("reports always serialise");
-    write_atomic(path, text.as_bytes())
-        .map_err(|e| StageError::Local(format!("writing {}: {e}", path.display())))
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    write_durable(path, text.as_bytes())
+        .map_err(|e| StageError::local(format!("writing {}", path.display()), e))
 }
 
 /// Writes one line per input row by reading the stored input again (conversion is
 /// deterministic), so no per-row state is kept in the journal.
 fn write_result_csv(cfg: &Config, job: &Job, batches: &[Batch], path: &Path) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut sink = ResultSink {
-        out: BufWriter::new(File::create(&tmp)?),
-        batches,
-        sent: 0,
-        job_reason: (job.state == JobState::Rejected)
-            .then(|| job.reason.clone().unwrap_or_default()),
-    };
-    writeln!(
-        sink.out,
-        "line;number;correlation_id;status;reason;remote_file"
-    )?;
-    let input = job.stored_path.as_deref().unwrap_or(&job.input_path);
-    let read = File::open(input).map(|f| convert(f, &cfg.input, &mut sink));
-    let wrote_rows = matches!(&read, Ok(Ok(r)) if r.rows_read > 0);
-    if !wrote_rows {
-        let why = job
-            .reason
-            .clone()
-            .unwrap_or_else(|| "the input could not be read again".into());
-        writeln!(sink.out, "0;;;{};{};", status_of(job.state), field(&why))?;
-    }
-    let mut out = sink
-        .out
-        .into_inner()
-        .map_err(io::IntoInnerError::into_error)?;
-    out.flush()?;
-    std::fs::rename(&tmp, path)
+    write_durable_with(path, |out| {
+        let mut sink = ResultSink {
+            out,
+            batches,
+            sent: 0,
+            job_reason: (job.state == JobState::Rejected)
+                .then(|| job.reason.clone().unwrap_or_default()),
+        };
+        writeln!(
+            sink.out,
+            "line;number;correlation_id;status;reason;remote_file"
+        )?;
+        let input = job.stored_path.as_deref().unwrap_or(&job.input_path);
+        let read = File::open(input).map(|f| convert(f, &cfg.input, &mut sink));
+        let wrote_rows = matches!(&read, Ok(Ok(r)) if r.rows_read > 0);
+        if !wrote_rows {
+            let why = job
+                .reason
+                .clone()
+                .unwrap_or_else(|| "the input could not be read again".into());
+            writeln!(sink.out, "0;;;{};{};", status_of(job.state), field(&why))?;
+        }
+        Ok(())
+    })
 }
 
 fn status_of(state: JobState) -> &'static str {
@@ -182,7 +173,7 @@ impl<W: Write> RowSink for ResultSink<'_, W> {
         });
         self.sent += 1;
         let (status, reason, name) = match batch {
-            Some(b) => (b.state.as_str(), batch_reason(b.state), b.name.as_str()),
+            Some(b) => (b.state.as_str(), batch_reason(b), b.name.as_str()),
             None => (
                 "unknown",
                 "not found in the job's batch files (was the config changed?)",
@@ -210,9 +201,12 @@ impl<W: Write> RowSink for ResultSink<'_, W> {
     }
 }
 
-fn batch_reason(state: JobState) -> &'static str {
-    match state {
+fn batch_reason(b: &Batch) -> &'static str {
+    match b.state {
         JobState::Succeeded => "",
+        JobState::Failed if b.uploaded_at.is_none() => {
+            "not uploaded: the batch was set aside (see the job's report)"
+        }
         JobState::Failed => "the gateway moved the file to error/",
         JobState::Expired => "no outcome from the gateway in time",
         _ => "no outcome yet",

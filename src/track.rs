@@ -2,13 +2,13 @@
 //!
 //! One listing of `success/` and one of `error/` per poll resolves every awaited name: a batch is
 //! `succeeded` in `success/`, `failed` in `error/`, `expired` after `give_up_after` with neither. A
-//! job fails as soon as any of its files fails, succeeds when all succeeded, and expires when its
-//! files ran out of time.
+//! job settles only once every one of its files is final (never while a part may still go out):
+//! `failed` if any failed (in `error/`, or set aside by a local problem), else `expired` if any
+//! expired, else `succeeded`.
 
-use crate::intake::{Ctx, StageError};
 use crate::journal::{Batch, JobState};
+use crate::stage::{Ctx, StageError};
 use crate::upload::dirs;
-use chrono::Utc;
 use std::collections::HashSet;
 
 /// Polls once. Returns how many batches got an outcome.
@@ -25,9 +25,9 @@ pub fn poll(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
     // Settle every job still waiting, not only those just changed: a crash between recording
     // an outcome and settling its job must not leave the job waiting forever.
     let mut settled = vec![];
-    for job in ctx
-        .journal
-        .jobs_in(&[JobState::Uploading, JobState::Uploaded])?
+    for job in
+        ctx.journal
+            .jobs_in(&[JobState::Converted, JobState::Uploading, JobState::Uploaded])?
     {
         settled.extend(settle_job(ctx, job.id)?);
     }
@@ -45,12 +45,12 @@ pub fn poll(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
 
 /// Records the outcome of each awaited batch the listings resolve.
 fn resolve(ctx: &mut Ctx<'_>, awaited: &[Batch]) -> Result<Vec<(Batch, JobState)>, StageError> {
-    let (_, ok, err, _) = dirs(ctx.cfg);
-    let success: HashSet<String> = ctx.remote.list(&ok)?.into_iter().collect();
-    let error: HashSet<String> = ctx.remote.list(&err)?.into_iter().collect();
+    let d = dirs(ctx.cfg);
+    let success: HashSet<String> = ctx.remote.list(&d.success)?.into_iter().collect();
+    let error: HashSet<String> = ctx.remote.list(&d.error)?.into_iter().collect();
     let give_up = chrono::Duration::from_std(ctx.cfg.track.give_up_after)
         .unwrap_or(chrono::Duration::days(1));
-    let now = Utc::now();
+    let now = ctx.clock.now();
     let mut changed = vec![];
     for b in awaited {
         let state = if success.contains(&b.name) {
@@ -89,28 +89,37 @@ fn settle_job(ctx: &mut Ctx<'_>, job_id: i64) -> Result<Option<Settled>, StageEr
         return Ok(None);
     }
     let batches = ctx.journal.batches(job_id)?;
-    let failed: Vec<&str> = batches
-        .iter()
-        .filter(|b| b.state == JobState::Failed)
-        .map(|b| b.name.as_str())
-        .collect();
-    let (state, reason) = if !failed.is_empty() {
-        (
-            JobState::Failed,
-            Some(format!(
-                "the gateway moved {} to error/; it gives no detail: check the file's lines and the \
-                 account with the gateway's support before sending it again",
-                failed.join(", ")
-            )),
-        )
-    } else if batches.iter().all(|b| b.state == JobState::Succeeded) {
-        (JobState::Succeeded, None)
-    } else if batches.iter().all(|b| b.state.is_final()) {
-        let expired: Vec<&str> = batches
+    if batches.is_empty() || !batches.iter().all(|b| b.state.is_final()) {
+        return Ok(None);
+    }
+    let names = |f: &dyn Fn(&Batch) -> bool| -> Vec<&str> {
+        batches
             .iter()
-            .filter(|b| b.state == JobState::Expired)
+            .filter(|b| f(b))
             .map(|b| b.name.as_str())
-            .collect();
+            .collect()
+    };
+    // Set aside locally: failed without ever being uploaded.
+    let aside = names(&|b| b.state == JobState::Failed && b.uploaded_at.is_none());
+    let in_error = names(&|b| b.state == JobState::Failed && b.uploaded_at.is_some());
+    let expired = names(&|b| b.state == JobState::Expired);
+    let (state, reason) = if !in_error.is_empty() || !aside.is_empty() {
+        let mut why = vec![];
+        if !in_error.is_empty() {
+            why.push(format!(
+                "the gateway moved {} to error/; it gives no detail: check the file's lines and \
+                 the account with the gateway's support before sending it again",
+                in_error.join(", ")
+            ));
+        }
+        if !aside.is_empty() {
+            why.push(format!(
+                "{} could not be uploaded (see remote_files' last_error); its rows were not sent",
+                aside.join(", ")
+            ));
+        }
+        (JobState::Failed, Some(why.join("; ")))
+    } else if !expired.is_empty() {
         (
             JobState::Expired,
             Some(format!(
@@ -121,7 +130,7 @@ fn settle_job(ctx: &mut Ctx<'_>, job_id: i64) -> Result<Option<Settled>, StageEr
             )),
         )
     } else {
-        return Ok(None);
+        (JobState::Succeeded, None)
     };
     Ok(Some((job_id, state, reason)))
 }

@@ -3,14 +3,22 @@
 //! Batches are marked `uploading` in one transaction before any byte is sent. Each file is
 //! written to a temporary name, its size checked, then renamed to its final name (a rename onto an
 //! existing file fails: nothing is overwritten). A batch found `uploading` after a restart is
-//! first looked for under its final name in `upload`, `success` and `error`. Successes are
-//! committed in groups (one fsync for many files); a crash before the commit is covered by that
-//! same look-up.
+//! first looked for under its final name in `upload`, `success` and `error`, and counts as
+//! delivered only when the size there is the size we wrote; another size is another system's
+//! file, and the batch takes the next free name. Successes are committed in groups (one fsync for
+//! many files); a crash before the commit is covered by that same look-up.
+//!
+//! A name carries the sending day: a batch still waiting when the day turns (a backlog at
+//! midnight) is renamed to the new day before it is marked `uploading`. A local problem with one
+//! batch (its spool file gone) sets that batch aside; it never blocks the others.
 
+use crate::batch::BatchName;
 use crate::config::{Config, SftpConfig};
-use crate::intake::{spool_path, Ctx, StageError};
 use crate::journal::{Batch, JobState};
-use crate::remote::{join, RemoteError};
+use crate::remote::{join, Remote, RemoteError};
+use crate::spool::spool_path;
+use crate::stage::{Ctx, StageError};
+use chrono::NaiveDate;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,7 +26,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 const COMMIT_EVERY: usize = 64;
 
 /// The remote folders, from `[sftp]` or their defaults.
-pub fn dirs(cfg: &Config) -> (String, String, String, Option<String>) {
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    pub upload: String,
+    pub success: String,
+    pub error: String,
+    /// Where temporary files go (`None`: `upload/.NAME.part`).
+    pub temp: Option<String>,
+}
+
+/// The remote folders of `cfg`.
+pub fn dirs(cfg: &Config) -> Dirs {
     match &cfg.sftp {
         Some(SftpConfig {
             upload_dir,
@@ -26,14 +44,58 @@ pub fn dirs(cfg: &Config) -> (String, String, String, Option<String>) {
             error_dir,
             temp_dir,
             ..
-        }) => (
-            upload_dir.clone(),
-            success_dir.clone(),
-            error_dir.clone(),
-            temp_dir.clone(),
-        ),
-        None => ("upload".into(), "success".into(), "error".into(), None),
+        }) => Dirs {
+            upload: upload_dir.clone(),
+            success: success_dir.clone(),
+            error: error_dir.clone(),
+            temp: temp_dir.clone(),
+        },
+        None => Dirs {
+            upload: "upload".into(),
+            success: "success".into(),
+            error: "error".into(),
+            temp: None,
+        },
     }
+}
+
+/// Primes the journal's sequence numbers for each (subaccount, day) never allocated before with
+/// the highest number the server already holds in `upload`, `success` and `error`.
+///
+/// # Errors
+/// [`StageError::Remote`] when a listing fails; [`StageError::Journal`].
+pub fn probe_sequences(
+    ctx: &mut Ctx<'_>,
+    wanted: &[(String, NaiveDate)],
+) -> Result<(), StageError> {
+    let d = dirs(ctx.cfg);
+    let remote = &mut *ctx.remote;
+    ctx.journal.prime_sequences(wanted, |sub, day| {
+        let highest = highest_on_server(remote, &d, sub, day)?;
+        if highest > 0 {
+            tracing::info!(subaccount = sub, %day, highest, "sequence numbers already used on the server; starting above");
+        }
+        Ok::<u32, StageError>(highest)
+    })
+}
+
+fn highest_on_server(
+    remote: &mut dyn Remote,
+    d: &Dirs,
+    subaccount: &str,
+    day: NaiveDate,
+) -> Result<u32, RemoteError> {
+    let mut highest = 0;
+    for dir in [&d.upload, &d.success, &d.error] {
+        for name in remote.list(dir)? {
+            if let Some(b) = BatchName::parse(&name) {
+                if b.subaccount == subaccount && b.date == day {
+                    highest = highest.max(b.seq);
+                }
+            }
+        }
+    }
+    Ok(highest)
 }
 
 /// Uploads all pending batches; stops early when `shutdown` is set. Returns how many went up.
@@ -43,11 +105,12 @@ pub fn dirs(cfg: &Config) -> (String, String, String, Option<String>) {
 /// [`StageError::Journal`] when the journal fails.
 pub fn upload_pending(ctx: &mut Ctx<'_>, shutdown: &AtomicBool) -> Result<usize, StageError> {
     let resumed = ctx.journal.batches_in(JobState::Uploading)?;
-    let fresh = ctx.journal.batches_in(JobState::Converted)?;
+    let mut fresh = ctx.journal.batches_in(JobState::Converted)?;
     if resumed.is_empty() && fresh.is_empty() {
         return Ok(0);
     }
     if !fresh.is_empty() {
+        redate(ctx, &mut fresh)?;
         ctx.journal.transaction(|t| {
             let mut jobs = BTreeSet::new();
             for b in &fresh {
@@ -61,7 +124,7 @@ pub fn upload_pending(ctx: &mut Ctx<'_>, shutdown: &AtomicBool) -> Result<usize,
         })?;
         crate::crash::point("uploading");
     }
-    let (up, ok, err, temp_dir) = dirs(ctx.cfg);
+    let d = dirs(ctx.cfg);
     let mut done: Vec<(Batch, Option<&'static str>)> = vec![];
     let mut sent = 0;
     let work = resumed
@@ -75,30 +138,23 @@ pub fn upload_pending(ctx: &mut Ctx<'_>, shutdown: &AtomicBool) -> Result<usize,
         }
         let span = tracing::info_span!("job", id = batch.job_id, remote = %batch.name);
         let _g = span.enter();
-        match upload_one(
-            ctx,
-            batch,
-            is_resumed,
-            [&up, &ok, &err],
-            temp_dir.as_deref(),
-        ) {
+        let mut batch = batch.clone();
+        match upload_one(ctx, &mut batch, is_resumed, &d) {
             Ok(note) => {
                 sent += usize::from(note.is_none());
-                done.push((batch.clone(), note));
+                done.push((batch, note));
                 if done.len() >= COMMIT_EVERY {
                     commit(ctx, &mut done)?;
                 }
             }
-            Err(StageError::Remote(RemoteError::Exists { path })) => {
-                // Someone else's file holds the name: take the next free number.
-                let job = ctx.journal.job(batch.job_id)?;
-                let (sub, day) = job
-                    .map(|j| (j.subaccount, parse_day(&batch.name)))
-                    .unwrap_or_default();
-                let new = ctx
-                    .journal
-                    .transaction(|t| t.rename_batch(batch.id, &sub, day))?;
-                tracing::warn!(taken = %path, new_name = %new, "remote name already taken by another file; renamed");
+            Err(StageError::Local { context, source }) => {
+                // This batch only: set it aside with the reason; the others go on.
+                let why = format!("{context}: {source}");
+                ctx.journal.transaction(|t| {
+                    t.set_batch_state(batch.id, JobState::Failed, Some(&why))?;
+                    t.note_job(batch.job_id, &format!("{} set aside: {why}", batch.name))
+                })?;
+                tracing::error!(error = %why, "batch set aside");
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -117,46 +173,152 @@ pub fn upload_pending(ctx: &mut Ctx<'_>, shutdown: &AtomicBool) -> Result<usize,
     outcome.map(|()| sent)
 }
 
-fn parse_day(name: &str) -> chrono::NaiveDate {
-    crate::batch::BatchName::parse(name)
-        .map(|b| b.date)
-        .unwrap_or_default()
+/// Renames waiting batches whose name carries another day than the sending day (the day turned
+/// while they waited). Nothing was sent under the old name: it was never `uploading`.
+fn redate(ctx: &mut Ctx<'_>, fresh: &mut [Batch]) -> Result<(), StageError> {
+    let today = ctx.today();
+    let stale: Vec<usize> = (0..fresh.len())
+        .filter(|&i| BatchName::parse(&fresh[i].name).is_some_and(|n| n.date != today))
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let mut subs: Vec<(String, NaiveDate)> = vec![];
+    for &i in &stale {
+        if let Some(n) = BatchName::parse(&fresh[i].name) {
+            if !subs.iter().any(|(s, _)| *s == n.subaccount) {
+                subs.push((n.subaccount, today));
+            }
+        }
+    }
+    probe_sequences(ctx, &subs)?;
+    let renamed = ctx.journal.transaction(|t| {
+        let mut renamed = vec![];
+        for &i in &stale {
+            let b = &fresh[i];
+            let sub = BatchName::parse(&b.name)
+                .map(|n| n.subaccount)
+                .unwrap_or_default();
+            let new = t.rename_batch(b.id, &sub, today)?;
+            t.note_job(
+                b.job_id,
+                &format!(
+                    "{} renamed {new}: the sending day changed before it went out",
+                    b.name
+                ),
+            )?;
+            renamed.push((i, new));
+        }
+        Ok(renamed)
+    })?;
+    for (i, new) in renamed {
+        tracing::info!(job = fresh[i].job_id, old = %fresh[i].name, new = %new, "batch renamed to the sending day");
+        fresh[i].name = new;
+    }
+    Ok(())
 }
 
-/// Uploads one batch; `Some(note)` when it was already on the server.
+/// Uploads one batch; `Some(note)` when it was already on the server. Renames `batch` when its
+/// name turns out to be another system's.
 fn upload_one(
     ctx: &mut Ctx<'_>,
-    batch: &Batch,
+    batch: &mut Batch,
     resumed: bool,
-    [up, ok, err]: [&String; 3],
-    temp_dir: Option<&str>,
+    d: &Dirs,
 ) -> Result<Option<&'static str>, StageError> {
     if resumed {
-        for dir in [up, ok, err] {
-            if ctx.remote.size(&join(dir, &batch.name))?.is_some() {
+        match find_ours(ctx, batch, d)? {
+            Found::Ours(dir) => {
                 tracing::info!(found_in = %dir, "batch already on the server (upload finished before a restart)");
                 return Ok(Some("found on the server after a restart"));
             }
+            Found::Foreign(path, size) => {
+                rename_taken(
+                    ctx,
+                    batch,
+                    &format!(
+                        "{path} on the server holds {size} bytes where ours has {}: another \
+                         system's file",
+                        batch.bytes
+                    ),
+                )?;
+            }
+            Found::Nothing => {}
         }
     }
     let local = spool_path(ctx.cfg, batch.job_id, batch.part);
     if !local.exists() {
-        return Err(StageError::Local(format!(
-            "spool file {} is missing; the input is in the archive and can be sent again",
-            local.display()
-        )));
+        return Err(StageError::local(
+            format!("spool file {} is missing", local.display()),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the input is in the archive and can be sent again",
+            ),
+        ));
     }
-    let temp = match temp_dir {
-        Some(t) => join(t, &format!("{}.part", batch.name)),
-        None => join(up, &format!(".{}.part", batch.name)),
-    };
-    let dest = join(up, &batch.name);
-    let bytes = ctx.remote.upload(&local, &temp, &dest)?;
-    tracing::info!(bytes, "uploaded");
-    Ok(None)
+    loop {
+        let temp = match &d.temp {
+            Some(t) => join(t, &format!("{}.part", batch.name)),
+            None => join(&d.upload, &format!(".{}.part", batch.name)),
+        };
+        let dest = join(&d.upload, &batch.name);
+        match ctx.remote.upload(&local, &temp, &dest) {
+            Ok(bytes) => {
+                tracing::info!(bytes, remote = %batch.name, "uploaded");
+                return Ok(None);
+            }
+            Err(RemoteError::Exists { path }) => {
+                rename_taken(
+                    ctx,
+                    batch,
+                    &format!("{path} already exists: another system's file"),
+                )?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
-/// Records uploaded batches, and jobs whose batches are now all uploaded, in one transaction.
+/// Where a resumed batch's final name was found.
+enum Found {
+    /// In this folder, with our size.
+    Ours(String),
+    /// Someone else's file: its path and size.
+    Foreign(String, u64),
+    Nothing,
+}
+
+fn find_ours(ctx: &mut Ctx<'_>, batch: &Batch, d: &Dirs) -> Result<Found, StageError> {
+    for dir in [&d.upload, &d.success, &d.error] {
+        let path = join(dir, &batch.name);
+        match ctx.remote.size(&path)? {
+            Some(size) if size == batch.bytes => return Ok(Found::Ours(dir.clone())),
+            Some(size) => return Ok(Found::Foreign(path, size)),
+            None => {}
+        }
+    }
+    Ok(Found::Nothing)
+}
+
+/// Gives `batch` the next free name because its name is taken on the server, and says so in
+/// the job's history (its report shows it).
+fn rename_taken(ctx: &mut Ctx<'_>, batch: &mut Batch, why: &str) -> Result<(), StageError> {
+    let (sub, day) = BatchName::parse(&batch.name)
+        .map(|n| (n.subaccount, n.date))
+        .unwrap_or_default();
+    let old = batch.name.clone();
+    let new = ctx.journal.transaction(|t| {
+        let new = t.rename_batch(batch.id, &sub, day)?;
+        t.note_job(batch.job_id, &format!("{old} renamed {new}: {why}"))?;
+        Ok(new)
+    })?;
+    tracing::warn!(taken = %old, new_name = %new, reason = why, "remote name taken by another file; renamed");
+    batch.name = new;
+    Ok(())
+}
+
+/// Records uploaded batches, and jobs whose batches are now all past uploading, in one
+/// transaction.
 fn commit(
     ctx: &mut Ctx<'_>,
     done: &mut Vec<(Batch, Option<&'static str>)>,

@@ -25,7 +25,20 @@ fn inputs(s: &Setup) -> usize {
     rows
 }
 
+/// Fails (never skips) when the binary was built without its crash points.
+#[cfg(not(feature = "crash-points"))]
+fn require_crash_points(point: &str) {
+    panic!(
+        "{point}: the crash points are compiled in only with `--features crash-points`: run the \
+         README's test command (`cargo test --locked --features crash-points`)"
+    );
+}
+
+#[cfg(feature = "crash-points")]
+fn require_crash_points(_: &str) {}
+
 fn crash_then_recover(point: &str) {
+    require_crash_points(point);
     let s = Setup::with(Login::Key, "");
     let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
     std::fs::write(

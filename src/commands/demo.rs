@@ -125,7 +125,9 @@ pub fn run(dir: Option<&Path>) -> Result<Outcome, DemoError> {
         .sftp
         .clone()
         .ok_or_else(|| DemoError::Setup("no [sftp] in the demo config".into()))?;
-    let mut engine = Engine::new(cfg.clone(), Box::new(SftpRemote::new(sftp)))
+    let lock = crate::lock::StateLock::acquire(&cfg.state.dir)
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let mut engine = Engine::new(cfg.clone(), Box::new(SftpRemote::new(sftp)), lock)
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     let stopper = engine.stopper();
     let _ = stopper.on_signals();

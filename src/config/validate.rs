@@ -132,7 +132,11 @@ pub enum Zone {
 impl Zone {
     /// Today's date in this zone.
     pub fn today(&self) -> NaiveDate {
-        let now = Utc::now();
+        self.day_of(Utc::now())
+    }
+
+    /// The calendar day of `now` in this zone.
+    pub fn day_of(&self, now: chrono::DateTime<Utc>) -> NaiveDate {
         match self {
             Zone::Local => now.with_timezone(&chrono::Local).date_naive(),
             Zone::Named(tz) => tz.from_utc_datetime(&now.naive_utc()).date_naive(),

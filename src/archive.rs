@@ -1,0 +1,115 @@
+//! Archiving: where an input goes once its job is recorded. Inbox files are moved to
+//! `archive/` (used) or `rejected/` (not used) as `<job>-<original name>`; files named on the
+//! command line are copied there and left in place. The new location is made durable before the
+//! journal records it.
+//!
+//! This module must never delete an input: a move across file systems removes the original only
+//! after the copy is synced.
+
+use crate::fsutil::{move_file, same_fs, sync_dir, sync_fs};
+use crate::journal::JobState;
+use crate::stage::{Ctx, StageError};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Where an input comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Dropped into the inbox (or handed over through the queue): moved when taken.
+    Inbox,
+    /// Named on the command line (`smsdrop send`): copied to the archive, left in place.
+    Named,
+}
+
+/// Moves (inbox) or copies (named) each job's input to `archive/` or `rejected/`, syncs those
+/// folders once, and records where each went in one transaction.
+///
+/// # Errors
+/// [`StageError::Journal`], or [`StageError::Local`] when a folder cannot be synced; a file that
+/// cannot be moved is logged and left for the next round.
+pub fn store_inputs(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(), StageError> {
+    let mut stored = vec![];
+    let mut dirs: Vec<PathBuf> = vec![];
+    for &id in ids {
+        let Some(job) = ctx.journal.job(id)? else {
+            continue;
+        };
+        let dir = if job.state == JobState::Rejected {
+            &ctx.cfg.state.rejected_dir
+        } else {
+            &ctx.cfg.state.archive_dir
+        };
+        // The stored name keeps the original's bytes (a name need not be UTF-8), prefixed with the job.
+        let mut stored_name = std::ffi::OsString::from(format!("{}-", job.id));
+        stored_name.push(job.input_path.file_name().unwrap_or_default());
+        let dest = dir.join(&stored_name);
+        let result = match origin {
+            Origin::Inbox => move_file(&job.input_path, &dest),
+            Origin::Named => copy_unsynced(&job.input_path, &dest),
+        };
+        if let Err(e) = result {
+            if !dest.exists() {
+                tracing::error!(
+                    job = job.id,
+                    error = %format!("could not move {} to {}: {e}; it stays where it is and is retried", job.input_path.display(), dest.display()),
+                    "input not stored"
+                );
+                continue;
+            }
+        }
+        if origin == Origin::Inbox {
+            move_marker(ctx, &job.input_path, &stored_name, dir);
+        }
+        if !dirs.contains(dir) {
+            dirs.push(dir.clone());
+        }
+        if let Some(parent) = job.input_path.parent().filter(|_| origin == Origin::Inbox) {
+            if !dirs.iter().any(|d| d == parent) {
+                dirs.push(parent.to_owned());
+            }
+        }
+        stored.push((job.id, dest));
+    }
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let local = |d: &Path, e| StageError::local(format!("syncing {}", d.display()), e);
+    if origin == Origin::Named || dirs.iter().any(|d| !same_fs(d, &ctx.cfg.inbox.dir)) {
+        // Copies: flush their data once for the group (one `syncfs`, not one `fsync` a file).
+        for d in &dirs {
+            sync_fs(d).map_err(|e| local(d, e))?;
+        }
+    }
+    for d in &dirs {
+        sync_dir(d).map_err(|e| local(d, e))?;
+    }
+    crate::crash::point("archive");
+    ctx.journal.transaction(|t| {
+        for (id, dest) in &stored {
+            t.set_stored_path(*id, dest)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Archives a done-marker file beside its input.
+fn move_marker(ctx: &Ctx<'_>, input: &Path, stored_name: &std::ffi::OsStr, dir: &Path) {
+    let Some(m) = &ctx.cfg.inbox.done_marker else {
+        return;
+    };
+    let marker = crate::watch::marker_path(input, m);
+    if marker.exists() {
+        let mut marker_name = stored_name.to_owned();
+        marker_name.push(m);
+        let _ = move_file(&marker, &dir.join(marker_name));
+    }
+}
+
+/// Copies `from` to `to` through a temporary name, without syncing: [`store_inputs`] flushes the
+/// file system once for the group before recording the copies.
+fn copy_unsynced(from: &Path, to: &Path) -> io::Result<()> {
+    let tmp = to.with_extension("partial");
+    std::fs::copy(from, &tmp)?;
+    std::fs::rename(&tmp, to)
+}

@@ -1,0 +1,175 @@
+//! Durability helpers: nothing is recorded in the journal as existing before it is on disk
+//! (DESIGN.md, invariant 9). Each helper says what it has made durable when it returns.
+//!
+//! This module must never remove a file it has not first made durable elsewhere.
+
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+/// Flushes the whole file system holding `dir`: one call for a group of files written without
+/// their own `fsync`.
+///
+/// # Errors
+/// When `dir` cannot be opened or the flush fails.
+pub fn sync_fs(dir: &Path) -> io::Result<()> {
+    let d = File::open(dir)?;
+    rustix::fs::syncfs(&d).map_err(io::Error::from)
+}
+
+/// Makes a folder's entries (creations, renames, removals) durable.
+///
+/// # Errors
+/// When the folder cannot be opened or synced.
+pub fn sync_dir(d: &Path) -> io::Result<()> {
+    File::open(d)?.sync_all()
+}
+
+/// The folder holding `path` (`.` for a bare name).
+pub fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `bytes` to `path` durably: a temporary file beside it, synced, renamed into place, and
+/// the folder synced. On return the file exists with that content even after a power cut.
+///
+/// # Errors
+/// When any step fails; `path` then holds its old content (or nothing).
+pub fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_durable_with(path, |f| f.write_all(bytes))
+}
+
+/// Like [`write_durable`], with the content written by `fill` into a buffered writer.
+///
+/// # Errors
+/// When `fill` or any step fails; `path` then holds its old content (or nothing).
+pub fn write_durable_with(
+    path: &Path,
+    fill: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = parent(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".smsdrop-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    {
+        let mut w = io::BufWriter::new(tmp.as_file_mut().try_clone()?);
+        fill(&mut w)?;
+        w.flush()?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Copies `from` to `to` durably (temporary name, data synced, renamed, folder synced).
+///
+/// # Errors
+/// When reading or writing fails; `to` is then absent or complete.
+pub fn copy_durable(from: &Path, to: &Path) -> io::Result<()> {
+    let mut src = File::open(from)?;
+    write_durable_with(to, |w| io::copy(&mut src, w).map(drop))
+}
+
+/// Moves `from` to `to`. A rename when both are on one file system; across file systems, a
+/// durable copy first, and only then the original is removed (and its folder synced). The caller
+/// syncs `to`'s folder after a rename.
+///
+/// # Errors
+/// When neither works; `from` is then untouched.
+pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            copy_durable(from, to)?;
+            std::fs::remove_file(from)?;
+            sync_dir(parent(from))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// True when `a` and `b` are on the same file system (a rename between them is atomic).
+pub fn same_fs(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev(),
+        _ => false,
+    }
+}
+
+/// SHA-256 of a file's content, in hex, read in chunks.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn hash_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.json");
+        write_durable(&p, b"one").unwrap();
+        write_durable(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn move_within_one_fs_renames() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        std::fs::write(&a, b"x").unwrap();
+        move_file(&a, &b).unwrap();
+        assert!(!a.exists());
+        assert_eq!(std::fs::read(&b).unwrap(), b"x");
+    }
+
+    /// Across file systems (the temp dir and /dev/shm, a tmpfs): the copy is complete and the
+    /// original gone. Fails, rather than passing vacuously, when they are one file system.
+    #[test]
+    fn move_across_file_systems_copies_then_removes() {
+        let d = tempfile::tempdir().unwrap();
+        let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (a tmpfs) is needed");
+        assert!(
+            !same_fs(d.path(), shm.path()),
+            "the test needs two file systems: {} and {}",
+            d.path().display(),
+            shm.path().display()
+        );
+        let a = d.path().join("in.csv");
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&a, &content).unwrap();
+        let b = shm.path().join("1-in.csv");
+        move_file(&a, &b).unwrap();
+        assert!(!a.exists(), "original removed after the copy");
+        assert_eq!(std::fs::read(&b).unwrap(), content);
+        let left: Vec<_> = std::fs::read_dir(shm.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "no temporary file left");
+    }
+}

@@ -1,0 +1,362 @@
+//! The stages (intake, upload, track, report) driven together over [`LocalRemote`] with a
+//! settable clock: table-like tests of the state machine that end-to-end runs are too slow to
+//! reach. The real-server proofs are in `tests/`.
+
+use crate::archive::Origin;
+use crate::config::Config;
+use crate::intake::{self, Input};
+use crate::journal::{Job, JobState, Journal};
+use crate::remote::local::LocalRemote;
+use crate::remote::{Remote, RemoteError};
+use crate::stage::{Clock, Ctx, StageError};
+use crate::{report, spool, track, upload};
+use chrono::{DateTime, TimeZone, Utc};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+
+/// A clock the test sets.
+struct TestClock(Mutex<DateTime<Utc>>);
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// A local folder as the server, whose uploads of chosen names fail once like a dropped link.
+struct Flaky {
+    inner: LocalRemote,
+    fail_once: Vec<String>,
+}
+
+impl Remote for Flaky {
+    fn list(&mut self, dir: &str) -> Result<Vec<String>, RemoteError> {
+        self.inner.list(dir)
+    }
+    fn size(&mut self, path: &str) -> Result<Option<u64>, RemoteError> {
+        self.inner.size(path)
+    }
+    fn upload(&mut self, local: &Path, temp: &str, dest: &str) -> Result<u64, RemoteError> {
+        if let Some(i) = self
+            .fail_once
+            .iter()
+            .position(|n| dest.ends_with(n.as_str()))
+        {
+            self.fail_once.remove(i);
+            return Err(RemoteError::Connect {
+                target: "test".into(),
+                message: "connection reset (injected)".into(),
+            });
+        }
+        self.inner.upload(local, temp, dest)
+    }
+    fn remove(&mut self, path: &str) -> Result<(), RemoteError> {
+        self.inner.remove(path)
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    cfg: Config,
+    journal: Journal,
+    remote: Flaky,
+    clock: TestClock,
+}
+
+impl World {
+    fn new(extra: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("smsdrop.toml");
+        std::fs::write(
+            &cfg_path,
+            format!(
+                "[inbox]\ndir = \"inbox\"\n[batch]\nsubaccount = \"ACME\"\n\
+                 timezone = \"America/Sao_Paulo\"\nmax_rows_per_file = 2\n\
+                 [state]\ndir = \"state\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(&cfg_path).unwrap();
+        for d in ["inbox", "server/upload", "server/success", "server/error"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        spool::prepare_dirs(&cfg).unwrap();
+        let journal = Journal::open(&cfg.state.dir).unwrap();
+        let remote = Flaky {
+            inner: LocalRemote::new(&dir.path().join("server")),
+            fail_once: vec![],
+        };
+        let noon = Utc.with_ymd_and_hms(2026, 12, 3, 15, 0, 0).unwrap();
+        World {
+            dir,
+            cfg,
+            journal,
+            remote,
+            clock: TestClock(Mutex::new(noon)),
+        }
+    }
+
+    fn ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            cfg: &self.cfg,
+            journal: &mut self.journal,
+            remote: &mut self.remote,
+            clock: &self.clock,
+        }
+    }
+
+    fn set_clock(&self, t: DateTime<Utc>) {
+        *self.clock.0.lock().unwrap() = t;
+    }
+
+    /// Drops an input of `rows` rows into the inbox and takes it; returns its job id.
+    fn take(&mut self, name: &str, rows: usize) -> i64 {
+        let path = self.dir.path().join("inbox").join(name);
+        let mut s = String::from("celular;mensagem;id\n");
+        for i in 0..rows {
+            s.push_str(&format!(
+                "55119{:08};{name} message {i};{name}-{i}\n",
+                i + 1
+            ));
+        }
+        std::fs::write(&path, s).unwrap();
+        let input = Input {
+            path,
+            subaccount: Ok(None),
+        };
+        let ids = intake::take_all(&mut self.ctx(), &[input], Origin::Inbox).unwrap();
+        ids[0]
+    }
+
+    /// One upload round; a server error is what the engine would retry.
+    fn upload(&mut self) -> Result<usize, StageError> {
+        upload::upload_pending(&mut self.ctx(), &AtomicBool::new(false))
+    }
+
+    /// One poll and report round.
+    fn track_and_report(&mut self) -> Vec<Job> {
+        track::poll(&mut self.ctx()).unwrap();
+        report::report_finished(&mut self.ctx()).unwrap()
+    }
+
+    /// The gateway moves `name` from `upload/` to `to/`.
+    fn gateway(&self, name: &str, to: &str) {
+        let s = self.dir.path().join("server");
+        std::fs::rename(s.join("upload").join(name), s.join(to).join(name)).unwrap();
+    }
+
+    fn server(&self, dir: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir.path().join("server").join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn job(&self, id: i64) -> Job {
+        self.journal.job(id).unwrap().unwrap()
+    }
+
+    fn names(&self, id: i64) -> Vec<String> {
+        self.journal
+            .batches(id)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect()
+    }
+
+    fn spool(&self, id: i64, part: u32) -> PathBuf {
+        spool::spool_path(&self.cfg, id, part)
+    }
+}
+
+/// Part 2 of a 3-part job lands in `error/` while part 3 meets a transient upload error: the
+/// job waits for part 3, part 3's spool file stays, later inputs still go through, and the job
+/// then settles `failed` naming part 2 only.
+#[test]
+fn a_partial_failure_never_settles_early_nor_stalls_later_jobs() {
+    let mut w = World::new("");
+    let big = w.take("big.csv", 6);
+    let names = w.names(big);
+    assert_eq!(names.len(), 3);
+    w.remote.fail_once.push(names[2].clone());
+    assert!(w.upload().is_err(), "part 3's upload fails this round");
+    assert_eq!(w.server("upload"), vec![names[0].clone(), names[1].clone()]);
+    w.gateway(&names[0], "success");
+    w.gateway(&names[1], "error");
+    assert!(w.track_and_report().is_empty(), "nothing is final yet");
+    assert!(!w.job(big).state.is_final(), "part 3 may still go out");
+    assert!(w.spool(big, 2).exists(), "part 3's spool file is kept");
+
+    let later = w.take("later.csv", 1);
+    assert_eq!(w.upload().unwrap(), 2, "part 3 and the later input go up");
+    let later_name = w.names(later).remove(0);
+    w.gateway(&names[2], "success");
+    w.gateway(&later_name, "success");
+    let reported = w.track_and_report();
+    assert_eq!(reported.len(), 2);
+    let job = w.job(big);
+    assert_eq!(job.state, JobState::Failed);
+    let reason = job.reason.unwrap();
+    assert!(
+        reason.contains(&names[1]) && !reason.contains(&names[2]),
+        "{reason}"
+    );
+    assert_eq!(w.job(later).state, JobState::Succeeded);
+    for part in 0..3 {
+        assert!(
+            !w.spool(big, part).exists(),
+            "spool files go with final batches"
+        );
+    }
+    let (_, csv) = report::report_paths(&w.cfg, &w.job(big));
+    let csv = std::fs::read_to_string(csv).unwrap();
+    assert_eq!(csv.matches(";failed;").count(), 2, "{csv}");
+    assert_eq!(csv.matches(";succeeded;").count(), 4, "{csv}");
+}
+
+/// A batch whose spool file is gone is set aside with its reason; the jobs after it go on.
+#[test]
+fn a_missing_spool_file_sets_one_batch_aside_and_blocks_nothing() {
+    let mut w = World::new("");
+    let first = w.take("first.csv", 1);
+    std::fs::remove_file(w.spool(first, 0)).unwrap();
+    let second = w.take("second.csv", 2);
+    assert_eq!(w.upload().unwrap(), 1);
+    let second_name = w.names(second).remove(0);
+    assert_eq!(w.server("upload"), vec![second_name.clone()]);
+    w.gateway(&second_name, "success");
+    w.track_and_report();
+    let job = w.job(first);
+    assert_eq!(job.state, JobState::Failed);
+    assert!(
+        job.reason
+            .as_deref()
+            .unwrap()
+            .contains("could not be uploaded"),
+        "{job:?}"
+    );
+    let b = w.journal.batches(first).unwrap().remove(0);
+    assert!(b.last_error.unwrap().contains("is missing"));
+    assert_eq!(w.job(second).state, JobState::Succeeded);
+    // Nothing is retried forever: the next round has nothing to do.
+    assert_eq!(w.upload().unwrap(), 0);
+}
+
+/// A resumed batch whose final name is on the server with another size is another system's
+/// file: ours takes the next free name, goes up, and the job's history says so.
+#[test]
+fn already_there_counts_only_when_the_size_is_ours() {
+    let mut w = World::new("");
+    let id = w.take("a.csv", 2);
+    let name = w.names(id).remove(0);
+    w.remote.fail_once.push(name.clone());
+    assert!(w.upload().is_err());
+    assert_eq!(w.journal.batches(id).unwrap()[0].state, JobState::Uploading);
+    let foreign = w.dir.path().join("server/success").join(&name);
+    std::fs::write(&foreign, "someone else's batch\nEOF\n").unwrap();
+    assert_eq!(
+        w.upload().unwrap(),
+        1,
+        "ours is uploaded, not taken as delivered"
+    );
+    let new_name = w.names(id).remove(0);
+    assert_ne!(new_name, name);
+    assert_eq!(w.server("upload"), vec![new_name.clone()]);
+    assert_eq!(
+        std::fs::read_to_string(&foreign).unwrap(),
+        "someone else's batch\nEOF\n",
+        "the foreign file is untouched"
+    );
+    let notes: Vec<String> = w
+        .journal
+        .history(id)
+        .unwrap()
+        .into_iter()
+        .filter_map(|h| h.note)
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("another system's file")),
+        "{notes:?}"
+    );
+    // The same size is ours (a crash after the rename): found, not sent again.
+    let id2 = w.take("b.csv", 1);
+    let name2 = w.names(id2).remove(0);
+    w.remote.fail_once.push(name2.clone());
+    assert!(w.upload().is_err());
+    std::fs::copy(
+        w.spool(id2, 0),
+        w.dir.path().join("server/upload").join(&name2),
+    )
+    .unwrap();
+    assert_eq!(
+        w.upload().unwrap(),
+        0,
+        "found on the server, not uploaded again"
+    );
+    assert_eq!(w.names(id2), vec![name2]);
+}
+
+/// A name taken on the server at upload time (another system's file appeared after our number
+/// was allocated) is never overwritten: ours takes the next number.
+#[test]
+fn a_name_taken_at_upload_time_moves_to_the_next_number() {
+    let mut w = World::new("");
+    let id = w.take("a.csv", 1);
+    let name = w.names(id).remove(0);
+    std::fs::write(w.dir.path().join("server/upload").join(&name), "x").unwrap();
+    assert_eq!(w.upload().unwrap(), 1);
+    let new_name = w.names(id).remove(0);
+    assert_ne!(new_name, name);
+    assert_eq!(w.server("upload"), vec![name, new_name]);
+}
+
+/// The name carries the sending day: a batch converted at 23:59:30 in São Paulo and uploaded at
+/// 00:00:30 goes out under the new day, numbered above what the server holds for that day.
+#[test]
+fn a_backlog_across_midnight_goes_out_under_the_sending_day() {
+    let mut w = World::new("");
+    // 23:59:30 on 3 December in America/Sao_Paulo (UTC-3) is 02:59:30 UTC on the 4th.
+    let before = Utc.with_ymd_and_hms(2026, 12, 4, 2, 59, 30).unwrap();
+    w.set_clock(before);
+    let id = w.take("late.csv", 1);
+    assert_eq!(w.names(id), vec!["ACME.20261203.01.txt"]);
+    // Another system already sent number 05 of the new day.
+    std::fs::write(
+        w.dir.path().join("server/success/ACME.20261204.05.txt"),
+        "x",
+    )
+    .unwrap();
+    w.set_clock(before + chrono::Duration::seconds(60));
+    assert_eq!(w.upload().unwrap(), 1);
+    assert_eq!(w.server("upload"), vec!["ACME.20261204.06.txt"]);
+    assert_eq!(w.names(id), vec!["ACME.20261204.06.txt"]);
+    let notes: Vec<String> = w
+        .journal
+        .history(id)
+        .unwrap()
+        .into_iter()
+        .filter_map(|h| h.note)
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("sending day changed")),
+        "{notes:?}"
+    );
+    // A new input after midnight numbers on from there.
+    let next = w.take("next.csv", 1);
+    assert_eq!(w.names(next), vec!["ACME.20261204.07.txt"]);
+}
+
+/// One second before and after midnight in São Paulo, in UTC terms, for the zone rule itself.
+#[test]
+fn the_sending_day_is_the_configured_zone_s_calendar_day() {
+    let w = World::new("");
+    let zone = w.cfg.batch.zone;
+    let before = Utc.with_ymd_and_hms(2026, 12, 4, 2, 59, 59).unwrap();
+    let after = Utc.with_ymd_and_hms(2026, 12, 4, 3, 0, 0).unwrap();
+    assert_eq!(zone.day_of(before).to_string(), "2026-12-03");
+    assert_eq!(zone.day_of(after).to_string(), "2026-12-04");
+}
