@@ -535,6 +535,18 @@ pub fn job_done(j: &Job, wait: bool) -> bool {
         || (!wait && j.state == JobState::Uploaded && j.stored_path.is_some())
 }
 
+/// `[batch] timezone = "local"` names files by the machine's calendar day: say which zone that
+/// resolved to, and warn when it is UTC (a server default; the gateway's sending day is local).
+pub fn warn_local_zone(cfg: &Config) {
+    if let Some((name, offset, utc)) = cfg.batch.zone.local_resolution() {
+        if utc {
+            tracing::warn!(zone = %name, offset = %offset, "[batch] timezone = \"local\" resolved to {name} (UTC): file names carry the day in UTC, which turns at 21:00 in Brazil; set [batch] timezone to your zone, e.g. \"America/Sao_Paulo\"");
+        } else {
+            tracing::info!(zone = %name, offset = %offset, "[batch] timezone = \"local\": file names carry the day in {name}");
+        }
+    }
+}
+
 /// The path of the journal, for messages.
 pub fn journal_path(state_dir: &Path) -> PathBuf {
     state_dir.join("journal.db")

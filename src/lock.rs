@@ -6,7 +6,8 @@
 //! never removes the lock file (removing it would let two owners lock two different files).
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Seek};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Why the lock was not taken.
@@ -59,18 +60,17 @@ impl StateLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut s = String::new();
-                let _ = file.read_to_string(&mut s);
                 return Err(LockError::Held {
-                    pid: s.trim().parse().ok(),
+                    pid: holder_pid(&mut file),
                     path,
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io_err(e)),
         }
-        file.set_len(0).map_err(io_err)?;
-        file.rewind().map_err(io_err)?;
-        writeln!(file, "{}", std::process::id()).map_err(io_err)?;
+        // Overwrite in place, then cut: a reader never sees an empty file between the two.
+        let line = format!("{}\n", std::process::id());
+        file.write_all_at(line.as_bytes(), 0).map_err(io_err)?;
+        file.set_len(line.len() as u64).map_err(io_err)?;
         Ok(StateLock { _file: file, path })
     }
 
@@ -78,6 +78,20 @@ impl StateLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The pid the holder wrote; it may be a moment behind taking the lock, so look a few times.
+fn holder_pid(file: &mut File) -> Option<u32> {
+    for _ in 0..10 {
+        let mut s = String::new();
+        if file.rewind().is_ok() && file.read_to_string(&mut s).is_ok() {
+            if let Ok(pid) = s.trim().parse() {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
 }
 
 #[cfg(test)]

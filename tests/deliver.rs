@@ -30,7 +30,7 @@ fn send_delivers_the_samples_with_key_auth() {
     let success = s.remote("success");
     assert_eq!(success.len(), 4, "{success:?}\n{}", show(&out));
     assert!(s.remote("upload").is_empty() && s.remote("error").is_empty());
-    let today = chrono::Local::now().format("%Y%m%d").to_string();
+    let today = s.today();
     for seq in 1..=4 {
         assert!(
             success.contains(&format!("ACME.{today}.{seq:02}.txt")),
@@ -236,7 +236,7 @@ fn daemon_takes_inbox_files_rejects_duplicates_and_stops_on_sigterm() {
         "{dup:#}"
     );
     let success = s.remote("success");
-    let today = chrono::Local::now().format("%Y%m%d").to_string();
+    let today = s.today();
     assert!(
         success.contains(&format!("ACME.{today}.01.txt")),
         "{success:?}"
@@ -269,7 +269,7 @@ fn daemon_takes_inbox_files_rejects_duplicates_and_stops_on_sigterm() {
 )]
 fn sequence_numbers_start_above_names_already_on_the_server() {
     let s = Setup::new(Login::Key);
-    let today = chrono::Local::now().format("%Y%m%d").to_string();
+    let today = s.today();
     let theirs = s.sshd.home().join(format!("error/ACME.{today}.07.txt"));
     std::fs::write(&theirs, "not ours").unwrap();
     let out = s.run(&["send", &sample("lembretes-tab.txt")]);

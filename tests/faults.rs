@@ -162,7 +162,7 @@ fn a_missing_upload_folder_is_a_clear_error_per_job_then_retried() {
 fn thousands_of_unrelated_and_odd_names_in_success_do_not_confuse_tracking() {
     let s = Setup::new(Login::Key);
     let success = s.sshd.home().join("success");
-    let today = chrono::Local::now().format("%Y%m%d").to_string();
+    let today = s.today();
     for i in 0..3000 {
         std::fs::write(success.join(format!("OTHER.{today}.{i:04}.txt")), "").unwrap();
     }

@@ -45,9 +45,11 @@ fn wait_output(child: Child, what: &str) -> Output {
     out
 }
 
-fn wait_running(s: &Setup) {
+/// Waits until the `n`-th daemon started in this setup says it runs (its signal handlers are
+/// installed by then).
+fn wait_running(s: &Setup, n: usize) {
     let start = Instant::now();
-    while !s.log().contains("smsdrop running") {
+    while s.log().matches("smsdrop running").count() < n {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "daemon did not start:\n{}",
@@ -73,7 +75,7 @@ fn assert_each_row_once(s: &Setup, expected: usize) {
 fn two_runs_and_two_sends_on_one_config_send_every_row_once() {
     let s = Setup::new(Login::Key);
     let daemon = s.daemon();
-    wait_running(&s);
+    wait_running(&s, 1);
 
     // A second daemon on the same config exits 1 at once, naming the lock and the owner.
     let started = Instant::now();
@@ -144,10 +146,11 @@ fn send_racing_a_daemon_start_and_a_daemon_killed_mid_handoff_lose_and_duplicate
     let mut racer = s.daemon();
     wait_output(send_c, "send c");
     racer.kill9();
+    let started = s.log().matches("smsdrop running").count();
 
     // A daemon killed while a `send` waits on it: the send takes the lock and finishes.
     let mut daemon = s.daemon();
-    wait_running(&s);
+    wait_running(&s, started + 1);
     let d = inputs(&s.path("erp-d"), "d", 10);
     let send_d = spawn_send(&s, &d);
     std::thread::sleep(Duration::from_millis(300));
@@ -158,6 +161,7 @@ fn send_racing_a_daemon_start_and_a_daemon_killed_mid_handoff_lose_and_duplicate
 
     // Whatever the kill left unreported is finished by the next owner.
     let daemon = s.daemon();
+    wait_running(&s, started + 2);
     s.wait_final(20, Duration::from_secs(60));
     assert!(stop(daemon).success(), "{}", s.log());
     assert_each_row_once(&s, 20 * ROWS);

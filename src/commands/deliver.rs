@@ -54,6 +54,7 @@ pub fn sftp_config(cfg: &Config) -> Result<SftpConfig, DeliverError> {
 
 fn engine(cfg: &Config, lock: StateLock) -> Result<Engine, DeliverError> {
     let sftp = sftp_config(cfg)?;
+    crate::daemon::warn_local_zone(cfg);
     let engine = Engine::new(cfg.clone(), Box::new(SftpRemote::new(sftp)), lock)?;
     engine
         .stopper()

@@ -135,6 +135,19 @@ impl Zone {
         self.day_of(Utc::now())
     }
 
+    /// For `"local"`: the machine's zone by name (e.g. `Etc/UTC`), its current offset from UTC,
+    /// and whether that is UTC (a server's default, rarely the sending day the gateway means).
+    /// `None` for a named zone.
+    pub fn local_resolution(&self) -> Option<(String, String, bool)> {
+        if *self != Zone::Local {
+            return None;
+        }
+        let name = iana_time_zone::get_timezone().unwrap_or_else(|_| "unknown".into());
+        let offset = chrono::Local::now().offset().local_minus_utc();
+        let utc = offset == 0;
+        Some((name, chrono::Local::now().format("%:z").to_string(), utc))
+    }
+
     /// The calendar day of `now` in this zone.
     pub fn day_of(&self, now: chrono::DateTime<Utc>) -> NaiveDate {
         match self {

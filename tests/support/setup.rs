@@ -51,10 +51,11 @@ impl Setup {
         };
         let config = format!(
             "[inbox]\ndir = \"inbox\"\nstable_secs = 0\nrescan_secs = 1\n\
-             [batch]\nsubaccount = \"ACME\"\n\
+             [batch]\nsubaccount = \"ACME\"\ntimezone = {:?}\n\
              [sftp]\nhost = \"127.0.0.1\"\nport = {}\nusername = {:?}\n{auth}\nknown_hosts = {:?}\ntimeout_secs = 5\n\
              [track]\npoll_secs = 1\n\
              [state]\ndir = \"state\"\n{extra}",
+            noon_zone(),
             sshd.port(),
             sshd.username(),
             sshd.known_hosts_path(),
@@ -65,6 +66,15 @@ impl Setup {
             gateway,
             work,
         }
+    }
+
+    /// The sending day in the test's zone (see [`noon_zone`]), as file names carry it.
+    pub fn today(&self) -> String {
+        let tz: chrono_tz::Tz = noon_zone().parse().unwrap();
+        chrono::Utc::now()
+            .with_timezone(&tz)
+            .format("%Y%m%d")
+            .to_string()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -255,4 +265,16 @@ pub fn has_temp(s: &Setup) -> bool {
                 .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
         })
         .unwrap_or(false)
+}
+
+/// A fixed-offset zone where it is now between 12:00 and 12:59, so a test of a few minutes never
+/// runs across midnight (the day in file names would change under it). `Etc/GMT-3` is UTC+3.
+pub fn noon_zone() -> String {
+    use chrono::Timelike;
+    let off = 12 - chrono::Utc::now().hour() as i32;
+    match off {
+        0 => "Etc/GMT".to_owned(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    }
 }
