@@ -300,7 +300,12 @@ impl<R: BufRead> RecordReader<R> {
                 grow(&mut rec.ends, ends_len, MAX_FIELDS);
                 overflow = out_len == rec.bytes.len() || ends_len == rec.ends.len();
             }
-            let input = self.input.fill_buf()?;
+            let input = match self.input.fill_buf() {
+                Ok(input) => input,
+                // A read that was interrupted before it read anything is retried, as `Read` asks.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             let (result, nin, nout, nend) = if overflow {
                 let r = self
                     .core
