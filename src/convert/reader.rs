@@ -28,7 +28,8 @@ pub enum Bom {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotText(pub String);
 
-/// A byte stream ready for [`RecordReader`], with its first [`HEAD_BYTES`] for sniffing.
+/// A byte stream ready for [`RecordReader`], with its first [`HEAD_BYTES`] for sniffing (a head
+/// that may end inside a character: `stream` repeats it and goes on from the very next byte).
 pub struct Opened {
     pub stream: Box<dyn BufRead>,
     pub head: Vec<u8>,
@@ -111,61 +112,91 @@ fn binary_signature(head: &[u8]) -> Option<String> {
     None
 }
 
-/// Turns a UTF-16 byte stream into UTF-8 as it is read.
+/// Turns a UTF-16 byte stream into UTF-8 as it is read, never altering a character.
+///
+/// Input split anywhere (half a code unit, half a surrogate pair, a 1-byte read from `inner`)
+/// waits inside the decoder, fed with `last = false` until `inner` reports its end. Output that
+/// does not fit a small `read` (a `Take` near its limit asks for 1 to 3 bytes; a character takes
+/// up to 4) waits in `pending` for the next call instead of being dropped.
 struct Transcoder {
     inner: Box<dyn Read>,
     decoder: Decoder,
-    raw: Vec<u8>,
-    raw_len: usize,
-    done: bool,
+    /// Raw UTF-16 read from `inner`; `raw[raw_start..raw_end]` is not yet decoded.
+    raw: Box<[u8]>,
+    raw_start: usize,
+    raw_end: usize,
+    /// UTF-8 decoded but not yet handed out: `pending[pending_start..pending_end]`.
+    pending: [u8; 4],
+    pending_start: usize,
+    pending_end: usize,
+    /// `inner` has reported its end: the decoder is now fed with `last = true`.
+    eof: bool,
+    /// The decoder has flushed its last character: every further read returns 0.
     finished: bool,
 }
 
 impl Transcoder {
+    /// Raw bytes decoded per refill.
+    const RAW_BYTES: usize = 16 * 1024;
+
     fn new(inner: Box<dyn Read>, decoder: Decoder) -> Self {
         Transcoder {
             inner,
             decoder,
-            raw: vec![0; 16 * 1024],
-            raw_len: 0,
-            done: false,
+            raw: vec![0; Self::RAW_BYTES].into_boxed_slice(),
+            raw_start: 0,
+            raw_end: 0,
+            pending: [0; 4],
+            pending_start: 0,
+            pending_end: 0,
+            eof: false,
             finished: false,
         }
+    }
+
+    /// Decodes into `out` (at least 4 bytes: room for any one character); 0 only at the end.
+    fn decode(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        debug_assert!(out.len() >= 4);
+        while !self.finished {
+            if self.raw_start == self.raw_end && !self.eof {
+                // An error (`Interrupted` included) leaves the state as it was: the caller may retry.
+                let n = self.inner.read(&mut self.raw)?;
+                (self.raw_start, self.raw_end) = (0, n);
+                self.eof = n == 0;
+            }
+            let (result, read, written, _) =
+                self.decoder
+                    .decode_to_utf8(&self.raw[self.raw_start..self.raw_end], out, self.eof);
+            self.raw_start += read;
+            // With `last = true`, `InputEmpty` means the input is used up and the decoder flushed.
+            self.finished = self.eof && result == encoding_rs::CoderResult::InputEmpty;
+            if written > 0 {
+                return Ok(written);
+            }
+        }
+        Ok(0)
     }
 }
 
 impl Read for Transcoder {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.len() < 4 {
-            // Room for any one UTF-8 character; BufReader always offers more.
-            let mut tmp = [0u8; 4];
-            let n = self.read(&mut tmp)?;
-            let n = n.min(out.len());
-            out[..n].copy_from_slice(&tmp[..n]);
-            return Ok(n);
-        }
-        if self.finished {
+        if out.is_empty() {
             return Ok(0);
         }
-        loop {
-            if !self.done && self.raw_len < self.raw.len() {
-                let n = self.inner.read(&mut self.raw[self.raw_len..])?;
-                self.done = n == 0;
-                self.raw_len += n;
+        if self.pending_start == self.pending_end {
+            if out.len() >= 4 {
+                return self.decode(out);
             }
-            let (result, read, written, _) =
-                self.decoder
-                    .decode_to_utf8(&self.raw[..self.raw_len], out, self.done);
-            self.raw.copy_within(read..self.raw_len, 0);
-            self.raw_len -= read;
-            if self.done && self.raw_len == 0 && result == encoding_rs::CoderResult::InputEmpty {
-                self.finished = true;
-                return Ok(written);
-            }
-            if written > 0 {
-                return Ok(written);
-            }
+            let mut one = [0u8; 4];
+            let n = self.decode(&mut one)?;
+            self.pending = one;
+            (self.pending_start, self.pending_end) = (0, n);
         }
+        let pending = &self.pending[self.pending_start..self.pending_end];
+        let n = pending.len().min(out.len());
+        out[..n].copy_from_slice(&pending[..n]);
+        self.pending_start += n;
+        Ok(n)
     }
 }
 
@@ -269,7 +300,12 @@ impl<R: BufRead> RecordReader<R> {
                 grow(&mut rec.ends, ends_len, MAX_FIELDS);
                 overflow = out_len == rec.bytes.len() || ends_len == rec.ends.len();
             }
-            let input = self.input.fill_buf()?;
+            let input = match self.input.fill_buf() {
+                Ok(input) => input,
+                // A read that was interrupted before it read anything is retried, as `Read` asks.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             let (result, nin, nout, nend) = if overflow {
                 let r = self
                     .core
@@ -435,6 +471,40 @@ mod tests {
         );
         let long = "x".repeat(HEAD_BYTES * 2);
         assert_eq!(open_all(long.as_bytes()).unwrap().1.len(), HEAD_BYTES * 2);
+    }
+
+    /// Hands out its bytes one at a time.
+    struct Trickle(Cursor<Vec<u8>>);
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(1);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn utf16_is_transcoded_whole_whatever_the_read_sizes() {
+        let text = "ação é 😀 id1253\t€\r\n".repeat(40);
+        let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        for trickle in [false, true] {
+            for size in 1..=9 {
+                let inner: Box<dyn Read> = if trickle {
+                    Box::new(Trickle(Cursor::new(le.clone())))
+                } else {
+                    Box::new(Cursor::new(le.clone()))
+                };
+                let mut t = Transcoder::new(inner, UTF_16LE.new_decoder_without_bom_handling());
+                let (mut got, mut buf) = (vec![], vec![0; size]);
+                loop {
+                    match t.read(&mut buf).unwrap() {
+                        0 => break,
+                        n => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                assert_eq!(String::from_utf8_lossy(&got), text, "{size}, {trickle}");
+            }
+        }
     }
 
     #[test]
