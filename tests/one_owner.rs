@@ -120,6 +120,11 @@ fn two_runs_and_two_sends_on_one_config_send_every_row_once() {
     s.wait_final(70, Duration::from_secs(120));
     assert!(stop(daemon).success(), "{}", s.log());
     assert_each_row_once(&s, 70 * ROWS);
+    println!(
+        "one owner: 2 runs (the second exited 1), 2 sends handed over 40 inputs, 30 dropped in \
+         the inbox: {} rows sent once, 0 lost, 0 duplicated",
+        s.gateway.total_messages()
+    );
     // The user's files stay where they were; the queue is empty again.
     assert!(a.iter().chain(&b).all(|f| f.exists()));
     let queue: Vec<_> = std::fs::read_dir(s.path("state/queue"))
@@ -165,4 +170,9 @@ fn send_racing_a_daemon_start_and_a_daemon_killed_mid_handoff_lose_and_duplicate
     s.wait_final(20, Duration::from_secs(60));
     assert!(stop(daemon).success(), "{}", s.log());
     assert_each_row_once(&s, 20 * ROWS);
+    println!(
+        "send racing a daemon start, daemon killed mid-handoff: {} rows sent once, 0 lost, 0 \
+         duplicated",
+        s.gateway.total_messages()
+    );
 }
