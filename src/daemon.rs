@@ -368,12 +368,7 @@ impl Engine {
         if files.is_empty() {
             return Ok(());
         }
-        let busy: HashSet<PathBuf> = self
-            .journal
-            .unstored()?
-            .into_iter()
-            .map(|j| j.input_path)
-            .collect();
+        let busy = self.busy_inputs()?;
         let inputs: Vec<intake::Input> = files
             .into_iter()
             .filter(|f| !busy.contains(f))
@@ -382,24 +377,38 @@ impl Engine {
                 subaccount: Ok(None),
             })
             .collect();
+        self.take_groups(&inputs)
+    }
+
+    /// Inputs whose job is recorded but not yet archived: never taken twice.
+    fn busy_inputs(&self) -> Result<HashSet<PathBuf>, DaemonError> {
+        Ok(self
+            .journal
+            .unstored()?
+            .into_iter()
+            .map(|j| j.input_path)
+            .collect())
+    }
+
+    /// Takes inbox (or queued) inputs group by group; a backlog moves through all stages group
+    /// by group, not one stage at a time.
+    fn take_groups(&mut self, inputs: &[intake::Input]) -> Result<(), DaemonError> {
         for group in inputs.chunks(GROUP) {
             if self.stopping() {
                 break;
             }
             let r = intake::take_all(&mut self.ctx(), group, Origin::Inbox);
             self.absorb(r.map(drop))?;
+            if inputs.len() > GROUP {
+                self.deliver(false)?;
+            }
         }
         Ok(())
     }
 
     /// Scans the inbox and takes every ready file; returns when to look again for settling files.
     fn scan_and_take(&mut self, scanner: &mut Scanner) -> Result<Option<Instant>, DaemonError> {
-        let busy: HashSet<PathBuf> = self
-            .journal
-            .unstored()?
-            .into_iter()
-            .map(|j| j.input_path)
-            .collect();
+        let busy = self.busy_inputs()?;
         let scan = match scanner.scan(Instant::now(), &busy) {
             Ok(s) => s,
             Err(e) => {
@@ -418,17 +427,7 @@ impl Engine {
                 subaccount: r.subaccount,
             })
             .collect();
-        for group in inputs.chunks(GROUP) {
-            if self.stopping() {
-                break;
-            }
-            let r = intake::take_all(&mut self.ctx(), group, Origin::Inbox);
-            self.absorb(r.map(drop))?;
-            if inputs.len() > GROUP {
-                // A backlog moves through all stages group by group, not one stage at a time.
-                self.deliver(false)?;
-            }
-        }
+        self.take_groups(&inputs)?;
         Ok(scan.recheck_at)
     }
 

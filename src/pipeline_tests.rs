@@ -168,6 +168,16 @@ impl World {
             .collect()
     }
 
+    /// The notes in a job's history (what its report shows).
+    fn notes(&self, id: i64) -> Vec<String> {
+        self.journal
+            .history(id)
+            .unwrap()
+            .into_iter()
+            .filter_map(|h| h.note)
+            .collect()
+    }
+
     fn spool(&self, id: i64, part: u32) -> PathBuf {
         spool::spool_path(&self.cfg, id, part)
     }
@@ -271,13 +281,7 @@ fn already_there_counts_only_when_the_size_is_ours() {
         "someone else's batch\nEOF\n",
         "the foreign file is untouched"
     );
-    let notes: Vec<String> = w
-        .journal
-        .history(id)
-        .unwrap()
-        .into_iter()
-        .filter_map(|h| h.note)
-        .collect();
+    let notes = w.notes(id);
     assert!(
         notes.iter().any(|n| n.contains("another system's file")),
         "{notes:?}"
@@ -334,13 +338,7 @@ fn a_backlog_across_midnight_goes_out_under_the_sending_day() {
     assert_eq!(w.upload().unwrap(), 1);
     assert_eq!(w.server("upload"), vec!["ACME.20261204.06.txt"]);
     assert_eq!(w.names(id), vec!["ACME.20261204.06.txt"]);
-    let notes: Vec<String> = w
-        .journal
-        .history(id)
-        .unwrap()
-        .into_iter()
-        .filter_map(|h| h.note)
-        .collect();
+    let notes = w.notes(id);
     assert!(
         notes.iter().any(|n| n.contains("sending day changed")),
         "{notes:?}"
