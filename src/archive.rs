@@ -42,13 +42,22 @@ pub fn store_inputs(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<()
         // The stored name keeps the original's bytes (a name need not be UTF-8), prefixed with the job.
         let mut stored_name = std::ffi::OsString::from(format!("{}-", job.id));
         stored_name.push(job.input_path.file_name().unwrap_or_default());
-        let dest = dir.join(&stored_name);
+        let mut dest = dir.join(&stored_name);
+        let source_there = job.input_path.exists();
+        if source_there && dest.exists() {
+            // Never replace an archived file (a journal restored from a backup repeats job ids;
+            // an earlier cross-file-system move left its copy): keep both.
+            (stored_name, dest) = free_name(dir, &stored_name);
+        }
         let result = match origin {
             Origin::Inbox => move_file(&job.input_path, &dest),
             Origin::Named => copy_unsynced(&job.input_path, &dest),
         };
         if let Err(e) = result {
-            if !dest.exists() {
+            // Stored only when the copy is there and (for a move) the original is gone: an input
+            // still in the inbox would otherwise be taken again.
+            let moved = dest.exists() && (origin == Origin::Named || !job.input_path.exists());
+            if !moved {
                 tracing::error!(
                     job = job.id,
                     error = %format!("could not move {} to {}: {e}; it stays where it is and is retried", job.input_path.display(), dest.display()),
@@ -112,4 +121,17 @@ fn copy_unsynced(from: &Path, to: &Path) -> io::Result<()> {
     let tmp = to.with_extension("partial");
     std::fs::copy(from, &tmp)?;
     std::fs::rename(&tmp, to)
+}
+
+/// `name.1`, `name.2`, ... : the first that does not exist in `dir`.
+fn free_name(dir: &Path, name: &std::ffi::OsStr) -> (std::ffi::OsString, PathBuf) {
+    (1..)
+        .map(|n| {
+            let mut candidate = name.to_owned();
+            candidate.push(format!(".{n}"));
+            let path = dir.join(&candidate);
+            (candidate, path)
+        })
+        .find(|(_, p)| !p.exists())
+        .expect("some name is free")
 }

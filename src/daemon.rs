@@ -504,7 +504,10 @@ impl Engine {
     ) -> Result<Vec<Job>, DaemonError> {
         let poll = self.cfg.track.poll;
         let mut next_track = Instant::now();
+        let _queue_watcher = crate::watch::watch_events(&self.queue, self.hint_tx.clone()).ok();
         loop {
+            // Another `send` may hand files over while this one owns the state folder.
+            self.take_queue()?;
             let track_due = Instant::now() >= next_track;
             if track_due {
                 next_track = Instant::now() + poll;

@@ -80,7 +80,8 @@ pub fn copy_durable(from: &Path, to: &Path) -> io::Result<()> {
 /// syncs `to`'s folder after a rename.
 ///
 /// # Errors
-/// When neither works; `from` is then untouched.
+/// When neither works (`from` is then untouched), or when the original could not be removed
+/// after the copy (both then exist).
 pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
     match std::fs::rename(from, to) {
         Ok(()) => Ok(()),

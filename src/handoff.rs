@@ -37,7 +37,9 @@ pub fn enqueue(cfg: &Config, files: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    let mut out = Vec::with_capacity(files.len());
+    // Every file copied into its hidden folder first, then all made visible: a command hands
+    // over all its files or none.
+    let mut hidden = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
         let name = f.file_name().ok_or_else(|| {
             io::Error::new(
@@ -46,14 +48,20 @@ pub fn enqueue(cfg: &Config, files: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
             )
         })?;
         let id = format!("{}-{stamp}-{i}", std::process::id());
-        let hidden = q.join(format!(".new-{id}"));
-        std::fs::create_dir(&hidden)?;
-        copy_durable(f, &hidden.join(name)).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&hidden);
-            io::Error::new(e.kind(), format!("{}: {e}", f.display()))
-        })?;
+        let dir = q.join(format!(".new-{id}"));
+        std::fs::create_dir(&dir)?;
+        hidden.push((dir.clone(), id, name.to_owned()));
+        if let Err(e) = copy_durable(f, &dir.join(name)) {
+            for (d, _, _) in &hidden {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            return Err(io::Error::new(e.kind(), format!("{}: {e}", f.display())));
+        }
+    }
+    let mut out = Vec::with_capacity(files.len());
+    for (dir, id, name) in hidden {
         let visible = q.join(&id);
-        std::fs::rename(&hidden, &visible)?;
+        std::fs::rename(&dir, &visible)?;
         out.push(visible.join(name));
     }
     sync_dir(&q)?;

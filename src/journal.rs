@@ -514,14 +514,19 @@ impl Journal {
             .map_err(|e| self.err(e))
     }
 
-    /// An accepted job with this content hash created since `since`, if any.
+    /// An accepted job with this content hash created since `since`, if any. A job that failed
+    /// with nothing uploaded (every batch set aside) does not count: sending it again sends
+    /// nothing twice.
     ///
     /// # Errors
     /// When the query fails.
     pub fn accepted_with_hash(&self, hash: &str, since: DateTime<Utc>) -> Result<Option<Job>> {
         let sql = format!(
             "SELECT {JOB_COLS} FROM jobs WHERE hash = ?1 AND created_at >= ?2 \
-             AND state NOT IN ('detected','rejected') ORDER BY id LIMIT 1"
+             AND state NOT IN ('detected','rejected') \
+             AND NOT (state = 'failed' AND NOT EXISTS \
+                 (SELECT 1 FROM batches b WHERE b.job_id = jobs.id AND b.uploaded_at IS NOT NULL)) \
+             ORDER BY id LIMIT 1"
         );
         Ok(self
             .query_jobs(&sql, params![hash, since.timestamp_millis()])?

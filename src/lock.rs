@@ -50,13 +50,20 @@ impl StateLock {
             source,
         };
         std::fs::create_dir_all(state_dir).map_err(io_err)?;
-        let mut file = OpenOptions::new()
+        let opened = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
-            .map_err(io_err)?;
+            .open(&path);
+        let mut file = match opened {
+            // A user who may not write the lock can still see whether it is held (flock needs
+            // no write access), so `send` can hand over to the daemon.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                File::open(&path).map_err(|_| io_err(e))?
+            }
+            other => other.map_err(io_err)?,
+        };
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {

@@ -28,6 +28,8 @@ impl Clock for TestClock {
 struct Flaky {
     inner: LocalRemote,
     fail_once: Vec<String>,
+    /// Names whose upload the server always refuses (an SFTP status, the session fine).
+    refuse: Vec<String>,
 }
 
 impl Remote for Flaky {
@@ -47,6 +49,13 @@ impl Remote for Flaky {
             return Err(RemoteError::Connect {
                 target: "test".into(),
                 message: "connection reset (injected)".into(),
+            });
+        }
+        if self.refuse.iter().any(|n| dest.ends_with(n.as_str())) {
+            return Err(RemoteError::Op {
+                op: "rename",
+                path: dest.to_owned(),
+                message: "permission denied (injected)".into(),
             });
         }
         self.inner.upload(local, temp, dest)
@@ -86,6 +95,7 @@ impl World {
         let remote = Flaky {
             inner: LocalRemote::new(&dir.path().join("server")),
             fail_once: vec![],
+            refuse: vec![],
         };
         let noon = Utc.with_ymd_and_hms(2026, 12, 3, 15, 0, 0).unwrap();
         World {
@@ -357,4 +367,59 @@ fn the_sending_day_is_the_configured_zone_s_calendar_day() {
     let after = Utc.with_ymd_and_hms(2026, 12, 4, 3, 0, 0).unwrap();
     assert_eq!(zone.day_of(before).to_string(), "2026-12-03");
     assert_eq!(zone.day_of(after).to_string(), "2026-12-04");
+}
+
+/// A file the server always refuses (an SFTP status, the session fine) blocks nothing: the
+/// others go up in the same round; after 10 refusals, not being on the server, it is set aside,
+/// and the same input dropped again is not a duplicate (none of its rows went out).
+#[test]
+fn a_file_the_server_always_refuses_blocks_nothing_and_is_set_aside() {
+    let mut w = World::new("");
+    let bad = w.take("bad.csv", 1);
+    let bad_name = w.names(bad).remove(0);
+    w.remote.refuse.push(bad_name.clone());
+    let good = w.take("good.csv", 1);
+    assert!(
+        w.upload().is_err(),
+        "the round reports the refusal for the backoff"
+    );
+    assert_eq!(w.server("upload"), vec![w.names(good).remove(0)]);
+    for _ in 1..10 {
+        assert!(w.job(bad).state == JobState::Uploading);
+        let _ = w.upload();
+    }
+    let b = w.journal.batches(bad).unwrap().remove(0);
+    assert_eq!(b.state, JobState::Failed, "{b:?}");
+    assert!(b.last_error.unwrap().contains("refused it 10 times"));
+    w.track_and_report();
+    assert_eq!(w.job(bad).state, JobState::Failed);
+    // Dropped again once the server is fixed: taken, not refused as a duplicate.
+    w.remote.refuse.clear();
+    let again = w.take("bad.csv", 1);
+    assert_eq!(
+        w.job(again).state,
+        JobState::Converted,
+        "{:?}",
+        w.job(again)
+    );
+}
+
+/// An archived file is never replaced: a journal restored from a backup hands out job ids
+/// again, and the new input is archived beside the old one.
+#[test]
+fn archiving_never_replaces_a_file() {
+    let mut w = World::new("");
+    let archive = w.cfg.state.archive_dir.clone();
+    std::fs::write(archive.join("1-a.csv"), "an older input").unwrap();
+    let id = w.take("a.csv", 1);
+    assert_eq!(id, 1);
+    assert_eq!(
+        std::fs::read_to_string(archive.join("1-a.csv")).unwrap(),
+        "an older input"
+    );
+    let stored = w.job(id).stored_path.unwrap();
+    assert_eq!(stored, archive.join("1-a.csv.1"));
+    assert!(std::fs::read_to_string(stored)
+        .unwrap()
+        .contains("a.csv message 0"));
 }

@@ -100,20 +100,38 @@ fn highest_on_server(
 
 /// Uploads all pending batches; stops early when `shutdown` is set. Returns how many went up.
 ///
+/// Batches found `uploading` after a restart go first (they may be on the server already). Fresh
+/// ones are marked `uploading` a chunk at a time just before they go, so a batch held back by an
+/// outage is still `converted` (and gets the sending day) when the server comes back. A failure
+/// of one file (an SFTP operation refused) is counted and the others go on; a lost connection
+/// ends the round.
+///
 /// # Errors
-/// [`StageError::Remote`] when the server fails (the rest waits for the next round);
+/// [`StageError::Remote`] when the server failed this round (the rest waits for the next one);
 /// [`StageError::Journal`] when the journal fails.
 pub fn upload_pending(ctx: &mut Ctx<'_>, shutdown: &AtomicBool) -> Result<usize, StageError> {
     let resumed = ctx.journal.batches_in(JobState::Uploading)?;
-    let mut fresh = ctx.journal.batches_in(JobState::Converted)?;
+    let fresh = ctx.journal.batches_in(JobState::Converted)?;
     if resumed.is_empty() && fresh.is_empty() {
         return Ok(0);
     }
-    if !fresh.is_empty() {
-        redate(ctx, &mut fresh)?;
+    let mut round = Round {
+        dirs: dirs(ctx.cfg),
+        done: vec![],
+        sent: 0,
+        failure: None,
+        connection_lost: false,
+    };
+    round.run(ctx, resumed, true, shutdown)?;
+    for chunk in fresh.chunks(COMMIT_EVERY) {
+        if round.connection_lost || shutdown.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut chunk = chunk.to_vec();
+        redate(ctx, &mut chunk)?;
         ctx.journal.transaction(|t| {
             let mut jobs = BTreeSet::new();
-            for b in &fresh {
+            for b in &chunk {
                 t.set_batch_state(b.id, JobState::Uploading, None)?;
                 jobs.insert(b.job_id);
             }
@@ -123,54 +141,101 @@ pub fn upload_pending(ctx: &mut Ctx<'_>, shutdown: &AtomicBool) -> Result<usize,
             Ok(())
         })?;
         crate::crash::point("uploading");
+        round.run(ctx, chunk, false, shutdown)?;
     }
-    let d = dirs(ctx.cfg);
-    let mut done: Vec<(Batch, Option<&'static str>)> = vec![];
-    let mut sent = 0;
-    let work = resumed
-        .iter()
-        .map(|b| (b, true))
-        .chain(fresh.iter().map(|b| (b, false)));
-    let mut outcome = Ok(());
-    for (batch, is_resumed) in work {
-        if shutdown.load(Ordering::Relaxed) {
-            break;
-        }
-        let span = tracing::info_span!("job", id = batch.job_id, remote = %batch.name);
-        let _g = span.enter();
-        let mut batch = batch.clone();
-        match upload_one(ctx, &mut batch, is_resumed, &d) {
-            Ok(note) => {
-                sent += usize::from(note.is_none());
-                done.push((batch, note));
-                if done.len() >= COMMIT_EVERY {
-                    commit(ctx, &mut done)?;
-                }
-            }
-            Err(StageError::Local { context, source }) => {
-                // This batch only: set it aside with the reason; the others go on.
-                let why = format!("{context}: {source}");
-                ctx.journal.transaction(|t| {
-                    t.set_batch_state(batch.id, JobState::Failed, Some(&why))?;
-                    t.note_job(batch.job_id, &format!("{} set aside: {why}", batch.name))
-                })?;
-                tracing::error!(error = %why, "batch set aside");
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                let why = format!("upload of {} failed, retrying: {msg}", batch.name);
-                ctx.journal.transaction(|t| {
-                    t.batch_attempt_failed(batch.id, &msg)?;
-                    t.set_reason(batch.job_id, Some(&why))
-                })?;
-                tracing::warn!(error = %msg, "upload failed; will retry");
-                outcome = Err(e);
+    commit(ctx, &mut round.done)?;
+    match round.failure {
+        Some(e) => Err(e.into()),
+        None => Ok(round.sent),
+    }
+}
+
+/// Failed SFTP operations on one batch (the connection fine) before it is set aside, when it is
+/// not on the server: a file the server always refuses must not hold its job open forever.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// One upload round's progress.
+struct Round {
+    dirs: Dirs,
+    done: Vec<(Batch, Option<&'static str>)>,
+    sent: usize,
+    /// The last server failure, for the engine's backoff.
+    failure: Option<RemoteError>,
+    /// The session is gone: nothing more this round.
+    connection_lost: bool,
+}
+
+impl Round {
+    fn run(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        batches: Vec<Batch>,
+        resumed: bool,
+        shutdown: &AtomicBool,
+    ) -> Result<(), StageError> {
+        for mut batch in batches {
+            if self.connection_lost || shutdown.load(Ordering::Relaxed) {
                 break;
             }
+            let span = tracing::info_span!("job", id = batch.job_id, remote = %batch.name);
+            let _g = span.enter();
+            match upload_one(ctx, &mut batch, resumed, &self.dirs) {
+                Ok(note) => {
+                    self.sent += usize::from(note.is_none());
+                    self.done.push((batch, note));
+                    if self.done.len() >= COMMIT_EVERY {
+                        commit(ctx, &mut self.done)?;
+                    }
+                }
+                Err(StageError::Local { context, source }) => {
+                    set_aside(ctx, &batch, &format!("{context}: {source}"))?;
+                }
+                Err(StageError::Remote(e)) => self.failed(ctx, &batch, e)?,
+                Err(e @ StageError::Journal(_)) => return Err(e),
+            }
         }
+        Ok(())
     }
-    commit(ctx, &mut done)?;
-    outcome.map(|()| sent)
+
+    /// Counts a failed attempt; a lost connection ends the round, a refused operation only
+    /// this batch (set aside after [`MAX_ATTEMPTS`] when it is not on the server).
+    fn failed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        batch: &Batch,
+        e: RemoteError,
+    ) -> Result<(), StageError> {
+        let msg = e.to_string();
+        let why = format!("upload of {} failed, retrying: {msg}", batch.name);
+        ctx.journal.transaction(|t| {
+            t.batch_attempt_failed(batch.id, &msg)?;
+            t.set_reason(batch.job_id, Some(&why))
+        })?;
+        tracing::warn!(error = %msg, attempts = batch.attempts + 1, "upload failed; will retry");
+        let per_file = matches!(e, RemoteError::Op { .. } | RemoteError::Exists { .. });
+        self.connection_lost |= !per_file;
+        if per_file && batch.attempts + 1 >= MAX_ATTEMPTS {
+            if let Ok(Found::Nothing) = find_ours(ctx, batch, &self.dirs) {
+                let why = format!(
+                    "the server refused it {MAX_ATTEMPTS} times (last: {msg}) and it is not on \
+                     the server"
+                );
+                set_aside(ctx, batch, &why)?;
+            }
+        }
+        self.failure = Some(e);
+        Ok(())
+    }
+}
+
+/// Sets one batch aside (`failed`, never uploaded) with its reason; the others go on.
+fn set_aside(ctx: &mut Ctx<'_>, batch: &Batch, why: &str) -> Result<(), StageError> {
+    ctx.journal.transaction(|t| {
+        t.set_batch_state(batch.id, JobState::Failed, Some(why))?;
+        t.note_job(batch.job_id, &format!("{} set aside: {why}", batch.name))
+    })?;
+    tracing::error!(error = %why, "batch set aside; its rows are not sent");
+    Ok(())
 }
 
 /// Renames waiting batches whose name carries another day than the sending day (the day turned
@@ -247,7 +312,13 @@ fn upload_one(
         }
     }
     let local = spool_path(ctx.cfg, batch.job_id, batch.part);
-    if !local.exists() {
+    // Only "not found" sets the batch aside; any other answer (a share's hiccup) is retried.
+    let present = local.try_exists().map_err(|e| RemoteError::Op {
+        op: "read",
+        path: local.display().to_string(),
+        message: e.to_string(),
+    })?;
+    if !present {
         return Err(StageError::local(
             format!("spool file {} is missing", local.display()),
             std::io::Error::new(
@@ -268,6 +339,15 @@ fn upload_one(
                 return Ok(None);
             }
             Err(RemoteError::Exists { path }) => {
+                // A rename reported failed may still have happened: our size means ours.
+                if ctx.remote.size(&dest)? == Some(batch.bytes) {
+                    tracing::info!(
+                        "batch found under its name after the rename was reported failed"
+                    );
+                    return Ok(Some(
+                        "found under its name after the rename was reported failed",
+                    ));
+                }
                 rename_taken(
                     ctx,
                     batch,
@@ -289,15 +369,19 @@ enum Found {
 }
 
 fn find_ours(ctx: &mut Ctx<'_>, batch: &Batch, d: &Dirs) -> Result<Found, StageError> {
+    let mut foreign = None;
     for dir in [&d.upload, &d.success, &d.error] {
         let path = join(dir, &batch.name);
         match ctx.remote.size(&path)? {
             Some(size) if size == batch.bytes => return Ok(Found::Ours(dir.clone())),
-            Some(size) => return Ok(Found::Foreign(path, size)),
+            Some(size) => foreign = foreign.or(Some((path, size))),
             None => {}
         }
     }
-    Ok(Found::Nothing)
+    Ok(match foreign {
+        Some((path, size)) => Found::Foreign(path, size),
+        None => Found::Nothing,
+    })
 }
 
 /// Gives `batch` the next free name because its name is taken on the server, and says so in
