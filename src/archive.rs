@@ -6,7 +6,7 @@
 //! This module must never delete an input: a move across file systems removes the original only
 //! after the copy is synced.
 
-use crate::fsutil::{move_file, same_fs, sync_dir, sync_fs};
+use crate::fsutil::{move_file, parent, same_fs, sync_dir, sync_fs};
 use crate::journal::JobState;
 use crate::stage::{Ctx, StageError};
 use std::io;
@@ -28,7 +28,7 @@ pub enum Origin {
 /// [`StageError::Journal`], or [`StageError::Local`] when a folder cannot be synced; a file that
 /// cannot be moved is logged and left for the next round.
 pub fn store_inputs(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(), StageError> {
-    let mut stored = vec![];
+    let mut stored: Vec<(i64, PathBuf, PathBuf)> = vec![];
     let mut dirs: Vec<PathBuf> = vec![];
     for &id in ids {
         let Some(job) = ctx.journal.job(id)? else {
@@ -39,28 +39,51 @@ pub fn store_inputs(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<()
         } else {
             &ctx.cfg.state.archive_dir
         };
-        // The stored name keeps the original's bytes (a name need not be UTF-8), prefixed with the job.
-        let mut stored_name = std::ffi::OsString::from(format!("{}-", job.id));
-        stored_name.push(job.input_path.file_name().unwrap_or_default());
+        let source = job.source().to_owned();
+        let claimed = job.claimed_path.is_some();
+        // Claimed straight into its folder, or a continuation (it shares its first job's file):
+        // nothing to move.
+        if claimed && (parent(&source) == dir.as_path() || job.parent_job.is_some()) {
+            stored.push((job.id, source.clone(), source));
+            continue;
+        }
+        // Claimed into the inbox's hidden folder and watched for late writes (the archive is on
+        // another file system, where the writer's handle would not follow): moved when the
+        // watch ends.
+        if claimed && job.watch_until.is_some() && job.state != JobState::Rejected {
+            continue;
+        }
+        let stored_name = match (claimed, source.file_name()) {
+            (true, Some(n)) => n.to_owned(),
+            _ => {
+                // The stored name keeps the original's bytes (a name need not be UTF-8).
+                let mut n = std::ffi::OsString::from(format!("{}-", job.id));
+                n.push(job.input_path.file_name().unwrap_or_default());
+                n
+            }
+        };
         let mut dest = dir.join(&stored_name);
-        let source_there = job.input_path.exists();
+        let source_there = source.exists();
+        let mut stored_name = stored_name;
         if source_there && dest.exists() {
             // Never replace an archived file (a journal restored from a backup repeats job ids;
             // an earlier cross-file-system move left its copy): keep both.
             (stored_name, dest) = free_name(dir, &stored_name);
         }
-        let result = match origin {
-            Origin::Inbox => move_file(&job.input_path, &dest),
-            Origin::Named => copy_unsynced(&job.input_path, &dest),
+        let moves = claimed || origin == Origin::Inbox;
+        let result = if moves {
+            move_file(&source, &dest)
+        } else {
+            copy_unsynced(&source, &dest)
         };
         if let Err(e) = result {
             // Stored only when the copy is there and (for a move) the original is gone: an input
             // still in the inbox would otherwise be taken again.
-            let moved = dest.exists() && (origin == Origin::Named || !job.input_path.exists());
-            if !moved {
+            let done = dest.exists() && (!moves || !source.exists());
+            if !done {
                 tracing::error!(
                     job = job.id,
-                    error = %format!("could not move {} to {}: {e}; it stays where it is and is retried", job.input_path.display(), dest.display()),
+                    error = %format!("could not move {} to {}: {e}; it stays where it is and is retried", source.display(), dest.display()),
                     "input not stored"
                 );
                 continue;
@@ -69,15 +92,12 @@ pub fn store_inputs(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<()
         if origin == Origin::Inbox {
             move_marker(ctx, &job.input_path, &stored_name, dir);
         }
-        if !dirs.contains(dir) {
-            dirs.push(dir.clone());
-        }
-        if let Some(parent) = job.input_path.parent().filter(|_| origin == Origin::Inbox) {
-            if !dirs.iter().any(|d| d == parent) {
-                dirs.push(parent.to_owned());
+        for d in [dir.clone(), parent(&source).to_owned()] {
+            if (moves || d == *dir) && !dirs.contains(&d) {
+                dirs.push(d);
             }
         }
-        stored.push((job.id, dest));
+        stored.push((job.id, source, dest));
     }
     if stored.is_empty() {
         return Ok(());
@@ -94,8 +114,11 @@ pub fn store_inputs(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<()
     }
     crate::crash::point("archive");
     ctx.journal.transaction(|t| {
-        for (id, dest) in &stored {
+        for (id, from, dest) in &stored {
             t.set_stored_path(*id, dest)?;
+            if from != dest {
+                t.relocate(from, dest)?;
+            }
         }
         Ok(())
     })?;

@@ -9,8 +9,8 @@ mod raw;
 mod validate;
 
 pub use delivery::{
-    parse_duration, Auth, InboxConfig, LogFormat, ReportConfig, SftpConfig, StateConfig,
-    TrackConfig,
+    parse_duration, Auth, InboxConfig, LateWrites, LogFormat, ReportConfig, SftpConfig,
+    StateConfig, TrackConfig,
 };
 pub use validate::{
     BatchConfig, ColumnRef, Columns, Config, Delimiter, EncodingChoice, HeaderChoice, InputConfig,

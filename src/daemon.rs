@@ -10,10 +10,12 @@ use crate::config::Config;
 use crate::handoff;
 use crate::intake;
 use crate::journal::{Job, JobState, Journal, JournalError};
+use crate::late::LateWatch;
 use crate::lock::StateLock;
 use crate::remote::Remote;
 use crate::stage::{Clock, Ctx, StageError, SystemClock};
 use crate::watch::Scanner;
+use crate::writers::{open_for_writing, WriteTracker};
 use crate::{report, track, upload};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -97,6 +99,10 @@ pub struct Engine {
     _lock: StateLock,
     /// The send queue, resolved.
     queue: PathBuf,
+    /// Inbox files being written, from file events.
+    writes: WriteTracker,
+    /// Taken inputs watched for late writes.
+    late: LateWatch,
 }
 
 impl Engine {
@@ -138,6 +144,8 @@ impl Engine {
             clock: Box::new(SystemClock),
             _lock: lock,
             queue,
+            writes: WriteTracker::default(),
+            late: LateWatch::default(),
         })
     }
 
@@ -232,15 +240,36 @@ impl Engine {
         }
     }
 
+    /// Looks at taken inputs for late writes; converts the continuations it records.
+    fn late_writes(&mut self) -> Result<(), DaemonError> {
+        let writes = self.writes.clone();
+        let local = self.cfg.inbox.use_events;
+        let writing = move |p: &std::path::Path| {
+            writes.writing(p) || (local && !open_for_writing(&[p.to_owned()]).is_empty())
+        };
+        let mut late = std::mem::take(&mut self.late);
+        let r = late.check(&mut self.ctx(), &writing);
+        self.late = late;
+        match r {
+            Ok(ids) if !ids.is_empty() => {
+                let r = intake::process_all(&mut self.ctx(), &ids, Origin::Inbox);
+                self.absorb(r)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => self.absorb(Err(e)),
+        }
+    }
+
     fn remote_ready(&self) -> bool {
         Instant::now() >= self.remote_at
     }
 
-    /// One round of the remote stages: resume, upload, track (when due), report.
+    /// One round of the remote stages: resume, late writes, upload, track (when due), report.
     fn deliver(&mut self, track_due: bool) -> Result<(), DaemonError> {
         if self.remote_ready() {
             self.resume()?;
         }
+        self.late_writes()?;
         if self.remote_ready() && !self.stopping() {
             let stop = self.shutdown.clone();
             let r = upload::upload_pending(&mut self.ctx(), &stop);
@@ -305,7 +334,11 @@ impl Engine {
             ))
         })?;
         let _watcher = if inbox.use_events {
-            match crate::watch::watch_events(&inbox.dir, self.hint_tx.clone()) {
+            match crate::watch::watch_events(
+                &inbox.dir,
+                self.hint_tx.clone(),
+                Some(self.writes.clone()),
+            ) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!(error = %e, "file events unavailable; relying on rescans every {}s", inbox.rescan.as_secs());
@@ -316,8 +349,12 @@ impl Engine {
             None
         };
         // `smsdrop send` hands files over through the queue: wake up as soon as one arrives.
-        let _queue_watcher = crate::watch::watch_events(&self.queue, self.hint_tx.clone()).ok();
+        let _queue_watcher =
+            crate::watch::watch_events(&self.queue, self.hint_tx.clone(), None).ok();
         let mut scanner = Scanner::new(inbox.clone());
+        if _watcher.is_some() {
+            scanner = scanner.with_writes(self.writes.clone());
+        }
         let track_every = self.cfg.track.poll;
         let mut next_scan = Instant::now();
         let mut next_track = Instant::now();
@@ -380,14 +417,29 @@ impl Engine {
         self.take_groups(&inputs)
     }
 
-    /// Inputs whose job is recorded but not yet archived: never taken twice.
+    /// Inputs whose job is recorded but that are still at their inbox path (not yet claimed):
+    /// never taken twice. Once claimed, a file at that path is a new one.
     fn busy_inputs(&self) -> Result<HashSet<PathBuf>, DaemonError> {
         Ok(self
             .journal
             .unstored()?
             .into_iter()
+            .filter(|j| j.claimed_path.is_none())
             .map(|j| j.input_path)
             .collect())
+    }
+
+    /// Says once (log and `status`) which inbox files smsdrop will never take, and why.
+    fn report_ignored(&mut self, ignored: &[(PathBuf, String)]) -> Result<(), DaemonError> {
+        for (path, why) in ignored {
+            if self.journal.note_ignored(path, why)? {
+                tracing::warn!(file = %path.display(), reason = %why, "inbox file not taken");
+            }
+        }
+        let now: HashSet<&PathBuf> = ignored.iter().map(|(p, _)| p).collect();
+        self.journal
+            .forget_ignored(&|p| now.contains(&p.to_path_buf()))?;
+        Ok(())
     }
 
     /// Takes inbox (or queued) inputs group by group; a backlog moves through all stages group
@@ -416,19 +468,40 @@ impl Engine {
                 return Ok(None);
             }
         };
+        self.report_ignored(&scan.ignored)?;
+        // With file events (a local file system), also ask /proc who holds a file open for
+        // writing; with `watch = "poll"` (network shares, whose writers are elsewhere) the
+        // stability window alone applies.
+        let paths: Vec<PathBuf> = scan.ready.iter().map(|r| r.path.clone()).collect();
+        let open = if self.cfg.inbox.use_events {
+            open_for_writing(&paths)
+        } else {
+            HashSet::new()
+        };
+        let now = Instant::now();
+        let mut recheck = scan.recheck_at;
+        for p in &open {
+            tracing::info!(input = %p.display(), "another process has the file open for writing; waiting");
+            scanner.unsettle(p, now);
+            let at = now + self.cfg.inbox.stable.max(Duration::from_secs(1));
+            recheck = Some(recheck.map_or(at, |t| t.min(at)));
+        }
         for ready in &scan.ready {
-            scanner.forget(&ready.path);
+            if !open.contains(&ready.path) {
+                scanner.forget(&ready.path);
+            }
         }
         let inputs: Vec<intake::Input> = scan
             .ready
             .into_iter()
+            .filter(|r| !open.contains(&r.path))
             .map(|r| intake::Input {
                 path: r.path,
                 subaccount: r.subaccount,
             })
             .collect();
         self.take_groups(&inputs)?;
-        Ok(scan.recheck_at)
+        Ok(recheck)
     }
 
     /// `smsdrop send`: takes the named files, then delivers until each has an outcome (or, with
@@ -504,7 +577,8 @@ impl Engine {
     ) -> Result<Vec<Job>, DaemonError> {
         let poll = self.cfg.track.poll;
         let mut next_track = Instant::now();
-        let _queue_watcher = crate::watch::watch_events(&self.queue, self.hint_tx.clone()).ok();
+        let _queue_watcher =
+            crate::watch::watch_events(&self.queue, self.hint_tx.clone(), None).ok();
         loop {
             // Another `send` may hand files over while this one owns the state folder.
             self.take_queue()?;

@@ -9,6 +9,7 @@
 
 use crate::archive::{store_inputs, Origin};
 use crate::batch::BatchWriter;
+use crate::claim::{claim, open_range, Claimed};
 use crate::convert::{convert, ConvertError, ConvertReport};
 use crate::fsutil::{hash_file, hex, sync_fs};
 use crate::journal::{Job, JobState, NewBatch, NewJob};
@@ -135,6 +136,8 @@ enum Converted {
         hash: String,
         report: ConvertReport,
         batches: Vec<NewBatch>,
+        /// Bytes of the input read (from the job's start offset).
+        consumed: u64,
     },
     Rejected {
         job: Job,
@@ -159,16 +162,14 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
     let since = ctx.clock.now() - Days::days(ctx.cfg.inbox.duplicate_days as i64);
     let mut hashes_in_group: Vec<(String, String)> = vec![];
     let mut results = Vec::with_capacity(ids.len());
-    for &id in ids {
-        let Some(job) = ctx.journal.job(id)? else {
-            tracing::error!(job = id, "job missing from the journal; skipped");
-            continue;
-        };
+    for job in claim_all(ctx, ids, origin)? {
         let mut converted = convert_one(ctx, job)?;
-        // The duplicate guard, against the journal and against this group.
-        if let (Converted::Ready { job, hash, .. }, true) =
-            (&converted, ctx.cfg.inbox.duplicate_days > 0)
-        {
+        // The duplicate guard, against the journal and against this group (a continuation of
+        // late writes is part of an input already taken, never a duplicate).
+        if let (Converted::Ready { job, hash, .. }, true) = (
+            &converted,
+            ctx.cfg.inbox.duplicate_days > 0 && !is_continuation(&converted),
+        ) {
             let earlier = ctx
                 .journal
                 .accepted_with_hash(hash, since)?
@@ -239,9 +240,11 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                     hash,
                     report,
                     batches,
+                    consumed,
                 } => {
                     let json = serde_json::to_string(report).expect("reports always serialise");
                     t.set_hash(job.id, hash)?;
+                    t.set_consumed(job.id, *consumed, watch_until(ctx.cfg, ctx.clock, job))?;
                     t.set_counts(
                         job.id,
                         report.rows_read,
@@ -314,10 +317,14 @@ fn duplicate_reason(name: &str, id: i64, when: &str) -> String {
     )
 }
 
-/// Converts one job's input into spool files, hashing it on the way.
+/// Converts one job's input into spool files, hashing (and counting) its bytes on the way.
 fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
-    let file = match File::open(&job.input_path) {
-        Ok(f) => f,
+    let header = match job.parent_job {
+        Some(first) => parent_had_header(ctx, first)?,
+        None => false,
+    };
+    let (prefix, body) = match open_range(job.source(), job.start_offset, None, header) {
+        Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Converted::Vanished { job }),
         Err(e) => {
             let why = format!("the file could not be read: {e}");
@@ -329,7 +336,7 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
             });
         }
     };
-    let hasher = Hashing::new(file);
+    let hasher = Hashing::new(body);
     let digest = hasher.digest.clone();
     let spool = spool_dir(ctx.cfg);
     let local = |e: io::Error| StageError::local(format!("writing to {}", spool.display()), e);
@@ -340,7 +347,7 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
         ctx.cfg.batch.header_line,
     )
     .without_sync();
-    let report = match convert(hasher, &ctx.cfg.input, &mut writer) {
+    let report = match convert(prefix.chain(hasher), &ctx.cfg.input, &mut writer) {
         Ok(r) => r,
         Err(ConvertError::Read(e)) => {
             let why = format!("reading the file failed: {e}");
@@ -355,7 +362,7 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
     };
     let pending = writer.finish().map_err(local)?;
     if let Some(why) = report.input_rejected.clone() {
-        let hash = hash_file(&job.input_path).ok();
+        let hash = hash_file(job.source()).ok();
         return Ok(Converted::Rejected {
             job,
             hash,
@@ -363,7 +370,11 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
             report: Some(report),
         });
     }
-    let hash = digest.borrow_mut().finish();
+    let (hash, consumed) = {
+        let mut d = digest.borrow_mut();
+        let n = d.bytes;
+        (d.finish(), n)
+    };
     let mut batches = Vec::with_capacity(pending.len());
     for (part, p) in pending.into_iter().enumerate() {
         let dest = spool_path(ctx.cfg, job.id, part as u32);
@@ -380,7 +391,94 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
         hash,
         report,
         batches,
+        consumed,
     })
+}
+
+fn is_continuation(c: &Converted) -> bool {
+    matches!(c, Converted::Ready { job, .. } if job.parent_job.is_some())
+}
+
+/// Whether the first job of an input found a header line (its continuations carry it).
+fn parent_had_header(ctx: &Ctx<'_>, first: i64) -> Result<bool, StageError> {
+    let report = ctx.journal.convert_report(first)?;
+    Ok(report
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
+        .is_some_and(|v| v.get("header").is_some_and(|h| !h.is_null())))
+}
+
+/// Until when an input just converted is watched for late writes: inputs the ERP wrote into the
+/// inbox, while `[inbox] late_write_secs` is not 0.
+fn watch_until(
+    cfg: &crate::config::Config,
+    clock: &dyn crate::stage::Clock,
+    job: &Job,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let grace = cfg.inbox.late_write_grace;
+    let from_inbox = job.input_path.starts_with(&cfg.inbox.dir);
+    (from_inbox && !grace.is_zero())
+        .then(|| clock.now() + chrono::Duration::from_std(grace).unwrap_or_default())
+}
+
+/// Claims every job's input that is not claimed yet (a crash may have left some), records the
+/// claims in one transaction, and returns the jobs that have an input to convert.
+fn claim_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<Vec<Job>, StageError> {
+    let mut jobs = Vec::with_capacity(ids.len());
+    let mut claims = vec![];
+    for &id in ids {
+        let Some(job) = ctx.journal.job(id)? else {
+            tracing::error!(job = id, "job missing from the journal; skipped");
+            continue;
+        };
+        if job.claimed_path.is_some() {
+            jobs.push(job);
+            continue;
+        }
+        match claim(ctx.cfg, &job, origin) {
+            Ok(c) => claims.push((job, c)),
+            Err(e) => {
+                let why = format!(
+                    "could not take {} out of the inbox: {e}; it stays where it is and is retried",
+                    job.input_path.display()
+                );
+                ctx.journal
+                    .transaction(|t| t.set_reason(job.id, Some(&why)))?;
+                tracing::error!(job = job.id, error = %why, "input not claimed");
+            }
+        }
+    }
+    if claims.is_empty() {
+        return Ok(jobs);
+    }
+    crate::crash::point("claimed");
+    ctx.journal.transaction(|t| {
+        for (job, c) in &claims {
+            match c {
+                Claimed::At { path, dev, ino } => t.set_claimed(job.id, path, *dev, *ino)?,
+                Claimed::Vanished => {
+                    t.set_job_state(
+                        job.id,
+                        JobState::Rejected,
+                        Some("the input disappeared before it was taken; nothing was sent"),
+                    )?;
+                    // Nothing to store: an empty path marks it, so a new file of that name is free.
+                    t.set_stored_path(job.id, Path::new(""))?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    for (job, c) in claims {
+        if let Claimed::At { path, .. } = c {
+            jobs.push(Job {
+                claimed_path: Some(path),
+                ..job
+            });
+        } else {
+            tracing::warn!(job = job.id, input = %job.input_path.display(), "input disappeared before it was taken");
+        }
+    }
+    Ok(jobs)
 }
 
 /// A reader that hashes what passes through it (so a big input is read once, not twice).
@@ -389,12 +487,15 @@ struct Hashing<R> {
     digest: std::rc::Rc<std::cell::RefCell<Digester>>,
 }
 
-/// SHA-256 state shared with [`Hashing`].
-struct Digester(Option<Sha256>);
+/// SHA-256 state shared with [`Hashing`], and the bytes it saw.
+struct Digester {
+    sha: Option<Sha256>,
+    bytes: u64,
+}
 
 impl Digester {
     fn finish(&mut self) -> String {
-        let h = self.0.take().unwrap_or_default();
+        let h = self.sha.take().unwrap_or_default();
         hex(&h.finalize())
     }
 }
@@ -403,7 +504,10 @@ impl<R> Hashing<R> {
     fn new(inner: R) -> Self {
         Hashing {
             inner,
-            digest: std::rc::Rc::new(std::cell::RefCell::new(Digester(Some(Sha256::new())))),
+            digest: std::rc::Rc::new(std::cell::RefCell::new(Digester {
+                sha: Some(Sha256::new()),
+                bytes: 0,
+            })),
         }
     }
 }
@@ -411,7 +515,9 @@ impl<R> Hashing<R> {
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Some(h) = self.digest.borrow_mut().0.as_mut() {
+        let mut d = self.digest.borrow_mut();
+        d.bytes += n as u64;
+        if let Some(h) = d.sha.as_mut() {
             h.update(&buf[..n]);
         }
         Ok(n)

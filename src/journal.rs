@@ -153,6 +153,26 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub reported: bool,
+    /// Where the input's file is now, once claimed (moved out of the inbox before reading).
+    pub claimed_path: Option<PathBuf>,
+    /// Bytes of the input this job converted, from `start_offset`.
+    pub consumed: Option<u64>,
+    /// Where this job's rows start in the input (a continuation of late writes; 0 otherwise).
+    pub start_offset: u64,
+    /// The first job of the same input, for a continuation.
+    pub parent_job: Option<i64>,
+    /// Late writes are looked for until then.
+    pub watch_until: Option<DateTime<Utc>>,
+    /// What arrived after the pickup, once seen (for reports and `status`).
+    pub late: Option<String>,
+}
+
+impl Job {
+    /// Where the input's bytes are read from: the claimed file, else (a job from before claims,
+    /// or not yet claimed) the original path.
+    pub fn source(&self) -> &Path {
+        self.claimed_path.as_deref().unwrap_or(&self.input_path)
+    }
 }
 
 /// One batch file of a job.
@@ -261,6 +281,19 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS jobs_input ON jobs(input_path);
      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
      INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', lower(hex(randomblob(8))));",
+    // 2: inputs are claimed before they are read (where the file is now, and which file it is),
+    // watched for late writes, and continued by further jobs; files the inbox never takes.
+    "ALTER TABLE jobs ADD COLUMN claimed_path BLOB;
+     ALTER TABLE jobs ADD COLUMN input_dev INTEGER;
+     ALTER TABLE jobs ADD COLUMN input_ino INTEGER;
+     ALTER TABLE jobs ADD COLUMN consumed INTEGER;
+     ALTER TABLE jobs ADD COLUMN start_offset INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN parent_job INTEGER;
+     ALTER TABLE jobs ADD COLUMN watch_until INTEGER;
+     ALTER TABLE jobs ADD COLUMN late TEXT;
+     CREATE INDEX IF NOT EXISTS jobs_watch ON jobs(watch_until) WHERE watch_until IS NOT NULL;
+     CREATE TABLE IF NOT EXISTS ignored (
+         path BLOB PRIMARY KEY, reason TEXT NOT NULL, seen_at INTEGER NOT NULL);",
 ];
 
 /// The schema version this smsdrop writes.
@@ -348,7 +381,9 @@ impl Journal {
         if version > SCHEMA_VERSION {
             return Err(err(newer_schema(version)));
         }
-        Ok((tables > 0).then_some(Journal { conn, path }))
+        // An older schema is being upgraded by the daemon that owns it (or waits for one):
+        // nothing to read yet, like a journal still being created.
+        Ok((tables > 0 && version == SCHEMA_VERSION).then_some(Journal { conn, path }))
     }
 
     /// The schema version of the open journal.
@@ -430,6 +465,77 @@ impl Journal {
     pub fn recent_jobs(&self, limit: u32) -> Result<Vec<Job>> {
         let sql = format!("SELECT {JOB_COLS} FROM jobs ORDER BY id DESC LIMIT ?1");
         self.query_jobs(&sql, [limit])
+    }
+
+    /// Inputs recorded but not yet claimed (their inbox path is still theirs).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn unclaimed(&self) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE claimed_path IS NULL AND stored_path IS NULL \
+             AND state = 'detected' ORDER BY id"
+        );
+        self.query_jobs(&sql, [])
+    }
+
+    /// Jobs whose input is watched for late writes.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn watched(&self) -> Result<Vec<Job>> {
+        let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE watch_until IS NOT NULL ORDER BY id");
+        self.query_jobs(&sql, [])
+    }
+
+    /// Records a file the inbox will never take, once; true when it is new.
+    ///
+    /// # Errors
+    /// When the write fails.
+    pub fn note_ignored(&mut self, path: &Path, reason: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO ignored (path, reason, seen_at) VALUES (?1, ?2, ?3)",
+                params![path_to_sql(path), reason, now()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    /// Forgets ignored files that are gone (or were taken after all).
+    ///
+    /// # Errors
+    /// When the write fails.
+    pub fn forget_ignored(&mut self, keep: &dyn Fn(&Path) -> bool) -> Result<()> {
+        let all = self.ignored()?;
+        for (p, _) in all.iter().filter(|(p, _)| !keep(p)) {
+            self.conn
+                .execute("DELETE FROM ignored WHERE path = ?1", [path_to_sql(p)])
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Files in the inbox that smsdrop will never take, with why.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn ignored(&self) -> Result<Vec<(PathBuf, String)>> {
+        let has: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'ignored'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if has == 0 {
+            return Ok(vec![]);
+        }
+        self.query("SELECT path, reason FROM ignored ORDER BY path", [], |r| {
+            Ok((path_from_sql(r.get(0)?), r.get(1)?))
+        })
     }
 
     /// Jobs whose input has not been moved to the archive or rejected folder yet.
@@ -523,7 +629,7 @@ impl Journal {
     pub fn accepted_with_hash(&self, hash: &str, since: DateTime<Utc>) -> Result<Option<Job>> {
         let sql = format!(
             "SELECT {JOB_COLS} FROM jobs WHERE hash = ?1 AND created_at >= ?2 \
-             AND state NOT IN ('detected','rejected') \
+             AND state NOT IN ('detected','rejected') AND parent_job IS NULL \
              AND NOT (state = 'failed' AND NOT EXISTS \
                  (SELECT 1 FROM batches b WHERE b.job_id = jobs.id AND b.uploaded_at IS NOT NULL)) \
              ORDER BY id LIMIT 1"
@@ -583,7 +689,8 @@ impl Journal {
 }
 
 const JOB_COLS: &str = "id, input_name, input_path, stored_path, subaccount, hash, state, reason, \
-     rows_read, rows_sent, rows_rejected, created_at, updated_at, reported";
+     rows_read, rows_sent, rows_rejected, created_at, updated_at, reported, claimed_path, consumed, \
+     start_offset, parent_job, watch_until, late";
 const BATCH_COLS: &str =
     "id, job_id, part, name, rows, bytes, state, attempts, last_error, uploaded_at";
 
@@ -615,6 +722,12 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         created_at: time(r.get(11)?),
         updated_at: time(r.get(12)?),
         reported: r.get(13)?,
+        claimed_path: r.get::<_, Option<Vec<u8>>>(14)?.map(path_from_sql),
+        consumed: r.get(15)?,
+        start_offset: r.get(16)?,
+        parent_job: r.get(17)?,
+        watch_until: r.get::<_, Option<i64>>(18)?.map(time),
+        late: r.get(19)?,
     })
 }
 
@@ -736,6 +849,86 @@ impl Tx<'_> {
         self.tx.execute(
             "UPDATE jobs SET stored_path = ?2 WHERE id = ?1",
             params![job_id, path_to_sql(path)],
+        )?;
+        Ok(())
+    }
+
+    /// Records that the input was claimed: moved (or copied) to `path`, which holds the file
+    /// with this device and inode.
+    pub fn set_claimed(
+        &mut self,
+        job_id: i64,
+        path: &Path,
+        dev: u64,
+        ino: u64,
+    ) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE jobs SET claimed_path = ?2, input_dev = ?3, input_ino = ?4 WHERE id = ?1",
+            params![job_id, path_to_sql(path), dev as i64, ino as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records how many bytes of the input (from its start offset) the conversion read, and
+    /// until when late writes are looked for (`None`: not watched).
+    pub fn set_consumed(
+        &mut self,
+        job_id: i64,
+        consumed: u64,
+        watch_until: Option<DateTime<Utc>>,
+    ) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE jobs SET consumed = ?2, watch_until = ?3 WHERE id = ?1",
+            params![job_id, consumed, watch_until.map(|t| t.timestamp_millis())],
+        )?;
+        Ok(())
+    }
+
+    /// Stops (`None`) or moves a job's late-write watch.
+    pub fn set_watch(&mut self, job_id: i64, until: Option<DateTime<Utc>>) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE jobs SET watch_until = ?2 WHERE id = ?1",
+            params![job_id, until.map(|t| t.timestamp_millis())],
+        )?;
+        Ok(())
+    }
+
+    /// Records what arrived after the pickup, and has the job's report written again.
+    pub fn set_late(&mut self, job_id: i64, late: &str) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE jobs SET late = ?2, reported = 0 WHERE id = ?1",
+            params![job_id, late],
+        )?;
+        self.note_job(job_id, late)
+    }
+
+    /// Records a continuation of `parent`: the rows written to the same input after
+    /// `offset`, read from the same claimed file, as a new `detected` job.
+    pub fn insert_continuation(&mut self, parent: &Job, offset: u64) -> rusqlite::Result<i64> {
+        let t = now();
+        self.tx.execute(
+            "INSERT INTO jobs (input_name, input_path, stored_path, claimed_path, subaccount, hash, \
+             size, state, created_at, updated_at, start_offset, parent_job, input_dev, input_ino) \
+             SELECT input_name, input_path, stored_path, claimed_path, subaccount, '', 0, 'detected', \
+             ?2, ?2, ?3, ?1, input_dev, input_ino FROM jobs WHERE id = ?1",
+            params![parent.parent_job.unwrap_or(parent.id), t, offset],
+        )?;
+        let id = self.tx.last_insert_rowid();
+        self.note(
+            id,
+            "detected",
+            Some(&format!("continues job {} from byte {offset}", parent.id)),
+        )?;
+        Ok(id)
+    }
+
+    /// The claimed file moved from `from` to `to` (archived at the end of its watch): every job
+    /// reading it (its continuations too) now reads it there, stored.
+    pub fn relocate(&mut self, from: &Path, to: &Path) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE jobs SET claimed_path = ?2, stored_path = COALESCE(stored_path, ?2) \
+             WHERE claimed_path = ?1",
+            params![path_to_sql(from), path_to_sql(to)],
         )?;
         Ok(())
     }

@@ -4,7 +4,10 @@
 //! # Layout
 //! The pipeline (DESIGN.md), one stage a module:
 //! - [`watch`]: the inbox: stable files, done markers, file events as hints.
-//! - [`intake`]: a complete input to a recorded job: convert, duplicate guard, name batches.
+//! - [`writers`]: who is writing a file (file events, `/proc`): never take one being written.
+//! - [`intake`]: a complete input to a recorded job: claim, convert, duplicate guard, name batches.
+//! - [`claim`]: an input taken out of the inbox before it is read; the byte range a job reads.
+//! - [`late`]: taken inputs watched for late writes: continuation jobs, rewrites reported.
 //! - [`archive`]: where inputs go once recorded (moved or copied, made durable first).
 //! - [`upload`]: each batch on the server once: temp name, size check, no-clobber rename.
 //! - [`track`]: `success/` and `error/` listings to batch and job outcomes.
@@ -33,6 +36,7 @@
 
 pub mod archive;
 pub mod batch;
+pub mod claim;
 pub mod commands;
 pub mod config;
 pub mod convert;
@@ -42,6 +46,7 @@ pub mod fsutil;
 pub mod handoff;
 pub mod intake;
 pub mod journal;
+pub mod late;
 pub mod lock;
 pub mod remote;
 pub mod report;
@@ -52,6 +57,7 @@ pub mod stage;
 pub mod track;
 pub mod upload;
 pub mod watch;
+pub mod writers;
 
 #[cfg(test)]
 mod pipeline_tests;

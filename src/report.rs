@@ -11,7 +11,7 @@ use crate::fsutil::{write_durable, write_durable_with};
 use crate::journal::{Batch, Job, JobState, Journal};
 use crate::stage::{Ctx, StageError};
 use serde_json::json;
-use std::fs::File;
+
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -65,7 +65,15 @@ pub fn report_finished(ctx: &mut Ctx<'_>) -> Result<Vec<Job>, StageError> {
 fn report_one(ctx: &mut Ctx<'_>, job: &Job) -> Result<(), StageError> {
     let batches = ctx.journal.batches(job.id)?;
     let (json_path, csv_path) = report_paths(ctx.cfg, job);
-    write_result_csv(ctx.cfg, job, &batches, &csv_path)
+    let header = match job.parent_job {
+        Some(first) => ctx
+            .journal
+            .convert_report(first)?
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
+            .is_some_and(|v| v.get("header").is_some_and(|h| !h.is_null())),
+        None => false,
+    };
+    write_result_csv(ctx.cfg, job, &batches, &csv_path, header)
         .map_err(|e| StageError::local(format!("writing {}", csv_path.display()), e))?;
     write_json(ctx.journal, job, &batches, &json_path, &csv_path)?;
     crate::crash::point("reported");
@@ -98,6 +106,9 @@ fn write_json(
         "subaccount": job.subaccount,
         "outcome": job.state,
         "reason": job.reason,
+        "late_write": job.late,
+        "continues_job": job.parent_job,
+        "input_bytes": {"from": job.start_offset, "read": job.consumed},
         "rows_read": job.rows_read,
         "rows_sent": job.rows_sent,
         "rows_rejected": job.rows_rejected,
@@ -116,7 +127,13 @@ fn write_json(
 
 /// Writes one line per input row by reading the stored input again (conversion is
 /// deterministic), so no per-row state is kept in the journal.
-fn write_result_csv(cfg: &Config, job: &Job, batches: &[Batch], path: &Path) -> io::Result<()> {
+fn write_result_csv(
+    cfg: &Config,
+    job: &Job,
+    batches: &[Batch],
+    path: &Path,
+    header: bool,
+) -> io::Result<()> {
     write_durable_with(path, |out| {
         let mut sink = ResultSink {
             out,
@@ -129,8 +146,9 @@ fn write_result_csv(cfg: &Config, job: &Job, batches: &[Batch], path: &Path) -> 
             sink.out,
             "line;number;correlation_id;status;reason;remote_file"
         )?;
-        let input = job.stored_path.as_deref().unwrap_or(&job.input_path);
-        let read = File::open(input).map(|f| convert(f, &cfg.input, &mut sink));
+        let read = open_job_input(job, header).map(|(prefix, body)| {
+            convert(std::io::Read::chain(prefix, body), &cfg.input, &mut sink)
+        });
         let wrote_rows = matches!(&read, Ok(Ok(r)) if r.rows_read > 0);
         if !wrote_rows {
             let why = job
@@ -141,6 +159,19 @@ fn write_result_csv(cfg: &Config, job: &Job, batches: &[Batch], path: &Path) -> 
         }
         Ok(())
     })
+}
+
+/// The bytes the job converted, read again: its range of the claimed (or archived) file.
+fn open_job_input(
+    job: &Job,
+    header: bool,
+) -> io::Result<(Box<dyn std::io::Read>, Box<dyn std::io::Read>)> {
+    let path = job
+        .claimed_path
+        .as_deref()
+        .or(job.stored_path.as_deref())
+        .unwrap_or(&job.input_path);
+    crate::claim::open_range(path, job.start_offset, job.consumed, header)
 }
 
 fn status_of(state: JobState) -> &'static str {

@@ -36,6 +36,8 @@ struct Seen {
 pub struct Scanner {
     cfg: InboxConfig,
     seen: HashMap<PathBuf, Seen>,
+    /// Files being written, from file events (none with `watch = "poll"`).
+    writes: Option<crate::writers::WriteTracker>,
 }
 
 /// What one scan found.
@@ -44,6 +46,8 @@ pub struct Scan {
     pub ready: Vec<Ready>,
     /// When a file still settling should be looked at again.
     pub recheck_at: Option<Instant>,
+    /// Files smsdrop will never take where they are, with why.
+    pub ignored: Vec<(PathBuf, String)>,
 }
 
 impl Scanner {
@@ -51,6 +55,20 @@ impl Scanner {
         Scanner {
             cfg,
             seen: HashMap::new(),
+            writes: None,
+        }
+    }
+
+    /// Holds back files that file events show open for writing.
+    pub fn with_writes(mut self, writes: crate::writers::WriteTracker) -> Self {
+        self.writes = Some(writes);
+        self
+    }
+
+    /// Starts a file's stability window again (it turned out to be open for writing).
+    pub fn unsettle(&mut self, path: &Path, now: Instant) {
+        if let Some(s) = self.seen.get_mut(path) {
+            s.since = now;
         }
     }
 
@@ -94,8 +112,19 @@ impl Scanner {
                     continue;
                 };
                 for e in inner.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_file()) {
+                    let Ok(t) = e.file_type() else { continue };
+                    if t.is_file() {
                         self.consider(e.path(), sub.clone(), now, busy, &mut present, &mut scan);
+                    } else if t.is_dir() && !e.file_name().to_string_lossy().starts_with('.') {
+                        for deeper in walk_files(&e.path()) {
+                            scan.ignored.push((
+                                deeper,
+                                format!(
+                                    "too deep: smsdrop takes files in the inbox and in \
+                                     inbox/<SUBACCOUNT>/ only; move it to inbox/{name}/"
+                                ),
+                            ));
+                        }
                     }
                 }
             } else if ft.is_file() {
@@ -119,7 +148,30 @@ impl Scanner {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if self.ignored(&name) || busy.contains(&path) {
+        if busy.contains(&path) {
+            return;
+        }
+        if self.ignored(&name) {
+            let transient = name.starts_with('.')
+                || name.starts_with("~$")
+                || name.ends_with(".tmp")
+                || name.ends_with(".part")
+                || self
+                    .cfg
+                    .done_marker
+                    .as_deref()
+                    .is_some_and(|m| name.ends_with(m));
+            if !transient {
+                let patterns: Vec<&str> = self.cfg.patterns.iter().map(|p| p.as_str()).collect();
+                scan.ignored.push((
+                    path,
+                    format!(
+                        "the name matches none of [inbox] patterns ({}); rename it or add a \
+                         pattern",
+                        patterns.join(", ")
+                    ),
+                ));
+            }
             return;
         }
         let marker = match &self.cfg.done_marker {
@@ -141,8 +193,10 @@ impl Scanner {
             mtime: meta.modified().ok(),
             since: now,
         };
+        let being_written = self.writes.as_ref().is_some_and(|w| w.writing(&path));
         let seen = self.seen.entry(path.clone()).or_insert(current);
-        if seen.size != current.size || seen.mtime != current.mtime {
+        if seen.size != current.size || seen.mtime != current.mtime || being_written {
+            // Open for writing: not stable, however long it has been quiet.
             *seen = current;
         }
         let ready_at = seen.since + self.cfg.stable;
@@ -164,6 +218,22 @@ impl Scanner {
     }
 }
 
+/// Every file below `dir` (folders skipped when unreadable).
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => out.extend(walk_files(&e.path())),
+            Ok(t) if t.is_file() => out.push(e.path()),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// `NAME` + `marker`, keeping the name's bytes (it need not be UTF-8).
 pub fn marker_path(path: &Path, marker: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
@@ -179,9 +249,13 @@ pub fn marker_path(path: &Path, marker: &str) -> PathBuf {
 pub fn watch_events(
     dir: &Path,
     hints: std::sync::mpsc::SyncSender<()>,
+    writes: Option<crate::writers::WriteTracker>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let mut watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let (Some(w), Ok(e)) = (&writes, &event) {
+            w.event(e);
+        }
         let _ = hints.try_send(());
     })?;
     watcher.watch(dir, notify::RecursiveMode::Recursive)?;
@@ -205,6 +279,8 @@ mod tests {
             stable: Duration::from_secs(5),
             done_marker: marker.map(str::to_owned),
             duplicate_days: 7,
+            late_writes: crate::config::LateWrites::Send,
+            late_write_grace: Duration::from_secs(300),
         }
     }
 

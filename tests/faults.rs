@@ -224,30 +224,52 @@ fn a_full_archive_disk_is_retried_and_nothing_is_lost() {
         ),
     )
     .unwrap();
+    // No late-write watch: the archive move is tried at once (and fails: the disk is full).
+    s.inbox_setting("late_write_secs = 0");
     support::setup::big_input(&s.path("inbox-big.csv"), 5_000);
     let daemon = s.daemon();
     std::fs::rename(s.path("inbox-big.csv"), s.path("inbox/big.csv")).unwrap();
     wait_for("the disk-full error", Duration::from_secs(30), || {
         s.log().contains("could not move")
     });
-    assert!(
-        s.path("inbox/big.csv").exists(),
-        "the input stays in the inbox while the archive is full"
+    // The input was claimed out of the inbox before it was read: the move to the full archive
+    // is retried on the claimed file, never on the inbox path.
+    assert!(!s.path("inbox/big.csv").exists());
+    assert_eq!(
+        std::fs::read_dir(s.path("inbox/.smsdrop-claimed"))
+            .unwrap()
+            .count(),
+        1
     );
+    // The ERP drops its next export under the same name meanwhile: a job of its own.
+    let mut next = String::from("telefone;mensagem;id\n");
+    for i in 0..100 {
+        next.push_str(&format!(
+            "119{:08};Segunda exportacao {i};N{i}\n",
+            50_000 + i
+        ));
+    }
+    s.drop_in("big.csv", next);
+    wait_for("the second export's job", Duration::from_secs(30), || {
+        s.status()["jobs"].as_array().unwrap().len() == 2
+    });
     let remount = Command::new("mount")
         .args(["-o", "remount,size=64m"])
         .arg(&archive)
         .status()
         .unwrap();
     assert!(remount.success());
-    let st = s.wait_final(1, Duration::from_secs(60));
+    let st = s.wait_final(2, Duration::from_secs(60));
+    wait_for("both archived", Duration::from_secs(30), || {
+        std::fs::read_dir(&archive).unwrap().count() == 2
+    });
     assert!(stop(daemon).success());
-    let stored = std::fs::read_dir(&archive).unwrap().count();
     umount(&archive);
-    assert_eq!(st["jobs"][0]["state"], "succeeded", "{st:#}");
-    assert_eq!(stored, 1);
+    for j in st["jobs"].as_array().unwrap() {
+        assert_eq!(j["state"], "succeeded", "{st:#}");
+    }
     assert!(!s.path("inbox/big.csv").exists());
-    assert_once(&s, 5_000);
+    assert_once(&s, 5_100);
 }
 
 #[test]

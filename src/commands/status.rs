@@ -11,6 +11,7 @@ use std::io::Write;
 /// [`JournalError`] when there is no journal or it cannot be read.
 pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError> {
     let mut out = std::io::stdout().lock();
+    upgrade_if_idle(cfg)?;
     let journal = Journal::open_read_only(&cfg.state.dir)?;
     let Some(journal) = journal else {
         // Nothing has run yet: an empty list, not an error.
@@ -42,12 +43,20 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
                 "rows": j.rows_read,
                 "rows_rejected": j.rows_rejected,
                 "reason": j.reason,
+                "late": j.late,
+                "continues_job": j.parent_job,
                 "remote_files": files,
                 "created_at": j.created_at,
                 "updated_at": j.updated_at,
             }));
         }
-        let doc = serde_json::to_string_pretty(&json!({ "jobs": list })).expect("serialisable");
+        let ignored: Vec<_> = journal
+            .ignored()?
+            .into_iter()
+            .map(|(p, r)| json!({"path": p.to_string_lossy(), "reason": r}))
+            .collect();
+        let doc = serde_json::to_string_pretty(&json!({ "jobs": list, "not_taken": ignored }))
+            .expect("serialisable");
         let _ = writeln!(out, "{doc}");
         return Ok(());
     }
@@ -76,6 +85,16 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
         if let Some(r) = &j.reason {
             let _ = writeln!(out, "       reason: {r}");
         }
+        if let Some(l) = &j.late {
+            let _ = writeln!(out, "       LATE WRITE: {l}");
+        }
+    }
+    let ignored = journal.ignored()?;
+    if !ignored.is_empty() {
+        let _ = writeln!(out, "\nfiles in the inbox smsdrop will not take:");
+        for (p, r) in ignored {
+            let _ = writeln!(out, "  {}: {r}", p.display());
+        }
     }
     if jobs.is_empty() {
         let _ = writeln!(
@@ -83,6 +102,25 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
             "no jobs yet (journal {})",
             cfg.state.dir.join("journal.db").display()
         );
+    }
+    Ok(())
+}
+
+/// A journal an older smsdrop wrote is upgraded first when no daemon owns the state folder (a
+/// running daemon has upgraded it already); reading it as it is would miss columns.
+fn upgrade_if_idle(cfg: &Config) -> Result<(), JournalError> {
+    if !cfg.state.dir.join("journal.db").exists() {
+        return Ok(());
+    }
+    let Some(ro) = Journal::open_read_only(&cfg.state.dir)? else {
+        return Ok(());
+    };
+    if ro.schema_version()? >= crate::journal::SCHEMA_VERSION {
+        return Ok(());
+    }
+    drop(ro);
+    if let Ok(_lock) = crate::lock::StateLock::acquire(&cfg.state.dir) {
+        Journal::open(&cfg.state.dir)?;
     }
     Ok(())
 }

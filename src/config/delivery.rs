@@ -15,6 +15,8 @@ pub struct RawInbox {
     pub stable_secs: u64,
     pub done_marker: Option<String>,
     pub duplicate_days: u64,
+    pub late_writes: String,
+    pub late_write_secs: u64,
 }
 
 impl Default for RawInbox {
@@ -27,6 +29,8 @@ impl Default for RawInbox {
             stable_secs: 5,
             done_marker: None,
             duplicate_days: 7,
+            late_writes: "send".into(),
+            late_write_secs: 300,
         }
     }
 }
@@ -142,6 +146,19 @@ pub struct InboxConfig {
     pub done_marker: Option<String>,
     /// Days a content hash blocks a repeat; 0 turns the guard off.
     pub duplicate_days: u64,
+    /// What to do with rows written to an input after it was taken.
+    pub late_writes: LateWrites,
+    /// How long a taken input is watched for late writes; zero turns the watch off.
+    pub late_write_grace: Duration,
+}
+
+/// `[inbox] late_writes`: rows the ERP wrote after smsdrop took the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LateWrites {
+    /// Send them as a continuation job of the same input (exactly once), and report it.
+    Send,
+    /// Only report them (log error, report, status, hook).
+    Report,
 }
 
 /// How smsdrop logs in to the SFTP server. Secrets are read when needed, never stored here.
@@ -287,6 +304,28 @@ pub(super) fn validate(raw: Raw, path: &Path) -> Result<Validated, ConfigError> 
             ));
         }
     }
+    if i.duplicate_days > 3650 {
+        return Err(bad(
+            "inbox.duplicate_days",
+            "use 0 (off) to 3650 days".into(),
+        ));
+    }
+    let late_writes = match i.late_writes.as_str() {
+        "send" => LateWrites::Send,
+        "report" => LateWrites::Report,
+        other => {
+            return Err(bad(
+                "inbox.late_writes",
+                format!("{other:?} is not allowed; use \"send\" or \"report\""),
+            ))
+        }
+    };
+    if i.late_write_secs > 86_400 {
+        return Err(bad(
+            "inbox.late_write_secs",
+            "use 0 (no watch) to 86400 seconds".into(),
+        ));
+    }
     let inbox = InboxConfig {
         dir: resolve(&i.dir),
         patterns,
@@ -295,6 +334,8 @@ pub(super) fn validate(raw: Raw, path: &Path) -> Result<Validated, ConfigError> 
         stable: Duration::from_secs(i.stable_secs),
         done_marker: i.done_marker,
         duplicate_days: i.duplicate_days,
+        late_writes,
+        late_write_grace: Duration::from_secs(i.late_write_secs),
     };
 
     let st = raw.state;

@@ -77,6 +77,16 @@ impl Setup {
             .to_string()
     }
 
+    /// Adds `line` to the config's `[inbox]` section (before the daemon starts).
+    pub fn inbox_setting(&self, line: &str) {
+        let cfg = std::fs::read_to_string(self.path("smsdrop.toml")).unwrap();
+        std::fs::write(
+            self.path("smsdrop.toml"),
+            cfg.replacen("[inbox]\n", &format!("[inbox]\n{line}\n"), 1),
+        )
+        .unwrap();
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.work.path().join(rel)
     }
