@@ -10,7 +10,7 @@
 
 use crate::archive::Origin;
 use crate::config::Config;
-use crate::fsutil::{same_fs, sync_dir};
+use crate::fsutil::same_fs;
 use crate::journal::Job;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
@@ -78,9 +78,8 @@ pub fn claim(cfg: &Config, job: &Job, origin: Origin) -> io::Result<Claimed> {
     if origin == Origin::Inbox {
         move_marker(cfg, &job.input_path, &dest);
     }
-    // The claim must survive a crash before the journal records it; a copy's data is flushed
-    // with the group's spool (`syncfs`) before anything is recorded as converted.
-    sync_dir(&dir)?;
+    // The caller syncs the folders (both ends of the rename) once for its group before the
+    // journal records the claim; a copy's data is flushed with the group's spool (`syncfs`).
     at(dest)
 }
 

@@ -4,7 +4,8 @@
 //! after any step of the state machine loses and duplicates nothing. Without the feature a point
 //! compiles to nothing and the variable is ignored.
 //!
-//! Points: `detected` (job recorded), `converted` (batches named), `archive` (input moved, not yet
+//! Points: `detected` (job recorded), `claimed` (input renamed out of the inbox, not yet
+//! recorded), `converted` (batches named), `archive` (input moved, not yet
 //! recorded), `uploading` (batches marked), `temp-uploaded` (temp file complete, not renamed),
 //! `renamed` (final name on the server, not yet recorded), `uploaded` (recorded), `outcome`
 //! (gateway outcome recorded, job not yet settled), `reported` (report written, not recorded).

@@ -11,7 +11,7 @@ use crate::archive::{store_inputs, Origin};
 use crate::batch::BatchWriter;
 use crate::claim::{claim, open_range, Claimed};
 use crate::convert::{convert, ConvertError, ConvertReport};
-use crate::fsutil::{hash_file, hex, sync_fs};
+use crate::fsutil::{hash_file, hex, parent, sync_dir, sync_fs};
 use crate::journal::{Job, JobState, NewBatch, NewJob};
 use crate::spool::{spool_dir, spool_path};
 use crate::stage::{Ctx, StageError};
@@ -449,6 +449,25 @@ fn claim_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<Vec<Job>,
     }
     if claims.is_empty() {
         return Ok(jobs);
+    }
+    // Both ends of every rename durable, once per folder, before the journal says "claimed".
+    let mut dirs: Vec<PathBuf> = vec![];
+    for (job, c) in &claims {
+        if let Claimed::At { path, .. } = c {
+            for d in [parent(path), parent(&job.input_path)] {
+                if !dirs.iter().any(|x| x == d) {
+                    dirs.push(d.to_owned());
+                }
+            }
+        }
+    }
+    for d in &dirs {
+        let local = |e| StageError::local(format!("syncing {}", d.display()), e);
+        if origin == Origin::Named {
+            // Copies: their data too, once per file system for the group.
+            sync_fs(d).map_err(local)?;
+        }
+        sync_dir(d).map_err(local)?;
     }
     crate::crash::point("claimed");
     ctx.journal.transaction(|t| {

@@ -72,7 +72,10 @@ fn an_archive_on_another_file_system_gets_complete_copies_before_the_originals_g
         assert_eq!(&std::fs::read_to_string(stored.path()).unwrap(), text);
     }
     let left: Vec<_> = support::setup::walk(&s.path("inbox"));
-    assert!(left.is_empty(), "nothing left in the inbox or its claim folder: {left:?}");
+    assert!(
+        left.is_empty(),
+        "nothing left in the inbox or its claim folder: {left:?}"
+    );
     assert_eq!(s.gateway.total_messages(), 1501);
     assert!(s.gateway.messages().values().all(|&n| n == 1));
 }

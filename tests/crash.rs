@@ -137,6 +137,7 @@ macro_rules! crash_tests {
 
 crash_tests! {
     crash_after_detected => "detected",
+    crash_after_claim_before_journal => "claimed",
     crash_after_converted => "converted",
     crash_during_archive_move => "archive",
     crash_after_marking_uploading => "uploading",

@@ -16,7 +16,7 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
     let Some(journal) = journal else {
         // Nothing has run yet: an empty list, not an error.
         let _ = if json_out {
-            writeln!(out, "{{\n  \"jobs\": []\n}}")
+            writeln!(out, "{{\n  \"jobs\": [],\n  \"not_taken\": []\n}}")
         } else {
             writeln!(
                 out,
