@@ -58,6 +58,27 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         limit: u32,
     },
+    /// Decides a batch whose outcome is unknown (its rename had begun when smsdrop stopped, and
+    /// its name is nowhere on the server): after checking with the gateway.
+    Resolve {
+        /// The job (see `smsdrop status`).
+        job: i64,
+        /// The gateway received it: track it on, never send it again.
+        #[arg(long, conflicts_with = "resend", required_unless_present = "resend")]
+        sent: bool,
+        /// The gateway did not receive it: send it again under a new name.
+        #[arg(long)]
+        resend: bool,
+    },
+    /// Sends a failed or expired job's batch files again under new names, after the gateway
+    /// confirmed they did not go out.
+    Retry {
+        /// The job (see `smsdrop status`).
+        job: i64,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Checks config, credentials, host key, login, remote folders and disk; one line each.
     Check {
         /// Record the server's host key in known_hosts if it has none (after you confirmed the
@@ -138,6 +159,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             commands::status::run(&cfg, json, limit).context("status")?;
             Ok(Outcome::Ok)
         }
+        Command::Resolve { job, sent, .. } => {
+            decide_result(commands::decide::resolve(&cfg, job, sent))
+        }
+        Command::Retry { job, yes } => decide_result(commands::decide::retry(&cfg, job, yes)),
         Command::Check {
             accept_new_host_key,
         } => {
@@ -155,6 +180,14 @@ fn init_quiet_logging() {
     let mut cfg = smsdrop::config::Config::defaults();
     cfg.report.log_level = "warn".into();
     commands::init_logging(&cfg);
+}
+
+fn decide_result(r: Result<Outcome, commands::decide::DecideError>) -> anyhow::Result<Outcome> {
+    match r {
+        Ok(o) => Ok(o),
+        Err(commands::decide::DecideError::Refused(m)) => Err(UsageError(m).into()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn deliver_result(r: Result<Outcome, DeliverError>) -> anyhow::Result<Outcome> {

@@ -311,9 +311,15 @@ fn duplicate_reason(name: &str, id: i64, when: &str) -> String {
     } else {
         "in the same group, ".into()
     };
+    let retry = if id > 0 {
+        format!("if that job's files did not go out, `smsdrop retry {id}` sends them again; ")
+    } else {
+        String::new()
+    };
     format!(
         "duplicate: the same content as {name:?} ({job}taken {when}); sending it again would send \
-         every message twice. To send it anyway, set [inbox] duplicate_days = 0 or change the file"
+         every message twice. {retry}to send this file anyway, set [inbox] duplicate_days = 0 or \
+         change the file"
     )
 }
 

@@ -46,6 +46,9 @@ pub enum JobState {
     Failed,
     Expired,
     Rejected,
+    /// A batch only: it may or may not be on the server (a crash after its rename began, and
+    /// its name is nowhere now); an operator decides (`smsdrop resolve`).
+    Unknown,
 }
 
 impl JobState {
@@ -59,6 +62,7 @@ impl JobState {
             JobState::Failed => "failed",
             JobState::Expired => "expired",
             JobState::Rejected => "rejected",
+            JobState::Unknown => "unknown",
         }
     }
 
@@ -76,6 +80,7 @@ impl JobState {
             "failed" => JobState::Failed,
             "expired" => JobState::Expired,
             "rejected" => JobState::Rejected,
+            "unknown" => JobState::Unknown,
             other => return Err(UnknownState(other.to_owned())),
         })
     }
@@ -87,21 +92,32 @@ impl JobState {
             Detected => matches!(to, Converted | Rejected),
             // `failed` before any upload: every batch was set aside (e.g. its spool file lost).
             Converted => matches!(to, Uploading | Failed),
+            // Back to `uploading`: an operator resends a batch (`resolve --resend`, `retry`).
             Uploading => matches!(to, Uploaded | Succeeded | Failed | Expired),
-            Uploaded => matches!(to, Succeeded | Failed | Expired),
-            Succeeded | Failed | Expired | Rejected => false,
+            Uploaded => matches!(to, Uploading | Succeeded | Failed | Expired),
+            // A late outcome after expiry; an operator's `retry`.
+            Expired => matches!(to, Succeeded | Failed | Uploading),
+            Failed => matches!(to, Uploading),
+            Succeeded | Rejected | Unknown => false,
         }
     }
 
     /// The transition table of a batch file. `failed` from `converted` or `uploading` is a batch
     /// set aside by a local problem (its reason says which).
+    ///
+    /// After `expired`, a late move to `success/` or `error/` still counts. `unknown` waits for an
+    /// operator: `resolve --sent` makes it `uploaded` (tracked on), `--resend` or `retry` make it
+    /// (or a `failed`/`expired` one) `converted` again under a new name.
     pub fn batch_may_become(self, to: JobState) -> bool {
         use JobState::*;
         match self {
             Converted => matches!(to, Uploading | Failed),
-            Uploading => matches!(to, Uploaded | Failed),
+            Uploading => matches!(to, Uploaded | Failed | Unknown),
             Uploaded => matches!(to, Succeeded | Failed | Expired),
-            _ => false,
+            Expired => matches!(to, Succeeded | Failed | Converted),
+            Failed => matches!(to, Converted),
+            Unknown => matches!(to, Uploaded | Converted),
+            Succeeded | Detected | Rejected => false,
         }
     }
 
@@ -188,6 +204,10 @@ pub struct Batch {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub uploaded_at: Option<DateTime<Utc>>,
+    /// The rename into place may have begun (recorded before it).
+    pub renaming: bool,
+    /// What was found about this batch on the server (e.g. another system's file), for reports.
+    pub note: Option<String>,
 }
 
 /// A state change, for reports.
@@ -294,6 +314,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX IF NOT EXISTS jobs_watch ON jobs(watch_until) WHERE watch_until IS NOT NULL;
      CREATE TABLE IF NOT EXISTS ignored (
          path BLOB PRIMARY KEY, reason TEXT NOT NULL, seen_at INTEGER NOT NULL);",
+    // 3: the intent to rename a batch into place is recorded before the rename (after a crash,
+    // a batch whose name is nowhere is then `unknown`, not sent again); notes on foreign files.
+    "ALTER TABLE batches ADD COLUMN renaming INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE batches ADD COLUMN note TEXT;",
 ];
 
 /// The schema version this smsdrop writes.
@@ -431,6 +455,30 @@ impl Journal {
         let out = f(&mut t).map_err(err)?;
         t.tx.commit().map_err(err)?;
         Ok(out)
+    }
+
+    /// Records that a batch's rename into place is about to begin. Not synced to disk (no
+    /// `fsync` per file): it survives a crash of smsdrop, which is what it is for; after a power
+    /// cut it may be lost, and the batch is then looked for and sent again as before.
+    ///
+    /// # Errors
+    /// When the write fails.
+    pub fn mark_renaming(&mut self, batch_id: i64) -> Result<()> {
+        let path = self.path.clone();
+        let err = |source| JournalError {
+            path: path.clone(),
+            source,
+        };
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        let r = self
+            .conn
+            .execute("UPDATE batches SET renaming = 1 WHERE id = ?1", [batch_id]);
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        r.map(drop).map_err(err)
     }
 
     /// Jobs in any of `states`, oldest first.
@@ -620,9 +668,9 @@ impl Journal {
             .map_err(|e| self.err(e))
     }
 
-    /// An accepted job with this content hash created since `since`, if any. A job that failed
-    /// with nothing uploaded (every batch set aside) does not count: sending it again sends
-    /// nothing twice.
+    /// An accepted job with this content hash created since `since` whose rows may have been
+    /// delivered, if any. A job whose every batch failed (in `error/`, or set aside) does not
+    /// count: sending its input again sends nothing twice.
     ///
     /// # Errors
     /// When the query fails.
@@ -630,8 +678,9 @@ impl Journal {
         let sql = format!(
             "SELECT {JOB_COLS} FROM jobs WHERE hash = ?1 AND created_at >= ?2 \
              AND state NOT IN ('detected','rejected') AND parent_job IS NULL \
-             AND NOT (state = 'failed' AND NOT EXISTS \
-                 (SELECT 1 FROM batches b WHERE b.job_id = jobs.id AND b.uploaded_at IS NOT NULL)) \
+             AND (state IN ('converted','uploading','uploaded') OR EXISTS \
+                 (SELECT 1 FROM batches b WHERE b.job_id = jobs.id AND b.state IN \
+                  ('succeeded','uploaded','uploading','expired','unknown'))) \
              ORDER BY id LIMIT 1"
         );
         Ok(self
@@ -691,8 +740,8 @@ impl Journal {
 const JOB_COLS: &str = "id, input_name, input_path, stored_path, subaccount, hash, state, reason, \
      rows_read, rows_sent, rows_rejected, created_at, updated_at, reported, claimed_path, consumed, \
      start_offset, parent_job, watch_until, late";
-const BATCH_COLS: &str =
-    "id, job_id, part, name, rows, bytes, state, attempts, last_error, uploaded_at";
+const BATCH_COLS: &str = "id, job_id, part, name, rows, bytes, state, attempts, last_error, \
+     uploaded_at, renaming, note";
 
 /// Paths are stored as their raw bytes: a file name need not be UTF-8, and a lossy copy would
 /// name a file that does not exist.
@@ -743,6 +792,8 @@ fn batch_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Batch> {
         attempts: r.get(7)?,
         last_error: r.get(8)?,
         uploaded_at: r.get::<_, Option<i64>>(9)?.map(time),
+        renaming: r.get(10)?,
+        note: r.get(11)?,
     })
 }
 
@@ -933,6 +984,13 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Has a job's report written again (its outcome changed, e.g. a late outcome).
+    pub fn unreport(&mut self, job_id: i64) -> rusqlite::Result<()> {
+        self.tx
+            .execute("UPDATE jobs SET reported = 0 WHERE id = ?1", [job_id])?;
+        Ok(())
+    }
+
     /// Marks a final job's report as written.
     pub fn set_reported(&mut self, job_id: i64) -> rusqlite::Result<()> {
         self.tx
@@ -986,7 +1044,7 @@ impl Tx<'_> {
     ) -> rusqlite::Result<String> {
         let name = self.next_name(subaccount, day)?;
         self.tx.execute(
-            "UPDATE batches SET name = ?2 WHERE id = ?1",
+            "UPDATE batches SET name = ?2, renaming = 0 WHERE id = ?1",
             params![batch_id, name],
         )?;
         Ok(name)
@@ -1005,12 +1063,20 @@ impl Tx<'_> {
 
     fn next_seq(&mut self, subaccount: &str, day: NaiveDate) -> rusqlite::Result<u32> {
         self.reserve_above(subaccount, day, 0)?;
-        let seq: u32 = self.tx.query_row(
+        let seq: i64 = self.tx.query_row(
             "UPDATE sequences SET next = next + 1 WHERE subaccount = ?1 AND day = ?2 RETURNING next - 1",
             params![subaccount, day.to_string()],
             |r| r.get(0),
         )?;
-        Ok(seq)
+        u32::try_from(seq).map_err(|_| {
+            rusqlite::Error::ToSqlConversionFailure(
+                format!(
+                    "the sequence numbers of {subaccount} for {day} ran out (next {seq}); \
+                     wait for the next day or use another subaccount name"
+                )
+                .into(),
+            )
+        })
     }
 
     /// Sets a batch's state; `uploaded` also stamps the time. Errors are kept for reports.
@@ -1031,7 +1097,8 @@ impl Tx<'_> {
         let uploaded = (state == JobState::Uploaded).then(now);
         self.tx.execute(
             "UPDATE batches SET state = ?2, last_error = COALESCE(?3, last_error), \
-             uploaded_at = COALESCE(?4, uploaded_at) WHERE id = ?1",
+             uploaded_at = COALESCE(?4, uploaded_at), \
+             renaming = CASE WHEN ?2 = 'uploading' THEN renaming ELSE 0 END WHERE id = ?1",
             params![batch_id, state.as_str(), error, uploaded],
         )?;
         Ok(())
@@ -1053,6 +1120,24 @@ impl Tx<'_> {
             params![job_id, reason, now()],
         )?;
         Ok(())
+    }
+
+    /// Records (or clears) the intent to rename a batch into place.
+    pub fn set_renaming(&mut self, batch_id: i64, renaming: bool) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE batches SET renaming = ?2 WHERE id = ?1",
+            params![batch_id, renaming],
+        )?;
+        Ok(())
+    }
+
+    /// Notes what was found about a batch on the server; true when the note is new.
+    pub fn note_batch(&mut self, batch_id: i64, note: &str) -> rusqlite::Result<bool> {
+        let n = self.tx.execute(
+            "UPDATE batches SET note = ?2 WHERE id = ?1 AND note IS NOT ?2",
+            params![batch_id, note],
+        )?;
+        Ok(n > 0)
     }
 
     /// Counts a failed upload attempt.
@@ -1196,7 +1281,7 @@ mod tests {
         );
         j.transaction(|t| t.set_job_state(id, JobState::Rejected, Some("bad")))
             .unwrap();
-        // Final is final.
+        // Rejected is final.
         for to in [JobState::Detected, JobState::Converted, JobState::Succeeded] {
             assert!(j.transaction(|t| t.set_job_state(id, to, None)).is_err());
         }
@@ -1214,13 +1299,26 @@ mod tests {
         ];
         for from in all {
             for to in all {
-                if from.is_final() {
+                // Succeeded and rejected are final for good; failed and expired move on only by
+                // an operator's retry or a late outcome.
+                if matches!(from, JobState::Succeeded | JobState::Rejected) {
                     assert!(!from.job_may_become(to), "{from:?} -> {to:?}");
                     assert!(!from.batch_may_become(to), "{from:?} -> {to:?}");
+                }
+                if matches!(from, JobState::Failed | JobState::Expired) {
+                    assert_eq!(
+                        from.job_may_become(to),
+                        to == JobState::Uploading
+                            || (from == JobState::Expired
+                                && matches!(to, JobState::Succeeded | JobState::Failed)),
+                        "{from:?} -> {to:?}"
+                    );
                 }
             }
             assert_eq!(JobState::parse(from.as_str()).unwrap(), from);
         }
+        assert_eq!(JobState::parse("unknown").unwrap(), JobState::Unknown);
+        assert!(!JobState::Unknown.is_final());
     }
 
     #[test]

@@ -30,6 +30,8 @@ struct Flaky {
     fail_once: Vec<String>,
     /// Names whose upload the server always refuses (an SFTP status, the session fine).
     refuse: Vec<String>,
+    /// Names whose connection drops right after the rename (the journal never hears of it).
+    drop_after_rename: Vec<String>,
 }
 
 impl Remote for Flaky {
@@ -39,7 +41,16 @@ impl Remote for Flaky {
     fn size(&mut self, path: &str) -> Result<Option<u64>, RemoteError> {
         self.inner.size(path)
     }
-    fn upload(&mut self, local: &Path, temp: &str, dest: &str) -> Result<u64, RemoteError> {
+    fn read_small(&mut self, path: &str, max: u64) -> Result<Option<Vec<u8>>, RemoteError> {
+        self.inner.read_small(path, max)
+    }
+    fn upload(
+        &mut self,
+        local: &Path,
+        temp: &str,
+        dest: &str,
+        before_rename: &mut dyn FnMut() -> Result<(), RemoteError>,
+    ) -> Result<u64, RemoteError> {
         if let Some(i) = self
             .fail_once
             .iter()
@@ -58,7 +69,19 @@ impl Remote for Flaky {
                 message: "permission denied (injected)".into(),
             });
         }
-        self.inner.upload(local, temp, dest)
+        let sent = self.inner.upload(local, temp, dest, before_rename)?;
+        if let Some(i) = self
+            .drop_after_rename
+            .iter()
+            .position(|n| dest.ends_with(n.as_str()))
+        {
+            self.drop_after_rename.remove(i);
+            return Err(RemoteError::Connect {
+                target: "test".into(),
+                message: "connection reset after the rename (injected)".into(),
+            });
+        }
+        Ok(sent)
     }
     fn remove(&mut self, path: &str) -> Result<(), RemoteError> {
         self.inner.remove(path)
@@ -96,6 +119,7 @@ impl World {
             inner: LocalRemote::new(&dir.path().join("server")),
             fail_once: vec![],
             refuse: vec![],
+            drop_after_rename: vec![],
         };
         let noon = Utc.with_ymd_and_hms(2026, 12, 3, 15, 0, 0).unwrap();
         World {
@@ -226,12 +250,9 @@ fn a_partial_failure_never_settles_early_nor_stalls_later_jobs() {
         "{reason}"
     );
     assert_eq!(w.job(later).state, JobState::Succeeded);
-    for part in 0..3 {
-        assert!(
-            !w.spool(big, part).exists(),
-            "spool files go with final batches"
-        );
-    }
+    // Succeeded parts' spool files go; the failed one's stays for `smsdrop retry`.
+    assert!(!w.spool(big, 0).exists() && !w.spool(big, 2).exists());
+    assert!(w.spool(big, 1).exists());
     let (_, csv) = report::report_paths(&w.cfg, &w.job(big));
     let csv = std::fs::read_to_string(csv).unwrap();
     assert_eq!(csv.matches(";failed;").count(), 2, "{csv}");
@@ -422,4 +443,131 @@ fn archiving_never_replaces_a_file() {
     assert!(std::fs::read_to_string(stored)
         .unwrap()
         .contains("a.csv message 0"));
+}
+
+/// Another system's files appear mid-day: under our next number in `success/` (our batch takes
+/// the next free name and is not taken as succeeded by the foreign file), and under the name of
+/// a batch already uploaded, in `error/`, with our size but other bytes (not taken as failed). A
+/// stray number near `u32::MAX` does not make numbering wrap.
+#[test]
+fn foreign_files_never_stand_for_ours() {
+    let mut w = World::new("");
+    std::fs::write(
+        w.dir.path().join("server/upload/ACME.20261203.4294967295.txt"),
+        "stray",
+    )
+    .unwrap();
+    let first = w.take("first.csv", 1);
+    assert_eq!(w.names(first), vec!["ACME.20261203.01.txt"], "no wrap-around");
+    w.upload().unwrap();
+    w.gateway("ACME.20261203.01.txt", "success");
+    // Another system's 02 lands in success/ before our next batch goes.
+    std::fs::write(w.dir.path().join("server/success/ACME.20261203.02.txt"), "foreign").unwrap();
+    let second = w.take("second.csv", 2);
+    assert_eq!(w.names(second), vec!["ACME.20261203.02.txt"]);
+    w.upload().unwrap();
+    assert_eq!(w.names(second), vec!["ACME.20261203.03.txt"]);
+    w.track_and_report();
+    assert_eq!(w.job(second).state, JobState::Uploaded, "not fooled by the foreign 02");
+    // A foreign file of our size but other bytes under our uploaded name, in error/.
+    let ours = std::fs::read(w.dir.path().join("server/upload/ACME.20261203.03.txt")).unwrap();
+    let mut theirs = ours.clone();
+    theirs[0] ^= 1;
+    std::fs::write(w.dir.path().join("server/error/ACME.20261203.03.txt"), &theirs).unwrap();
+    w.track_and_report();
+    assert_eq!(w.job(second).state, JobState::Uploaded, "not failed by a foreign file");
+    let b = w.journal.batches(second).unwrap().remove(0);
+    assert!(b.note.unwrap().contains("not ours"));
+    // The gateway then delivers ours (it writes success/; error/ keeps the foreign one).
+    std::fs::rename(
+        w.dir.path().join("server/upload/ACME.20261203.03.txt"),
+        w.dir.path().join("server/success/ACME.20261203.03.txt"),
+    )
+    .unwrap();
+    w.track_and_report();
+    assert_eq!(w.job(second).state, JobState::Succeeded);
+}
+
+/// A crash between the rename and the journal write, and a gateway that cleans `success/`:
+/// the batch is nowhere, its temp file gone: `unknown`, never uploaded again on its own; the
+/// operator's `resolve --resend` sends it once under a new name.
+#[test]
+fn a_batch_renamed_then_cleaned_away_is_unknown_until_an_operator_decides() {
+    let mut w = World::new("");
+    let id = w.take("a.csv", 2);
+    let name = w.names(id).remove(0);
+    w.remote.drop_after_rename.push(name.clone());
+    assert!(w.upload().is_err());
+    let b = w.journal.batches(id).unwrap().remove(0);
+    assert!(b.renaming && b.state == JobState::Uploading);
+    // The gateway processes it and cleans it away before smsdrop looks again.
+    std::fs::remove_file(w.dir.path().join("server/upload").join(&name)).unwrap();
+    assert_eq!(w.upload().unwrap(), 0, "not sent again");
+    assert!(w.server("upload").is_empty());
+    let b = w.journal.batches(id).unwrap().remove(0);
+    assert_eq!(b.state, JobState::Unknown);
+    assert!(w.job(id).reason.unwrap().contains("smsdrop resolve"));
+    w.track_and_report();
+    assert!(!w.job(id).state.is_final(), "waits for a decision");
+    crate::commands::decide::resolve(&w.cfg, id, false).unwrap();
+    assert_eq!(w.upload().unwrap(), 1);
+    let new = w.names(id).remove(0);
+    assert_ne!(new, name);
+    assert_eq!(w.server("upload"), vec![new.clone()]);
+    w.gateway(&new, "success");
+    w.track_and_report();
+    assert_eq!(w.job(id).state, JobState::Succeeded);
+}
+
+/// A job the gateway failed can be retried by decision, and its input dropped again is not a
+/// duplicate (nothing of it was delivered).
+#[test]
+fn a_failed_job_is_retried_by_decision_and_is_no_duplicate() {
+    let mut w = World::new("");
+    let id = w.take("a.csv", 2);
+    w.upload().unwrap();
+    let name = w.names(id).remove(0);
+    w.gateway(&name, "error");
+    w.track_and_report();
+    let job = w.job(id);
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.reason.unwrap().contains(&format!("smsdrop retry {id}")));
+    // The same input again: not refused as a duplicate.
+    let again = w.take("a.csv", 2);
+    assert_eq!(w.job(again).state, JobState::Converted);
+    // Or the operator retries the first job.
+    crate::commands::decide::retry(&w.cfg, id, true).unwrap();
+    assert_eq!(w.job(id).state, JobState::Uploading);
+    w.upload().unwrap();
+    let new = w.names(id).remove(0);
+    assert_ne!(new, name);
+    w.gateway(&new, "success");
+    w.track_and_report();
+    assert_eq!(w.job(id).state, JobState::Succeeded);
+    // A succeeded job is never retried.
+    assert!(crate::commands::decide::retry(&w.cfg, id, true).is_err());
+}
+
+/// With the gateway stopped, a job expires saying its file is still in `upload/`; when the
+/// gateway resumes and delivers it, the job becomes `succeeded` and its reports are written again.
+#[test]
+fn an_expired_job_takes_a_late_outcome() {
+    let mut w = World::new("[track]\ngive_up_after = \"1h\"\n");
+    let id = w.take("a.csv", 1);
+    w.upload().unwrap();
+    let name = w.names(id).remove(0);
+    let t0 = w.clock.now();
+    w.set_clock(t0 + chrono::Duration::hours(2));
+    w.track_and_report();
+    let job = w.job(id);
+    assert_eq!(job.state, JobState::Expired);
+    assert!(job.reason.unwrap().contains("still in upload/: the gateway never took it"));
+    assert!(job.reported);
+    w.gateway(&name, "success");
+    let reported = w.track_and_report();
+    assert_eq!(w.job(id).state, JobState::Succeeded);
+    assert_eq!(reported.len(), 1, "the report is written again");
+    let (json, csv) = report::report_paths(&w.cfg, &w.job(id));
+    assert!(std::fs::read_to_string(csv).unwrap().contains(";succeeded;"));
+    assert!(std::fs::read_to_string(json).unwrap().contains("late outcome"));
 }

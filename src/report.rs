@@ -78,8 +78,9 @@ fn report_one(ctx: &mut Ctx<'_>, job: &Job) -> Result<(), StageError> {
     write_json(ctx.journal, job, &batches, &json_path, &csv_path)?;
     crate::crash::point("reported");
     run_hook(ctx.cfg, job, &json_path, &csv_path);
-    // Spool files go only with final batches (a job is reported once all of them are).
-    for b in batches.iter().filter(|b| b.state.is_final()) {
+    // Spool files go only with batches that succeeded: a failed or expired batch's file is what
+    // `smsdrop retry` sends again (and what a late outcome is compared with).
+    for b in batches.iter().filter(|b| b.state == JobState::Succeeded) {
         crate::spool::remove(ctx.cfg, job.id, b.part);
     }
     tracing::info!(outcome = job.state.as_str(), report = %json_path.display(), "job finished");
@@ -115,6 +116,7 @@ fn write_json(
         "remote_files": batches.iter().map(|b| json!({
             "name": b.name, "rows": b.rows, "bytes": b.bytes, "state": b.state,
             "uploaded_at": b.uploaded_at, "upload_attempts_failed": b.attempts, "last_error": b.last_error,
+            "note": b.note,
         })).collect::<Vec<_>>(),
         "history": journal.history(job.id)?,
         "conversion": conversion,

@@ -22,6 +22,9 @@ use chrono::NaiveDate;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Sequence numbers above this on the server are taken as strays, not as the day's count.
+const MAX_PLAUSIBLE_SEQ: u32 = 1_000_000;
+
 /// Uploads committed at once.
 const COMMIT_EVERY: usize = 64;
 
@@ -88,11 +91,20 @@ fn highest_on_server(
     let mut highest = 0;
     for dir in [&d.upload, &d.success, &d.error] {
         for name in remote.list(dir)? {
-            if let Some(b) = BatchName::parse(&name) {
-                if b.subaccount == subaccount && b.date == day {
-                    highest = highest.max(b.seq);
-                }
+            let Some(b) = BatchName::parse(&name) else {
+                continue;
+            };
+            if b.subaccount != subaccount || b.date != day {
+                continue;
             }
+            if b.seq > MAX_PLAUSIBLE_SEQ {
+                // A stray name must not use up the day's numbers: starting above it would run
+                // out (or wrap around). Its name is still never reused: every round checks the
+                // names it renames into place against the server's listings.
+                tracing::warn!(name = %name, "a sequence number far above any day's use is on the server; numbering does not start above it");
+                continue;
+            }
+            highest = highest.max(b.seq);
         }
     }
     Ok(highest)
@@ -121,6 +133,7 @@ pub fn upload_pending(ctx: &mut Ctx<'_>, shutdown: &AtomicBool) -> Result<usize,
         sent: 0,
         failure: None,
         connection_lost: false,
+        listing: None,
     };
     round.run(ctx, resumed, true, shutdown)?;
     for chunk in fresh.chunks(COMMIT_EVERY) {
@@ -163,6 +176,8 @@ struct Round {
     failure: Option<RemoteError>,
     /// The session is gone: nothing more this round.
     connection_lost: bool,
+    /// The server's folders, listed at the round's first upload.
+    listing: Option<Listing>,
 }
 
 impl Round {
@@ -179,8 +194,23 @@ impl Round {
             }
             let span = tracing::info_span!("job", id = batch.job_id, remote = %batch.name);
             let _g = span.enter();
-            match upload_one(ctx, &mut batch, resumed, &self.dirs) {
-                Ok(note) => {
+            if self.listing.is_none() {
+                match Listing::load(ctx.remote, &self.dirs) {
+                    Ok(l) => self.listing = Some(l),
+                    Err(e) => {
+                        self.failed(ctx, &batch, e)?;
+                        continue;
+                    }
+                }
+            }
+            let listing = self.listing.as_mut().expect("listed above");
+            match upload_one(ctx, &mut batch, resumed, &self.dirs, listing) {
+                Ok(Sent::Unknown) => {}
+                Ok(sent) => {
+                    let note = match sent {
+                        Sent::Found(note) => Some(note),
+                        _ => None,
+                    };
                     self.sent += usize::from(note.is_none());
                     self.done.push((batch, note));
                     if self.done.len() >= COMMIT_EVERY {
@@ -215,7 +245,8 @@ impl Round {
         let per_file = matches!(e, RemoteError::Op { .. } | RemoteError::Exists { .. });
         self.connection_lost |= !per_file;
         if per_file && batch.attempts + 1 >= MAX_ATTEMPTS {
-            if let Ok(Found::Nothing) = find_ours(ctx, batch, &self.dirs) {
+            let fresh = Listing::load(ctx.remote, &self.dirs);
+            if let Ok(Found::Nothing) = fresh.as_ref().map(|l| find_ours(l, batch, &self.dirs)) {
                 let why = format!(
                     "the server refused it {MAX_ATTEMPTS} times (last: {msg}) and it is not on \
                      the server"
@@ -283,33 +314,87 @@ fn redate(ctx: &mut Ctx<'_>, fresh: &mut [Batch]) -> Result<(), StageError> {
     Ok(())
 }
 
-/// Uploads one batch; `Some(note)` when it was already on the server. Renames `batch` when its
-/// name turns out to be another system's.
+/// What the server holds this round: the names and sizes in `upload/`, `success/` and `error/`,
+/// listed once per round (not per file), kept current as the round renames files into place.
+#[derive(Debug, Default)]
+pub struct Listing {
+    dirs: [std::collections::HashMap<String, Option<u64>>; 3],
+}
+
+impl Listing {
+    /// Lists the three folders.
+    ///
+    /// # Errors
+    /// [`RemoteError`] when a listing fails.
+    pub fn load(remote: &mut dyn Remote, d: &Dirs) -> Result<Listing, RemoteError> {
+        let mut l = Listing::default();
+        for (i, dir) in [&d.upload, &d.success, &d.error].into_iter().enumerate() {
+            l.dirs[i] = remote.list_sized(dir)?.into_iter().collect();
+        }
+        Ok(l)
+    }
+
+    /// True when `name` exists in any of the three folders.
+    pub fn taken(&self, name: &str) -> bool {
+        self.dirs.iter().any(|m| m.contains_key(name))
+    }
+
+    /// Where `name` is: the folder's index (0 upload, 1 success, 2 error) and its size.
+    fn find(&self, name: &str) -> Vec<(usize, Option<u64>)> {
+        (0..3)
+            .filter_map(|i| self.dirs[i].get(name).map(|s| (i, *s)))
+            .collect()
+    }
+
+    fn put(&mut self, name: &str, size: u64) {
+        self.dirs[0].insert(name.to_owned(), Some(size));
+    }
+}
+
+/// Uploads one batch; `Some(note)` when it was already on the server (`None` from a batch set
+/// to `unknown`: see [`JobState::Unknown`]). Renames `batch` while its name is taken on the
+/// server.
 fn upload_one(
     ctx: &mut Ctx<'_>,
     batch: &mut Batch,
     resumed: bool,
     d: &Dirs,
-) -> Result<Option<&'static str>, StageError> {
+    listing: &mut Listing,
+) -> Result<Sent, StageError> {
     if resumed {
-        match find_ours(ctx, batch, d)? {
+        match find_ours(listing, batch, d) {
             Found::Ours(dir) => {
                 tracing::info!(found_in = %dir, "batch already on the server (upload finished before a restart)");
-                return Ok(Some("found on the server after a restart"));
+                return Ok(Sent::Found("found on the server after a restart"));
             }
-            Found::Foreign(path, size) => {
-                rename_taken(
-                    ctx,
-                    batch,
-                    &format!(
-                        "{path} on the server holds {size} bytes where ours has {}: another \
-                         system's file",
-                        batch.bytes
-                    ),
-                )?;
+            Found::Foreign(path, size) => rename_taken(
+                ctx,
+                batch,
+                listing,
+                &format!(
+                    "{path} on the server holds {size} bytes where ours has {}: another \
+                     system's file",
+                    batch.bytes
+                ),
+            )?,
+            Found::Nothing if batch.renaming => {
+                // The rename had begun: if the temp file is gone too, the batch may have gone
+                // out and been processed and cleaned away. Never guess by sending again.
+                let temp = temp_path(d, &batch.name);
+                if ctx.remote.size(&temp)? != Some(batch.bytes) {
+                    return unknown(ctx, batch, d).map(|()| Sent::Unknown);
+                }
             }
             Found::Nothing => {}
         }
+    }
+    if listing.taken(&batch.name) {
+        rename_taken(
+            ctx,
+            batch,
+            listing,
+            "the name appeared on the server (another system's file)",
+        )?;
     }
     let local = spool_path(ctx.cfg, batch.job_id, batch.part);
     // Only "not found" sets the batch aside; any other answer (a share's hiccup) is retried.
@@ -328,15 +413,31 @@ fn upload_one(
         ));
     }
     loop {
-        let temp = match &d.temp {
-            Some(t) => join(t, &format!("{}.part", batch.name)),
-            None => join(&d.upload, &format!(".{}.part", batch.name)),
-        };
+        let temp = temp_path(d, &batch.name);
         let dest = join(&d.upload, &batch.name);
-        match ctx.remote.upload(&local, &temp, &dest) {
+        let journal = &mut *ctx.journal;
+        let mut journal_error = None;
+        let id = batch.id;
+        let mut intent = || match journal.mark_renaming(id) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                journal_error = Some(e);
+                Err(RemoteError::Op {
+                    op: "rename",
+                    path: String::new(),
+                    message: "the journal could not record the rename".into(),
+                })
+            }
+        };
+        let result = ctx.remote.upload(&local, &temp, &dest, &mut intent);
+        if let Some(e) = journal_error {
+            return Err(e.into());
+        }
+        match result {
             Ok(bytes) => {
                 tracing::info!(bytes, remote = %batch.name, "uploaded");
-                return Ok(None);
+                listing.put(&batch.name, bytes);
+                return Ok(Sent::Now);
             }
             Err(RemoteError::Exists { path }) => {
                 // A rename reported failed may still have happened: our size means ours.
@@ -344,19 +445,60 @@ fn upload_one(
                     tracing::info!(
                         "batch found under its name after the rename was reported failed"
                     );
-                    return Ok(Some(
+                    return Ok(Sent::Found(
                         "found under its name after the rename was reported failed",
                     ));
                 }
+                listing.put(&batch.name, 0);
                 rename_taken(
                     ctx,
                     batch,
+                    listing,
                     &format!("{path} already exists: another system's file"),
                 )?;
             }
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// How one batch's upload ended.
+enum Sent {
+    /// Uploaded now.
+    Now,
+    /// Already on the server.
+    Found(&'static str),
+    /// Set to `unknown`, for an operator.
+    Unknown,
+}
+
+fn temp_path(d: &Dirs, name: &str) -> String {
+    match &d.temp {
+        Some(t) => join(t, &format!("{name}.part")),
+        None => join(&d.upload, &format!(".{name}.part")),
+    }
+}
+
+/// A resumed batch whose rename had begun, found nowhere: `unknown`, with the facts.
+fn unknown(ctx: &mut Ctx<'_>, batch: &Batch, d: &Dirs) -> Result<(), StageError> {
+    let why = format!(
+        "{name} may have gone out: smsdrop had begun renaming it into {up}/ when it stopped, and \
+         now it is in none of {up}/, {ok}/, {err}/ (the gateway may have processed it and \
+         cleaned it away) and its temporary file is gone. Check with the gateway whether its \
+         messages were sent, then run `smsdrop resolve {job} --sent` or `--resend`",
+        name = batch.name,
+        up = d.upload,
+        ok = d.success,
+        err = d.error,
+        job = batch.job_id
+    );
+    ctx.journal.transaction(|t| {
+        t.set_batch_state(batch.id, JobState::Unknown, Some(&why))?;
+        t.set_reason(batch.job_id, Some(&why))?;
+        t.note_job(batch.job_id, &why)
+    })?;
+    tracing::error!(reason = %why, "batch outcome unknown; waiting for a decision");
+    Ok(())
 }
 
 /// Where a resumed batch's final name was found.
@@ -368,36 +510,41 @@ enum Found {
     Nothing,
 }
 
-fn find_ours(ctx: &mut Ctx<'_>, batch: &Batch, d: &Dirs) -> Result<Found, StageError> {
-    let mut foreign = None;
-    for dir in [&d.upload, &d.success, &d.error] {
-        let path = join(dir, &batch.name);
-        match ctx.remote.size(&path)? {
-            Some(size) if size == batch.bytes => return Ok(Found::Ours(dir.clone())),
-            Some(size) => foreign = foreign.or(Some((path, size))),
-            None => {}
-        }
+fn find_ours(listing: &Listing, batch: &Batch, d: &Dirs) -> Found {
+    let names = [&d.upload, &d.success, &d.error];
+    let found = listing.find(&batch.name);
+    if let Some((i, _)) = found.iter().find(|(_, s)| *s == Some(batch.bytes)) {
+        return Found::Ours(names[*i].clone());
     }
-    Ok(match foreign {
-        Some((path, size)) => Found::Foreign(path, size),
+    match found.first() {
+        Some((i, size)) => Found::Foreign(join(names[*i], &batch.name), size.unwrap_or(0)),
         None => Found::Nothing,
-    })
+    }
 }
 
-/// Gives `batch` the next free name because its name is taken on the server, and says so in
-/// the job's history (its report shows it).
-fn rename_taken(ctx: &mut Ctx<'_>, batch: &mut Batch, why: &str) -> Result<(), StageError> {
+/// Gives `batch` the next name free on the server because its name is taken there, and says so
+/// in the job's history (its report shows it).
+fn rename_taken(
+    ctx: &mut Ctx<'_>,
+    batch: &mut Batch,
+    listing: &Listing,
+    why: &str,
+) -> Result<(), StageError> {
     let (sub, day) = BatchName::parse(&batch.name)
         .map(|n| (n.subaccount, n.date))
         .unwrap_or_default();
     let old = batch.name.clone();
     let new = ctx.journal.transaction(|t| {
-        let new = t.rename_batch(batch.id, &sub, day)?;
+        let mut new = t.rename_batch(batch.id, &sub, day)?;
+        while listing.taken(&new) {
+            new = t.rename_batch(batch.id, &sub, day)?;
+        }
         t.note_job(batch.job_id, &format!("{old} renamed {new}: {why}"))?;
         Ok(new)
     })?;
     tracing::warn!(taken = %old, new_name = %new, reason = why, "remote name taken by another file; renamed");
     batch.name = new;
+    batch.renaming = false;
     Ok(())
 }
 

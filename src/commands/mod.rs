@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod convert;
+pub mod decide;
 pub mod deliver;
 #[cfg(feature = "sandbox")]
 pub mod demo;

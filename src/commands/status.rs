@@ -33,7 +33,7 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
             let files: Vec<_> = journal
                 .batches(j.id)?
                 .iter()
-                .map(|b| json!({"name": b.name, "rows": b.rows, "state": b.state}))
+                .map(|b| json!({"name": b.name, "rows": b.rows, "state": b.state, "note": b.note}))
                 .collect();
             list.push(json!({
                 "id": j.id,
@@ -55,8 +55,17 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
             .into_iter()
             .map(|(p, r)| json!({"path": p.to_string_lossy(), "reason": r}))
             .collect();
-        let doc = serde_json::to_string_pretty(&json!({ "jobs": list, "not_taken": ignored }))
-            .expect("serialisable");
+        let decisions: Vec<_> = journal
+            .batches_in(crate::journal::JobState::Unknown)?
+            .into_iter()
+            .map(|b| json!({"job": b.job_id, "remote_file": b.name, "reason": b.last_error}))
+            .collect();
+        let doc = serde_json::to_string_pretty(&json!({
+            "jobs": list,
+            "waiting_for_decision": decisions,
+            "not_taken": ignored,
+        }))
+        .expect("serialisable");
         let _ = writeln!(out, "{doc}");
         return Ok(());
     }
@@ -87,6 +96,22 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
         }
         if let Some(l) = &j.late {
             let _ = writeln!(out, "       LATE WRITE: {l}");
+        }
+    }
+    let unknown = journal.batches_in(crate::journal::JobState::Unknown)?;
+    if !unknown.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nwaiting for your decision (`smsdrop resolve JOB --sent | --resend`):"
+        );
+        for b in unknown {
+            let _ = writeln!(
+                out,
+                "  job {} {}: {}",
+                b.job_id,
+                b.name,
+                b.last_error.unwrap_or_default()
+            );
         }
     }
     let ignored = journal.ignored()?;

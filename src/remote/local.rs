@@ -45,9 +45,27 @@ impl Remote for LocalRemote {
         }
     }
 
-    fn upload(&mut self, local: &Path, temp: &str, dest: &str) -> Result<u64, RemoteError> {
+    fn read_small(&mut self, path: &str, max: u64) -> Result<Option<Vec<u8>>, RemoteError> {
+        match std::fs::metadata(self.root.join(path)) {
+            Ok(m) if m.len() <= max => std::fs::read(self.root.join(path))
+                .map(Some)
+                .map_err(|e| Self::op("read", path, e)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::op("read", path, e)),
+        }
+    }
+
+    fn upload(
+        &mut self,
+        local: &Path,
+        temp: &str,
+        dest: &str,
+        before_rename: &mut dyn FnMut() -> Result<(), RemoteError>,
+    ) -> Result<u64, RemoteError> {
         let temp_path = self.root.join(temp);
         let n = std::fs::copy(local, &temp_path).map_err(|e| Self::op("write", temp, e))?;
+        before_rename()?;
         let result = match std::fs::hard_link(&temp_path, self.root.join(dest)) {
             Ok(()) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(RemoteError::Exists {
@@ -79,10 +97,14 @@ mod tests {
         let src = dir.path().join("src.txt");
         std::fs::write(&src, "abc").unwrap();
         let mut r = LocalRemote::new(dir.path());
-        assert_eq!(r.upload(&src, "upload/.a.part", "upload/a.txt").unwrap(), 3);
+        assert_eq!(
+            r.upload(&src, "upload/.a.part", "upload/a.txt", &mut || Ok(()))
+                .unwrap(),
+            3
+        );
         assert_eq!(r.size("upload/a.txt").unwrap(), Some(3));
         assert!(matches!(
-            r.upload(&src, "upload/.a.part", "upload/a.txt"),
+            r.upload(&src, "upload/.a.part", "upload/a.txt", &mut || Ok(())),
             Err(RemoteError::Exists { .. })
         ));
         assert_eq!(r.list("upload").unwrap(), vec!["a.txt"]);

@@ -57,13 +57,40 @@ pub trait Remote: Send {
     /// [`RemoteError`] for anything but "no such file".
     fn size(&mut self, path: &str) -> Result<Option<u64>, RemoteError>;
 
-    /// Writes `local` to `temp`, checks the remote size equals the local size, then renames
-    /// `temp` to `dest`. A rename onto an existing `dest` fails with [`RemoteError::Exists`]
-    /// (and `temp` is removed). Returns the bytes sent.
+    /// Names and sizes of the entries in `dir` (the size `None` when the server gives none).
+    ///
+    /// # Errors
+    /// [`RemoteError`] when the folder cannot be listed.
+    fn list_sized(&mut self, dir: &str) -> Result<Vec<(String, Option<u64>)>, RemoteError> {
+        let names = self.list(dir)?;
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            let size = self.size(&join(dir, &n))?;
+            out.push((n, size));
+        }
+        Ok(out)
+    }
+
+    /// The content of `path` when it holds at most `max` bytes (`None` when larger or gone).
+    ///
+    /// # Errors
+    /// [`RemoteError`] when reading fails.
+    fn read_small(&mut self, path: &str, max: u64) -> Result<Option<Vec<u8>>, RemoteError>;
+
+    /// Writes `local` to `temp`, checks the remote size equals the local size, calls
+    /// `before_rename` (the journal records the intent: after a crash from here on, the file may
+    /// be under its final name), then renames `temp` to `dest`. A rename onto an existing `dest`
+    /// fails with [`RemoteError::Exists`] (and `temp` is removed). Returns the bytes sent.
     ///
     /// # Errors
     /// [`RemoteError`] on any failure; `dest` then either does not exist or is complete.
-    fn upload(&mut self, local: &Path, temp: &str, dest: &str) -> Result<u64, RemoteError>;
+    fn upload(
+        &mut self,
+        local: &Path,
+        temp: &str,
+        dest: &str,
+        before_rename: &mut dyn FnMut() -> Result<(), RemoteError>,
+    ) -> Result<u64, RemoteError>;
 
     /// Removes `path`; a missing file is not an error.
     ///

@@ -245,7 +245,52 @@ impl Remote for SftpRemote {
         }
     }
 
-    fn upload(&mut self, local: &Path, temp: &str, dest: &str) -> Result<u64, RemoteError> {
+    fn read_small(&mut self, path: &str, max: u64) -> Result<Option<Vec<u8>>, RemoteError> {
+        match self.size(path)? {
+            Some(n) if n <= max => {}
+            _ => return Ok(None),
+        }
+        let opened = self.sftp("read", path)?.open(Path::new(path));
+        let mut f = match opened {
+            Ok(f) => f,
+            Err(e) if no_such_file(&e) => return Ok(None),
+            Err(e) => return Err(self.fail("read", path, &e)),
+        };
+        let mut buf = vec![];
+        let read = io::Read::read_to_end(&mut (&mut f).take(max + 1), &mut buf);
+        if let Err(e) = read {
+            return Err(self.fail_io("read", path, &e));
+        }
+        Ok((buf.len() as u64 <= max).then_some(buf))
+    }
+
+    fn list_sized(&mut self, dir: &str) -> Result<Vec<(String, Option<u64>)>, RemoteError> {
+        let remote_dir = if dir.is_empty() { "." } else { dir };
+        let opened = self.sftp("list", dir)?.opendir(Path::new(remote_dir));
+        let mut handle = opened.map_err(|e| self.fail("list", dir, &e))?;
+        let mut entries = vec![];
+        loop {
+            match handle.readdir() {
+                Ok((name, stat)) => {
+                    if let Some(n) = usable_name(&name) {
+                        entries.push((n, stat.size));
+                    }
+                }
+                Err(e) if e.code() == ErrorCode::Session(ERROR_FILE) => break,
+                Err(e) => return Err(self.fail("list", dir, &e)),
+            }
+        }
+        entries.sort();
+        Ok(entries)
+    }
+
+    fn upload(
+        &mut self,
+        local: &Path,
+        temp: &str,
+        dest: &str,
+        before_rename: &mut dyn FnMut() -> Result<(), RemoteError>,
+    ) -> Result<u64, RemoteError> {
         let mut file = fs::File::open(local).map_err(|e| local_error(local, temp, &e))?;
         let expected = file
             .metadata()
@@ -286,6 +331,7 @@ impl Remote for SftpRemote {
             });
         }
         crate::crash::point("temp-uploaded");
+        before_rename()?;
         self.rename_no_clobber(temp, dest)?;
         crate::crash::point("renamed");
         Ok(sent)
