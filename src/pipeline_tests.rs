@@ -44,7 +44,7 @@ impl Remote for Flaky {
     fn read_small(&mut self, path: &str, max: u64) -> Result<Option<Vec<u8>>, RemoteError> {
         self.inner.read_small(path, max)
     }
-    fn upload(
+    fn upload_with(
         &mut self,
         local: &Path,
         temp: &str,
@@ -69,7 +69,7 @@ impl Remote for Flaky {
                 message: "permission denied (injected)".into(),
             });
         }
-        let sent = self.inner.upload(local, temp, dest, before_rename)?;
+        let sent = self.inner.upload_with(local, temp, dest, before_rename)?;
         if let Some(i) = self
             .drop_after_rename
             .iter()
@@ -453,29 +453,51 @@ fn archiving_never_replaces_a_file() {
 fn foreign_files_never_stand_for_ours() {
     let mut w = World::new("");
     std::fs::write(
-        w.dir.path().join("server/upload/ACME.20261203.4294967295.txt"),
+        w.dir
+            .path()
+            .join("server/upload/ACME.20261203.4294967295.txt"),
         "stray",
     )
     .unwrap();
     let first = w.take("first.csv", 1);
-    assert_eq!(w.names(first), vec!["ACME.20261203.01.txt"], "no wrap-around");
+    assert_eq!(
+        w.names(first),
+        vec!["ACME.20261203.01.txt"],
+        "no wrap-around"
+    );
     w.upload().unwrap();
     w.gateway("ACME.20261203.01.txt", "success");
     // Another system's 02 lands in success/ before our next batch goes.
-    std::fs::write(w.dir.path().join("server/success/ACME.20261203.02.txt"), "foreign").unwrap();
+    std::fs::write(
+        w.dir.path().join("server/success/ACME.20261203.02.txt"),
+        "foreign",
+    )
+    .unwrap();
     let second = w.take("second.csv", 2);
     assert_eq!(w.names(second), vec!["ACME.20261203.02.txt"]);
     w.upload().unwrap();
     assert_eq!(w.names(second), vec!["ACME.20261203.03.txt"]);
     w.track_and_report();
-    assert_eq!(w.job(second).state, JobState::Uploaded, "not fooled by the foreign 02");
+    assert_eq!(
+        w.job(second).state,
+        JobState::Uploaded,
+        "not fooled by the foreign 02"
+    );
     // A foreign file of our size but other bytes under our uploaded name, in error/.
     let ours = std::fs::read(w.dir.path().join("server/upload/ACME.20261203.03.txt")).unwrap();
     let mut theirs = ours.clone();
     theirs[0] ^= 1;
-    std::fs::write(w.dir.path().join("server/error/ACME.20261203.03.txt"), &theirs).unwrap();
+    std::fs::write(
+        w.dir.path().join("server/error/ACME.20261203.03.txt"),
+        &theirs,
+    )
+    .unwrap();
     w.track_and_report();
-    assert_eq!(w.job(second).state, JobState::Uploaded, "not failed by a foreign file");
+    assert_eq!(
+        w.job(second).state,
+        JobState::Uploaded,
+        "not failed by a foreign file"
+    );
     let b = w.journal.batches(second).unwrap().remove(0);
     assert!(b.note.unwrap().contains("not ours"));
     // The gateway then delivers ours (it writes success/; error/ keeps the foreign one).
@@ -561,13 +583,20 @@ fn an_expired_job_takes_a_late_outcome() {
     w.track_and_report();
     let job = w.job(id);
     assert_eq!(job.state, JobState::Expired);
-    assert!(job.reason.unwrap().contains("still in upload/: the gateway never took it"));
+    assert!(job
+        .reason
+        .unwrap()
+        .contains("still in upload/: the gateway never took it"));
     assert!(job.reported);
     w.gateway(&name, "success");
     let reported = w.track_and_report();
     assert_eq!(w.job(id).state, JobState::Succeeded);
     assert_eq!(reported.len(), 1, "the report is written again");
     let (json, csv) = report::report_paths(&w.cfg, &w.job(id));
-    assert!(std::fs::read_to_string(csv).unwrap().contains(";succeeded;"));
-    assert!(std::fs::read_to_string(json).unwrap().contains("late outcome"));
+    assert!(std::fs::read_to_string(csv)
+        .unwrap()
+        .contains(";succeeded;"));
+    assert!(std::fs::read_to_string(json)
+        .unwrap()
+        .contains("late outcome"));
 }

@@ -429,7 +429,7 @@ fn upload_one(
                 })
             }
         };
-        let result = ctx.remote.upload(&local, &temp, &dest, &mut intent);
+        let result = ctx.remote.upload_with(&local, &temp, &dest, &mut intent);
         if let Some(e) = journal_error {
             return Err(e.into());
         }

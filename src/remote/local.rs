@@ -56,7 +56,7 @@ impl Remote for LocalRemote {
         }
     }
 
-    fn upload(
+    fn upload_with(
         &mut self,
         local: &Path,
         temp: &str,
@@ -97,14 +97,10 @@ mod tests {
         let src = dir.path().join("src.txt");
         std::fs::write(&src, "abc").unwrap();
         let mut r = LocalRemote::new(dir.path());
-        assert_eq!(
-            r.upload(&src, "upload/.a.part", "upload/a.txt", &mut || Ok(()))
-                .unwrap(),
-            3
-        );
+        assert_eq!(r.upload(&src, "upload/.a.part", "upload/a.txt").unwrap(), 3);
         assert_eq!(r.size("upload/a.txt").unwrap(), Some(3));
         assert!(matches!(
-            r.upload(&src, "upload/.a.part", "upload/a.txt", &mut || Ok(())),
+            r.upload(&src, "upload/.a.part", "upload/a.txt"),
             Err(RemoteError::Exists { .. })
         ));
         assert_eq!(r.list("upload").unwrap(), vec!["a.txt"]);

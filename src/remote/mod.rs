@@ -84,13 +84,21 @@ pub trait Remote: Send {
     ///
     /// # Errors
     /// [`RemoteError`] on any failure; `dest` then either does not exist or is complete.
-    fn upload(
+    fn upload_with(
         &mut self,
         local: &Path,
         temp: &str,
         dest: &str,
         before_rename: &mut dyn FnMut() -> Result<(), RemoteError>,
     ) -> Result<u64, RemoteError>;
+
+    /// [`Remote::upload_with`] with nothing to do before the rename.
+    ///
+    /// # Errors
+    /// As [`Remote::upload_with`].
+    fn upload(&mut self, local: &Path, temp: &str, dest: &str) -> Result<u64, RemoteError> {
+        self.upload_with(local, temp, dest, &mut || Ok(()))
+    }
 
     /// Removes `path`; a missing file is not an error.
     ///

@@ -284,7 +284,7 @@ impl Remote for SftpRemote {
         Ok(entries)
     }
 
-    fn upload(
+    fn upload_with(
         &mut self,
         local: &Path,
         temp: &str,
