@@ -47,10 +47,13 @@ pub fn store_inputs(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<()
             stored.push((job.id, source.clone(), source));
             continue;
         }
-        // Claimed into the inbox's hidden folder and watched for late writes (the archive is on
-        // another file system, where the writer's handle would not follow): moved when the
-        // watch ends.
-        if claimed && job.watch_until.is_some() && job.state != JobState::Rejected {
+        // Claimed into a hidden folder and still watched for late writes, or read by a job not
+        // yet converted (the archive is on another file system, where a writer's handle would
+        // not follow): moved when nothing needs it there.
+        if claimed
+            && !same_fs(parent(&source), dir)
+            && (job.watch_until.is_some() || ctx.journal.claimed_file_busy(&source)?)
+        {
             continue;
         }
         let stored_name = match (claimed, source.file_name()) {
@@ -64,6 +67,18 @@ pub fn store_inputs(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<()
         };
         let mut dest = dir.join(&stored_name);
         let source_there = source.exists();
+        if claimed && !source_there && !dest.exists() {
+            // The claimed file vanished (removed by hand): say so once, never retry forever.
+            tracing::error!(job = job.id, file = %source.display(), "the taken input disappeared before it was archived");
+            ctx.journal.transaction(|t| {
+                t.note_job(
+                    job.id,
+                    &format!("{} disappeared before it was archived", source.display()),
+                )?;
+                t.set_stored_path(job.id, Path::new(""))
+            })?;
+            continue;
+        }
         let mut stored_name = stored_name;
         if source_there && dest.exists() {
             // Never replace an archived file (a journal restored from a backup repeats job ids;

@@ -103,6 +103,8 @@ pub struct Engine {
     writes: WriteTracker,
     /// Taken inputs watched for late writes.
     late: LateWatch,
+    /// Inbox files reported as never taken (loaded from the journal on the first scan).
+    ignored: Option<HashSet<PathBuf>>,
 }
 
 impl Engine {
@@ -146,6 +148,7 @@ impl Engine {
             queue,
             writes: WriteTracker::default(),
             late: LateWatch::default(),
+            ignored: None,
         })
     }
 
@@ -183,17 +186,29 @@ impl Engine {
     /// Finishes what a crash or a failure interrupted: jobs still `detected`, and inputs not yet
     /// moved to the archive.
     fn resume(&mut self) -> Result<(), DaemonError> {
-        let unstored = self.journal.unstored()?;
-        if unstored.is_empty() || self.stopping() {
+        // Every `detected` job (a continuation of late writes may already count as stored),
+        // and every other job whose input is not archived yet.
+        let detected_jobs = self.journal.jobs_in(&[JobState::Detected])?;
+        let unstored: Vec<Job> = self
+            .journal
+            .unstored()?
+            .into_iter()
+            .filter(|j| j.state != JobState::Detected)
+            .collect();
+        if (unstored.is_empty() && detected_jobs.is_empty()) || self.stopping() {
             return Ok(());
         }
         for origin in [Origin::Inbox, Origin::Named] {
-            let (detected, other): (Vec<&Job>, Vec<&Job>) = unstored
+            let detected: Vec<i64> = detected_jobs
                 .iter()
                 .filter(|j| self.origin(j) == origin)
-                .partition(|j| j.state == JobState::Detected);
-            let detected: Vec<i64> = detected.iter().map(|j| j.id).collect();
-            let other: Vec<i64> = other.iter().map(|j| j.id).collect();
+                .map(|j| j.id)
+                .collect();
+            let other: Vec<i64> = unstored
+                .iter()
+                .filter(|j| self.origin(j) == origin)
+                .map(|j| j.id)
+                .collect();
             for chunk in detected.chunks(GROUP) {
                 let r = intake::process_all(&mut self.ctx(), chunk, origin);
                 self.absorb(r)?;
@@ -431,14 +446,29 @@ impl Engine {
 
     /// Says once (log and `status`) which inbox files smsdrop will never take, and why.
     fn report_ignored(&mut self, ignored: &[(PathBuf, String)]) -> Result<(), DaemonError> {
-        for (path, why) in ignored {
-            if self.journal.note_ignored(path, why)? {
-                tracing::warn!(file = %path.display(), reason = %why, "inbox file not taken");
-            }
+        if self.ignored.is_none() {
+            let known = self.journal.ignored()?.into_iter().map(|(p, _)| p).collect();
+            self.ignored = Some(known);
         }
+        let known = self.ignored.as_mut().expect("loaded above");
+        let added: Vec<(PathBuf, String)> = ignored
+            .iter()
+            .filter(|(p, _)| !known.contains(p))
+            .cloned()
+            .collect();
         let now: HashSet<&PathBuf> = ignored.iter().map(|(p, _)| p).collect();
-        self.journal
-            .forget_ignored(&|p| now.contains(&p.to_path_buf()))?;
+        let gone: Vec<PathBuf> = known.iter().filter(|p| !now.contains(p)).cloned().collect();
+        if added.is_empty() && gone.is_empty() {
+            return Ok(());
+        }
+        for (path, why) in &added {
+            tracing::warn!(file = %path.display(), reason = %why, "inbox file not taken");
+        }
+        self.journal.update_ignored(&added, &gone)?;
+        known.extend(added.into_iter().map(|(p, _)| p));
+        for p in gone {
+            known.remove(&p);
+        }
         Ok(())
     }
 

@@ -20,6 +20,7 @@ use chrono::Duration as Days;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// A file to take, and the subaccount its folder names (`Ok(None)`: the configured one).
@@ -44,6 +45,7 @@ pub fn take_all(
         input: &'a Input,
         name: String,
         size: u64,
+        dev_ino: Option<(u64, u64)>,
         sub: Option<String>,
         early: Option<String>,
     }
@@ -82,6 +84,7 @@ pub fn take_all(
             input,
             name,
             size: meta.len(),
+            dev_ino: Some((meta.dev(), meta.ino())),
             sub,
             early,
         });
@@ -98,6 +101,7 @@ pub fn take_all(
                 subaccount: f.sub.as_deref().unwrap_or(""),
                 hash: "",
                 size: f.size,
+                dev_ino: f.dev_ino,
             };
             let id = t.insert_job(&new)?;
             if let Some(why) = &f.early {
@@ -144,6 +148,8 @@ enum Converted {
         hash: Option<String>,
         why: String,
         report: Option<ConvertReport>,
+        /// Bytes read, when the whole file was read (it may then still be watched).
+        consumed: Option<u64>,
     },
     Vanished {
         job: Job,
@@ -162,7 +168,8 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
     let since = ctx.clock.now() - Days::days(ctx.cfg.inbox.duplicate_days as i64);
     let mut hashes_in_group: Vec<(String, String)> = vec![];
     let mut results = Vec::with_capacity(ids.len());
-    for job in claim_all(ctx, ids, origin)? {
+    let mut claim_failed = None;
+    for job in claim_all(ctx, ids, origin, &mut claim_failed)? {
         let mut converted = convert_one(ctx, job)?;
         // The duplicate guard, against the journal and against this group (a continuation of
         // late writes is part of an input already taken, never a duplicate).
@@ -195,6 +202,7 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                         hash: Some(hash),
                         why,
                         report: None,
+                        consumed: None,
                     };
                 }
                 None => hashes_in_group.push((hash.clone(), job.input_name.clone())),
@@ -263,9 +271,13 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                     hash,
                     why,
                     report,
+                    consumed,
                 } => {
                     if let Some(h) = hash {
                         t.set_hash(job.id, h)?;
+                    }
+                    if let Some(n) = consumed {
+                        t.set_consumed(job.id, *n, watch_until(ctx.cfg, ctx.clock, job))?;
                     }
                     if let Some(r) = report {
                         let json = serde_json::to_string(r).expect("reports always serialise");
@@ -302,7 +314,11 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
             Converted::Vanished { .. } => None,
         })
         .collect();
-    store_inputs(ctx, &to_store, origin)
+    store_inputs(ctx, &to_store, origin)?;
+    match claim_failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn duplicate_reason(name: &str, id: i64, when: &str) -> String {
@@ -329,7 +345,15 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
         Some(first) => parent_had_header(ctx, first)?,
         None => false,
     };
-    let (prefix, body) = match open_range(job.source(), job.start_offset, None, header) {
+    // Without a view of the writer (`watch = "poll"`), a file still being written may end in the
+    // middle of a row: read up to its last line break, and leave the rest to the late-write
+    // watch (sent when complete, or when the watch ends).
+    let limit = if !ctx.cfg.inbox.use_events && watch_until(ctx.cfg, ctx.clock, &job).is_some() {
+        crate::claim::last_line_break(job.source(), job.start_offset).unwrap_or(None)
+    } else {
+        None
+    };
+    let (prefix, body) = match open_range(job.source(), job.start_offset, limit, header) {
         Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Converted::Vanished { job }),
         Err(e) => {
@@ -339,6 +363,7 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
                 hash: None,
                 why,
                 report: None,
+                consumed: None,
             });
         }
     };
@@ -362,25 +387,35 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
                 hash: None,
                 why,
                 report: None,
+                consumed: None,
             });
         }
         Err(ConvertError::Write(e)) => return Err(local(e)),
     };
     let pending = writer.finish().map_err(local)?;
-    if let Some(why) = report.input_rejected.clone() {
-        let hash = hash_file(job.source()).ok();
-        return Ok(Converted::Rejected {
-            job,
-            hash,
-            why,
-            report: Some(report),
-        });
-    }
     let (hash, consumed) = {
         let mut d = digest.borrow_mut();
         let n = d.bytes;
         (d.finish(), n)
     };
+    if let Some(why) = report.input_rejected.clone() {
+        // Read to its end (not cut short as binary): rows the ERP adds later are still watched
+        // for, and the hash covers exactly what was read.
+        let whole = std::fs::metadata(job.source())
+            .is_ok_and(|m| m.len() == job.start_offset + consumed);
+        let hash = if whole {
+            Some(hash)
+        } else {
+            hash_file(job.source()).ok()
+        };
+        return Ok(Converted::Rejected {
+            job,
+            hash,
+            why,
+            report: Some(report),
+            consumed: whole.then_some(consumed),
+        });
+    }
     let mut batches = Vec::with_capacity(pending.len());
     for (part, p) in pending.into_iter().enumerate() {
         let dest = spool_path(ctx.cfg, job.id, part as u32);
@@ -428,7 +463,12 @@ fn watch_until(
 
 /// Claims every job's input that is not claimed yet (a crash may have left some), records the
 /// claims in one transaction, and returns the jobs that have an input to convert.
-fn claim_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<Vec<Job>, StageError> {
+fn claim_all(
+    ctx: &mut Ctx<'_>,
+    ids: &[i64],
+    origin: Origin,
+    failed: &mut Option<StageError>,
+) -> Result<Vec<Job>, StageError> {
     let mut jobs = Vec::with_capacity(ids.len());
     let mut claims = vec![];
     for &id in ids {
@@ -450,6 +490,11 @@ fn claim_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<Vec<Job>,
                 ctx.journal
                     .transaction(|t| t.set_reason(job.id, Some(&why)))?;
                 tracing::error!(job = job.id, error = %why, "input not claimed");
+                // The others go on; the engine then waits before trying this one again.
+                *failed = Some(StageError::local(
+                    format!("claiming {}", job.input_path.display()),
+                    e,
+                ));
             }
         }
     }
@@ -460,7 +505,9 @@ fn claim_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<Vec<Job>,
     let mut dirs: Vec<PathBuf> = vec![];
     for (job, c) in &claims {
         if let Claimed::At { path, .. } = c {
-            for d in [parent(path), parent(&job.input_path)] {
+            // A copy (named file) leaves the user's folder alone: only the claim folder.
+            let from = (origin == Origin::Inbox).then(|| parent(&job.input_path));
+            for d in std::iter::once(parent(path)).chain(from) {
                 if !dirs.iter().any(|x| x == d) {
                     dirs.push(d.to_owned());
                 }

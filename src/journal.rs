@@ -181,6 +181,8 @@ pub struct Job {
     pub watch_until: Option<DateTime<Utc>>,
     /// What arrived after the pickup, once seen (for reports and `status`).
     pub late: Option<String>,
+    /// The input's device and inode (as found, then as claimed).
+    pub dev_ino: Option<(u64, u64)>,
 }
 
 impl Job {
@@ -226,6 +228,8 @@ pub struct NewJob<'a> {
     pub subaccount: &'a str,
     pub hash: &'a str,
     pub size: u64,
+    /// The file's device and inode when it was found (a claim after a crash checks them).
+    pub dev_ino: Option<(u64, u64)>,
 }
 
 /// A converted batch file waiting for its name.
@@ -527,6 +531,22 @@ impl Journal {
         self.query_jobs(&sql, [])
     }
 
+    /// True while a job reading the claimed file at `path` is watched or not yet converted:
+    /// the file must stay where a writer's handle still reaches it.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn claimed_file_busy(&self, path: &Path) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE claimed_path = ?1 AND \
+                 (watch_until IS NOT NULL OR state = 'detected'))",
+                [path_to_sql(path)],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Jobs whose input is watched for late writes.
     ///
     /// # Errors
@@ -536,33 +556,29 @@ impl Journal {
         self.query_jobs(&sql, [])
     }
 
-    /// Records a file the inbox will never take, once; true when it is new.
+    /// Records files the inbox will never take (new ones) and forgets those gone, in one
+    /// transaction.
     ///
     /// # Errors
     /// When the write fails.
-    pub fn note_ignored(&mut self, path: &Path, reason: &str) -> Result<bool> {
-        let n = self
-            .conn
-            .execute(
-                "INSERT OR IGNORE INTO ignored (path, reason, seen_at) VALUES (?1, ?2, ?3)",
-                params![path_to_sql(path), reason, now()],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(n > 0)
-    }
-
-    /// Forgets ignored files that are gone (or were taken after all).
-    ///
-    /// # Errors
-    /// When the write fails.
-    pub fn forget_ignored(&mut self, keep: &dyn Fn(&Path) -> bool) -> Result<()> {
-        let all = self.ignored()?;
-        for (p, _) in all.iter().filter(|(p, _)| !keep(p)) {
-            self.conn
-                .execute("DELETE FROM ignored WHERE path = ?1", [path_to_sql(p)])
-                .map_err(|e| self.err(e))?;
-        }
-        Ok(())
+    pub fn update_ignored(
+        &mut self,
+        added: &[(PathBuf, String)],
+        gone: &[PathBuf],
+    ) -> Result<()> {
+        self.transaction(|t| {
+            for (p, why) in added {
+                t.tx.execute(
+                    "INSERT OR REPLACE INTO ignored (path, reason, seen_at) VALUES (?1, ?2, ?3)",
+                    params![path_to_sql(p), why, now()],
+                )?;
+            }
+            for p in gone {
+                t.tx
+                    .execute("DELETE FROM ignored WHERE path = ?1", [path_to_sql(p)])?;
+            }
+            Ok(())
+        })
     }
 
     /// Files in the inbox that smsdrop will never take, with why.
@@ -739,7 +755,7 @@ impl Journal {
 
 const JOB_COLS: &str = "id, input_name, input_path, stored_path, subaccount, hash, state, reason, \
      rows_read, rows_sent, rows_rejected, created_at, updated_at, reported, claimed_path, consumed, \
-     start_offset, parent_job, watch_until, late";
+     start_offset, parent_job, watch_until, late, input_dev, input_ino";
 const BATCH_COLS: &str = "id, job_id, part, name, rows, bytes, state, attempts, last_error, \
      uploaded_at, renaming, note";
 
@@ -777,6 +793,10 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         parent_job: r.get(17)?,
         watch_until: r.get::<_, Option<i64>>(18)?.map(time),
         late: r.get(19)?,
+        dev_ino: match (r.get::<_, Option<i64>>(20)?, r.get::<_, Option<i64>>(21)?) {
+            (Some(d), Some(i)) => Some((d as u64, i as u64)),
+            _ => None,
+        },
     })
 }
 
@@ -826,9 +846,18 @@ impl Tx<'_> {
     pub fn insert_job(&mut self, job: &NewJob<'_>) -> rusqlite::Result<i64> {
         let t = now();
         self.tx.execute(
-            "INSERT INTO jobs (input_name, input_path, subaccount, hash, size, state, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'detected', ?6, ?6)",
-            params![job.input_name, path_to_sql(job.input_path), job.subaccount, job.hash, job.size, t],
+            "INSERT INTO jobs (input_name, input_path, subaccount, hash, size, state, created_at, \
+             updated_at, input_dev, input_ino) VALUES (?1, ?2, ?3, ?4, ?5, 'detected', ?6, ?6, ?7, ?8)",
+            params![
+                job.input_name,
+                path_to_sql(job.input_path),
+                job.subaccount,
+                job.hash,
+                job.size,
+                t,
+                job.dev_ino.map(|(d, _)| d as i64),
+                job.dev_ino.map(|(_, i)| i as i64)
+            ],
         )?;
         let id = self.tx.last_insert_rowid();
         self.note(id, "detected", None)?;
@@ -958,9 +987,9 @@ impl Tx<'_> {
     pub fn insert_continuation(&mut self, parent: &Job, offset: u64) -> rusqlite::Result<i64> {
         let t = now();
         self.tx.execute(
-            "INSERT INTO jobs (input_name, input_path, stored_path, claimed_path, subaccount, hash, \
+            "INSERT INTO jobs (input_name, input_path, claimed_path, subaccount, hash, \
              size, state, created_at, updated_at, start_offset, parent_job, input_dev, input_ino) \
-             SELECT input_name, input_path, stored_path, claimed_path, subaccount, '', 0, 'detected', \
+             SELECT input_name, input_path, claimed_path, subaccount, '', 0, 'detected', \
              ?2, ?2, ?3, ?1, input_dev, input_ino FROM jobs WHERE id = ?1",
             params![parent.parent_job.unwrap_or(parent.id), t, offset],
         )?;
@@ -977,8 +1006,8 @@ impl Tx<'_> {
     /// reading it (its continuations too) now reads it there, stored.
     pub fn relocate(&mut self, from: &Path, to: &Path) -> rusqlite::Result<()> {
         self.tx.execute(
-            "UPDATE jobs SET claimed_path = ?2, stored_path = COALESCE(stored_path, ?2) \
-             WHERE claimed_path = ?1",
+            "UPDATE jobs SET claimed_path = ?2, stored_path = CASE WHEN stored_path IS NULL \
+             OR stored_path = ?1 THEN ?2 ELSE stored_path END WHERE claimed_path = ?1",
             params![path_to_sql(from), path_to_sql(to)],
         )?;
         Ok(())
@@ -1161,6 +1190,7 @@ mod tests {
             subaccount: "ACME",
             hash,
             size: 3,
+            dev_ino: None,
         }
     }
 

@@ -10,7 +10,7 @@
 //! and only after those bytes are proven unchanged.
 
 use crate::archive::{store_inputs, Origin};
-use crate::claim::ends_a_line;
+use crate::claim::{count_breaks, ends_a_line, next_line};
 use crate::config::LateWrites;
 use crate::journal::Job;
 use crate::stage::{Ctx, StageError};
@@ -48,8 +48,18 @@ impl LateWatch {
             }
         }
         if !ended.is_empty() {
-            // Claimed into the inbox's hidden folder: archived now that the watch is over.
-            store_inputs(ctx, &ended, Origin::Inbox)?;
+            // Claimed into a hidden folder: archived (through the input's first job, which
+            // moves every job's view of the file) now that nothing watches it.
+            let mut roots: Vec<i64> = vec![];
+            for id in ended {
+                if let Some(j) = ctx.journal.job(id)? {
+                    let root = j.parent_job.unwrap_or(j.id);
+                    if !roots.contains(&root) {
+                        roots.push(root);
+                    }
+                }
+            }
+            store_inputs(ctx, &roots, Origin::Inbox)?;
         }
         Ok(continuations)
     }
@@ -107,7 +117,7 @@ impl LateWatch {
                        drop a new export if rows are missing";
             return self.stop(ctx, job, Some(why));
         }
-        self.appended(ctx, job, &path, end, size)
+        self.appended(ctx, job, &path, end, size, over)
     }
 
     /// Rows were appended after `end`: a continuation (or a report only).
@@ -118,24 +128,36 @@ impl LateWatch {
         path: &Path,
         end: u64,
         size: u64,
+        over: bool,
     ) -> Result<Look, StageError> {
         let late = size - end;
-        let rows = count_lines(path, end).unwrap_or(0);
         // A row cut at the pickup (the writer paused inside it): its rest is not a row.
         let (start, cut) = if ends_a_line(path, end).unwrap_or(true) {
             (end, String::new())
         } else {
-            let skip = next_line(path, end).unwrap_or(late);
-            (
-                end + skip,
-                format!(
-                    "; the row being written at the pickup was cut at byte {end}: its first part \
-                     went out with job {} (or was rejected, see its report), its rest ({skip} \
-                     bytes) is not sent",
-                    job.id
+            match next_line(path, end).ok().flatten() {
+                Some(skip) => (
+                    end + skip,
+                    format!(
+                        "; the row being written at the pickup was cut at byte {end}: its first \
+                         part went out with job {} (or was rejected, see its report), its rest \
+                         ({skip} bytes) is not sent",
+                        job.id
+                    ),
                 ),
-            )
+                // The cut row is still being written: wait for its end.
+                None if !over => return Ok(Look::Nothing),
+                None => (size, String::new()),
+            }
         };
+        // Rows still being written (no line break yet) wait for theirs, or for the watch's end.
+        if start < size && !over && next_line(path, start).ok().flatten().is_none() {
+            return Ok(Look::Nothing);
+        }
+        if start >= size && !over {
+            return Ok(Look::Nothing);
+        }
+        let rows = count_breaks(path, start, size).unwrap_or(0).max(u64::from(start < size));
         let name = &job.input_name;
         let (continued, msg) = match ctx.cfg.inbox.late_writes {
             LateWrites::Send if start < size => {
@@ -169,6 +191,7 @@ impl LateWatch {
         tracing::error!(job = job.id, input = %job.input_path.display(), late_bytes = late, rows, outcome = %msg, "rows were written to the input after it was taken");
         Ok(match continued {
             Some(id) => Look::Continued(id),
+            None if in_claim_folder(job) => Look::Ended,
             None => Look::Nothing,
         })
     }
@@ -191,12 +214,22 @@ impl LateWatch {
         if let Some(w) = why {
             tracing::error!(job = job.id, input = %job.input_path.display(), reason = w, "the input changed after it was taken");
         }
-        Ok(if job.stored_path.is_none() {
+        Ok(if in_claim_folder(job) {
             Look::Ended
         } else {
             Look::Nothing
         })
     }
+}
+
+/// True while the input's file waits in a claim folder (the archive is on another file system),
+/// to be archived when nothing watches it any more.
+fn in_claim_folder(job: &Job) -> bool {
+    job.claimed_path
+        .as_deref()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == ".smsdrop-claimed")
 }
 
 enum Look {
@@ -230,37 +263,3 @@ impl io::Write for HashWriter<'_> {
     }
 }
 
-/// Line breaks from `from` to the end.
-fn count_lines(path: &Path, from: u64) -> io::Result<u64> {
-    let mut f = File::open(path)?;
-    f.seek(SeekFrom::Start(from))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut n = 0;
-    loop {
-        let r = f.read(&mut buf)?;
-        if r == 0 {
-            return Ok(n);
-        }
-        n += memchr::memchr_iter(b'\n', &buf[..r]).count() as u64;
-    }
-}
-
-/// Bytes from `from` up to and including the next line break (all that is left if none).
-fn next_line(path: &Path, from: u64) -> io::Result<u64> {
-    let mut f = File::open(path)?;
-    f.seek(SeekFrom::Start(from))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut seen = 0u64;
-    loop {
-        let r = f.read(&mut buf)?;
-        if r == 0 {
-            return Ok(seen);
-        }
-        if let Some(i) = memchr::memchr(b'\n', &buf[..r]) {
-            // UTF-16 LE: the code unit "\n\0" ends one byte later.
-            let extra = u64::from(buf.get(i + 1) == Some(&0));
-            return Ok(seen + i as u64 + 1 + extra);
-        }
-        seen += r as u64;
-    }
-}

@@ -143,6 +143,7 @@ fn write_result_csv(
             sent: 0,
             job_reason: (job.state == JobState::Rejected)
                 .then(|| job.reason.clone().unwrap_or_default()),
+            line_offset: line_offset(job, header),
         };
         writeln!(
             sink.out,
@@ -161,6 +162,21 @@ fn write_result_csv(
         }
         Ok(())
     })
+}
+
+/// How far down the input a continuation's rows are: its rows are numbered from its own first
+/// line (the header line, when carried, is line 1).
+fn line_offset(job: &Job, header: bool) -> u64 {
+    if job.start_offset == 0 {
+        return 0;
+    }
+    let path = job
+        .claimed_path
+        .as_deref()
+        .or(job.stored_path.as_deref())
+        .unwrap_or(&job.input_path);
+    let before = crate::claim::count_breaks(path, 0, job.start_offset).unwrap_or(0);
+    (before + 1).saturating_sub(if header { 2 } else { 1 })
 }
 
 /// The bytes the job converted, read again: its range of the claimed (or archived) file.
@@ -185,6 +201,8 @@ struct ResultSink<'a, W: Write> {
     batches: &'a [Batch],
     sent: u64,
     job_reason: Option<String>,
+    /// Added to line numbers: a continuation's rows sit further down in the input.
+    line_offset: u64,
 }
 
 impl<W: Write> RowSink for ResultSink<'_, W> {
@@ -193,7 +211,7 @@ impl<W: Write> RowSink for ResultSink<'_, W> {
             return writeln!(
                 self.out,
                 "{};{};{};rejected;{};",
-                row.line,
+                row.line + self.line_offset,
                 row.number,
                 field(row.correlation_id),
                 field(why)
@@ -216,7 +234,7 @@ impl<W: Write> RowSink for ResultSink<'_, W> {
         writeln!(
             self.out,
             "{};{};{};{status};{reason};{name}",
-            row.line,
+            row.line + self.line_offset,
             row.number,
             field(row.correlation_id)
         )
@@ -226,7 +244,7 @@ impl<W: Write> RowSink for ResultSink<'_, W> {
         writeln!(
             self.out,
             "{};{};{};rejected;{};",
-            row.line,
+            row.line + self.line_offset,
             field(&row.number),
             field(&row.correlation_id),
             field(&row.reason)
