@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 use support::gateway::Gateway;
 use support::setup::{big_input, has_temp, sample, show, stop, wait_for, walk, Login, Setup};
+use support::sshd::SftpAuth;
 
 #[test]
 #[cfg_attr(
@@ -161,6 +162,117 @@ fn a_wrong_host_key_is_refused_with_its_fingerprint() {
         "{}",
         show(&check)
     );
+}
+
+/// Points the config at a known_hosts file holding `text`, and returns its path.
+fn use_known_hosts(s: &Setup, text: &str) -> std::path::PathBuf {
+    let path = s.path("known_hosts_revoked");
+    std::fs::write(&path, text).unwrap();
+    let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
+    std::fs::write(
+        s.path("smsdrop.toml"),
+        cfg.replace(
+            &format!("{:?}", s.sshd.known_hosts_path()),
+            &format!("{path:?}"),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The refusal of a revoked key: REVOKED, its fingerprint, the file and line, whom to ask, and
+/// never the way to accept a new key.
+fn assert_revoked(s: &Setup, text: &str, known_hosts: &Path, line: usize) {
+    assert!(text.contains("REVOKED"), "{text}");
+    assert!(text.contains(s.sshd.host_key_fingerprint()), "{text}");
+    assert!(
+        text.contains(&format!("{} line {line}", known_hosts.display())),
+        "{text}"
+    );
+    assert!(text.contains("gateway's support"), "{text}");
+    assert!(!text.contains("accept-new-host-key"), "{text}");
+}
+
+#[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
+fn a_revoked_host_key_is_refused_even_beside_a_matching_line() {
+    let s = Setup::new(Login::Key);
+    let trusted = std::fs::read_to_string(s.sshd.known_hosts_path()).unwrap();
+    let text = format!(
+        "# the gateway's key leaked in March\n@revoked * {} leaked\n{trusted}",
+        s.sshd.host_public_key()
+    );
+    let kh = use_known_hosts(&s, &text);
+    // OpenSSH itself refuses this file: the semantics we follow.
+    let openssh = s.sshd.sftp_as(
+        SftpAuth::Key(&s.sshd.private_key_path()),
+        &kh,
+        "ls upload\n",
+    );
+    assert!(!openssh.status.success());
+    assert!(
+        String::from_utf8_lossy(&openssh.stderr).contains("REVOKED HOST KEY"),
+        "{}",
+        String::from_utf8_lossy(&openssh.stderr)
+    );
+
+    let out = s.run(&["send", &sample("lembretes-tab.txt")]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_revoked(&s, &String::from_utf8_lossy(&out.stderr), &kh, 2);
+    assert!(s.remote("upload").is_empty() && s.remote("success").is_empty());
+    assert!(s.gateway.processed().is_empty());
+
+    let check = s.run(&["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", show(&check));
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    let host_key = stdout
+        .lines()
+        .find(|l| l.contains("host key"))
+        .unwrap_or_else(|| panic!("no host key line: {}", show(&check)));
+    assert!(host_key.starts_with("FAIL  host key: "), "{host_key}");
+    assert_revoked(&s, host_key, &kh, 2);
+    assert!(!stdout.contains("ok    login"), "{}", show(&check));
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), text);
+}
+
+#[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
+fn a_revoked_host_key_is_never_recorded() {
+    let s = Setup::new(Login::Key);
+    let text = format!(
+        "@revoked [127.0.0.1]:{} {}\n",
+        s.sshd.port(),
+        s.sshd.host_public_key()
+    );
+    let kh = use_known_hosts(&s, &text);
+
+    let out = s.run(&["send", &sample("lembretes-tab.txt")]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_revoked(&s, &String::from_utf8_lossy(&out.stderr), &kh, 1);
+    assert!(s.remote("upload").is_empty() && s.remote("success").is_empty());
+
+    for args in [&["check"][..], &["check", "--accept-new-host-key"]] {
+        let check = s.run(args);
+        assert_eq!(check.status.code(), Some(1), "{args:?}: {}", show(&check));
+        let stdout = String::from_utf8_lossy(&check.stdout);
+        let host_key = stdout
+            .lines()
+            .find(|l| l.contains("host key"))
+            .unwrap_or_else(|| panic!("{args:?}: no host key line: {}", show(&check)));
+        assert!(host_key.starts_with("FAIL  host key: "), "{host_key}");
+        assert_revoked(&s, host_key, &kh, 1);
+        assert_eq!(
+            std::fs::read_to_string(&kh).unwrap(),
+            text,
+            "{args:?} must never record a revoked key"
+        );
+    }
 }
 
 #[test]

@@ -7,8 +7,10 @@
 //!
 //! The host key is checked against `cfg.known_hosts` before any credential is sent. An unknown
 //! key is never trusted here: only [`accept_new_host_key`] (`smsdrop check
-//! --accept-new-host-key`) records one, and never over a changed key. Secrets are read when
-//! connecting, held in a `Secret` (Debug prints `***`) and never put in an error or a log.
+//! --accept-new-host-key`) records one, and never over a changed key. A key on a `@revoked`
+//! line of known_hosts is refused, whatever else the file says, and never recorded. Secrets are
+//! read when connecting, held in a `Secret` (Debug prints `***`) and never put in an error or a
+//! log.
 //! This module must never overwrite a remote file, and never panic on what the server sends.
 //!
 //! One concern a file:
