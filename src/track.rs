@@ -48,8 +48,7 @@ fn resolve(ctx: &mut Ctx<'_>, awaited: &[Batch]) -> Result<Vec<(Batch, JobState)
     let d = dirs(ctx.cfg);
     let success: HashSet<String> = ctx.remote.list(&d.success)?.into_iter().collect();
     let error: HashSet<String> = ctx.remote.list(&d.error)?.into_iter().collect();
-    let give_up = chrono::Duration::from_std(ctx.cfg.track.give_up_after)
-        .unwrap_or(chrono::Duration::days(1));
+    let give_up = ctx.cfg.track.give_up();
     let now = ctx.clock.now();
     let mut changed = vec![];
     for b in awaited {
