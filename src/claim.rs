@@ -176,14 +176,17 @@ pub fn first_line(path: &Path) -> io::Result<Vec<u8>> {
     let end = match head.get(..2) {
         Some([0xFF, 0xFE]) => line_end_utf16(&head, false),
         Some([0xFE, 0xFF]) => line_end_utf16(&head, true),
-        _ => head.iter().position(|&b| b == b'\n' || b == b'\r').map(|i| {
-            // CRLF, LF or CR alone.
-            if head[i] == b'\r' && head.get(i + 1) == Some(&b'\n') {
-                i + 2
-            } else {
-                i + 1
-            }
-        }),
+        _ => head
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+            .map(|i| {
+                // CRLF, LF or CR alone.
+                if head[i] == b'\r' && head.get(i + 1) == Some(&b'\n') {
+                    i + 2
+                } else {
+                    i + 1
+                }
+            }),
     };
     head.truncate(end.unwrap_or(head.len()));
     Ok(head)
@@ -205,7 +208,11 @@ fn line_end_utf16(head: &[u8], big_endian: bool) -> Option<usize> {
             return Some(i + 2);
         }
         if u == u16::from(b'\r') {
-            return Some(if unit(i + 2) == Some(u16::from(b'\n')) { i + 4 } else { i + 2 });
+            return Some(if unit(i + 2) == Some(u16::from(b'\n')) {
+                i + 4
+            } else {
+                i + 2
+            });
         }
         i += 2;
     }
@@ -351,7 +358,11 @@ pub fn last_line_break(path: &Path, start: u64) -> io::Result<Option<u64>> {
         f.seek(SeekFrom::Start(from))?;
         let n = read_up_to(&mut f, &mut buf)?;
         buf.truncate(n);
-        if let Some(&last) = breaks(&buf, from, u).iter().filter(|&&b| from + b as u64 <= end).max() {
+        if let Some(&last) = breaks(&buf, from, u)
+            .iter()
+            .filter(|&&b| from + b as u64 <= end)
+            .max()
+        {
             let through = from + last as u64;
             return Ok((through < size).then_some(through - start));
         }
@@ -440,7 +451,11 @@ mod line_tests {
         let p = d.path().join("f");
         std::fs::write(&p, "h\n1;a\n2;b").unwrap();
         assert_eq!(last_line_break(&p, 0).unwrap(), Some(6));
-        assert_eq!(next_line(&p, 6).unwrap(), None, "no break after the cut row yet");
+        assert_eq!(
+            next_line(&p, 6).unwrap(),
+            None,
+            "no break after the cut row yet"
+        );
         assert_eq!(next_line(&p, 2).unwrap(), Some(4));
         assert_eq!(count_breaks(&p, 0, 9).unwrap(), 2);
         std::fs::write(&p, "h\r1;a\r").unwrap();

@@ -29,7 +29,7 @@ enum Command {
         #[arg(long, default_value = "out")]
         out: PathBuf,
         /// Sending day for the file names, YYYY-MM-DD (default: today in [batch] timezone).
-        #[arg(long)]
+        #[arg(long, value_parser = commands::convert::parse_date)]
         date: Option<chrono::NaiveDate>,
         /// Print one JSON document instead of text.
         #[arg(long)]

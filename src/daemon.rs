@@ -447,7 +447,12 @@ impl Engine {
     /// Says once (log and `status`) which inbox files smsdrop will never take, and why.
     fn report_ignored(&mut self, ignored: &[(PathBuf, String)]) -> Result<(), DaemonError> {
         if self.ignored.is_none() {
-            let known = self.journal.ignored()?.into_iter().map(|(p, _)| p).collect();
+            let known = self
+                .journal
+                .ignored()?
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
             self.ignored = Some(known);
         }
         let known = self.ignored.as_mut().expect("loaded above");

@@ -16,7 +16,6 @@ use crate::journal::{Job, JobState, NewBatch, NewJob};
 use crate::spool::{spool_dir, spool_path};
 use crate::stage::{Ctx, StageError};
 use crate::upload::probe_sequences;
-use chrono::Duration as Days;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
@@ -165,7 +164,7 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
     if ids.is_empty() {
         return Ok(());
     }
-    let since = ctx.clock.now() - Days::days(ctx.cfg.inbox.duplicate_days as i64);
+    let since = ctx.cfg.inbox.duplicate_since(ctx.clock.now());
     let mut hashes_in_group: Vec<(String, String)> = vec![];
     let mut results = Vec::with_capacity(ids.len());
     let mut claim_failed = None;
@@ -401,8 +400,8 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
     if let Some(why) = report.input_rejected.clone() {
         // Read to its end (not cut short as binary): rows the ERP adds later are still watched
         // for, and the hash covers exactly what was read.
-        let whole = std::fs::metadata(job.source())
-            .is_ok_and(|m| m.len() == job.start_offset + consumed);
+        let whole =
+            std::fs::metadata(job.source()).is_ok_and(|m| m.len() == job.start_offset + consumed);
         let hash = if whole {
             Some(hash)
         } else {
@@ -457,8 +456,7 @@ fn watch_until(
 ) -> Option<chrono::DateTime<chrono::Utc>> {
     let grace = cfg.inbox.late_write_grace;
     let from_inbox = job.input_path.starts_with(&cfg.inbox.dir);
-    (from_inbox && !grace.is_zero())
-        .then(|| clock.now() + chrono::Duration::from_std(grace).unwrap_or_default())
+    (from_inbox && !grace.is_zero()).then(|| cfg.inbox.late_watch_until(clock.now()))
 }
 
 /// Claims every job's input that is not claimed yet (a crash may have left some), records the

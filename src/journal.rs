@@ -561,11 +561,7 @@ impl Journal {
     ///
     /// # Errors
     /// When the write fails.
-    pub fn update_ignored(
-        &mut self,
-        added: &[(PathBuf, String)],
-        gone: &[PathBuf],
-    ) -> Result<()> {
+    pub fn update_ignored(&mut self, added: &[(PathBuf, String)], gone: &[PathBuf]) -> Result<()> {
         self.transaction(|t| {
             for (p, why) in added {
                 t.tx.execute(
@@ -574,8 +570,7 @@ impl Journal {
                 )?;
             }
             for p in gone {
-                t.tx
-                    .execute("DELETE FROM ignored WHERE path = ?1", [path_to_sql(p)])?;
+                t.tx.execute("DELETE FROM ignored WHERE path = ?1", [path_to_sql(p)])?;
             }
             Ok(())
         })

@@ -157,7 +157,9 @@ impl LateWatch {
         if start >= size && !over {
             return Ok(Look::Nothing);
         }
-        let rows = count_breaks(path, start, size).unwrap_or(0).max(u64::from(start < size));
+        let rows = count_breaks(path, start, size)
+            .unwrap_or(0)
+            .max(u64::from(start < size));
         let name = &job.input_name;
         let (continued, msg) = match ctx.cfg.inbox.late_writes {
             LateWrites::Send if start < size => {
@@ -262,4 +264,3 @@ impl io::Write for HashWriter<'_> {
         Ok(())
     }
 }
-

@@ -93,8 +93,7 @@ fn resolve(ctx: &mut Ctx<'_>, awaited: &[Batch]) -> Result<Vec<(Batch, JobState)
         ctx.remote.list_sized(&d.success)?.into_iter().collect();
     let error: HashMap<String, Option<u64>> =
         ctx.remote.list_sized(&d.error)?.into_iter().collect();
-    let give_up = chrono::Duration::from_std(ctx.cfg.track.give_up_after)
-        .unwrap_or(chrono::Duration::days(1));
+    let give_up = ctx.cfg.track.give_up();
     let now = ctx.clock.now();
     let mut upload: Option<HashMap<String, Option<u64>>> = None;
     let mut changed = vec![];

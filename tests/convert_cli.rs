@@ -211,6 +211,67 @@ fn usage_and_config_errors_exit_2_with_a_clear_message() {
 }
 
 #[test]
+fn dates_outside_2000_to_9999_get_exact_messages_and_write_nothing() {
+    let dir = Dir::new();
+    dir.write("in.csv", "11999999999;oi\n");
+    let cases = [
+        (
+            "0000-01-01",
+            "year 0000 is out of range; use a year from 2000 to 9999",
+        ),
+        (
+            "1999-12-31",
+            "year 1999 is out of range; use a year from 2000 to 9999",
+        ),
+        (
+            "10000-01-01",
+            "year 10000 is out of range; use a year from 2000 to 9999",
+        ),
+        ("2026-02-30", "2026-02-30 is not a day of the calendar"),
+        ("2026-1-05", "not a date; use YYYY-MM-DD, e.g. 2026-11-25"),
+        ("+2026-01-05", "not a date; use YYYY-MM-DD, e.g. 2026-11-25"),
+        ("20261125", "not a date; use YYYY-MM-DD, e.g. 2026-11-25"),
+    ];
+    for (date, why) in cases {
+        let out = dir.run(&[
+            "convert",
+            "--subaccount",
+            "A",
+            "--date",
+            date,
+            "--out",
+            "out",
+            "in.csv",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{date}: {}", show(&out));
+        let want = format!("invalid value '{date}' for '--date <DATE>': {why}\n");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&want),
+            "{date}: want {want:?}\n{}",
+            show(&out)
+        );
+        assert!(dir.list("out").is_empty(), "{date}");
+    }
+    for (date, name) in [
+        ("2000-01-01", "A.20000101.01.txt"),
+        ("9999-12-31", "A.99991231.01.txt"),
+    ] {
+        let out = dir.run(&[
+            "convert",
+            "--subaccount",
+            "A",
+            "--date",
+            date,
+            "--out",
+            date,
+            "in.csv",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{date}: {}", show(&out));
+        assert_eq!(dir.list(date), vec![name]);
+    }
+}
+
+#[test]
 fn the_example_config_is_valid() {
     let dir = Dir::new();
     dir.write("in.csv", "11999999999;oi\n");

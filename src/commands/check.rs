@@ -10,6 +10,20 @@ use crate::Outcome;
 use std::io::Write;
 use std::path::Path;
 
+/// The credentials line for `password_env = "VAR"`, given the variable's value: not set, empty
+/// and not UTF-8 are told apart.
+fn password_env(var: &str, value: Result<String, std::env::VarError>) -> Result<String, String> {
+    let problem = match value {
+        Ok(p) if !p.is_empty() => return Ok(format!("password from ${var}")),
+        Ok(_) => "is empty",
+        Err(std::env::VarError::NotPresent) => "is not set",
+        Err(std::env::VarError::NotUnicode(_)) => "is not valid UTF-8",
+    };
+    Err(format!(
+        "environment variable {var} {problem} (it holds the SFTP password)"
+    ))
+}
+
 /// Runs every check and prints `ok`, `WARN` or `FAIL` lines.
 pub fn run(cfg: &Config, accept_new_host_key_flag: bool) -> Outcome {
     let mut out = std::io::stdout().lock();
@@ -51,12 +65,7 @@ pub fn run(cfg: &Config, accept_new_host_key_flag: bool) -> Outcome {
         return Outcome::Failure;
     };
     let creds = match &sftp.auth {
-        Auth::PasswordEnv(v) => match std::env::var(v) {
-            Ok(p) if !p.is_empty() => Ok(format!("password from ${v}")),
-            _ => Err(format!(
-                "environment variable {v} is not set (it holds the SFTP password)"
-            )),
-        },
+        Auth::PasswordEnv(v) => password_env(v, std::env::var(v)),
         Auth::PasswordFile(p) => std::fs::metadata(p)
             .map(|_| format!("password file {}", p.display()))
             .map_err(|e| format!("password file {}: {e}", p.display())),
@@ -144,4 +153,26 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
     (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::password_env;
+    use std::env::VarError;
+
+    #[test]
+    fn an_empty_variable_is_not_reported_as_unset() {
+        assert_eq!(
+            password_env("PW", Err(VarError::NotPresent)).unwrap_err(),
+            "environment variable PW is not set (it holds the SFTP password)"
+        );
+        assert_eq!(
+            password_env("PW", Ok(String::new())).unwrap_err(),
+            "environment variable PW is empty (it holds the SFTP password)"
+        );
+        assert_eq!(
+            password_env("PW", Ok("x".into())).unwrap(),
+            "password from $PW"
+        );
+    }
 }

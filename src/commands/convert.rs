@@ -5,7 +5,7 @@ use crate::batch::{check_subaccount, BatchName, BatchWriter};
 use crate::config::Config;
 use crate::convert::{convert, ConvertError, ConvertReport};
 use crate::Outcome;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{self, Write};
@@ -60,6 +60,43 @@ pub enum ConvertCmdError {
     Output { path: PathBuf, source: io::Error },
 }
 
+/// The years a batch file name can carry: its date is exactly 8 digits (`YYYYMMDD`), and a
+/// sending day before 2000 is a typo.
+pub const YEARS: std::ops::RangeInclusive<i32> = 2000..=9999;
+
+/// Parses `--date`: `YYYY-MM-DD` with a year from 2000 to 9999. The message says what is wrong
+/// (the caller shows the value).
+///
+/// # Errors
+/// Not `YYYY-MM-DD`, a year out of range, or a day the calendar does not have.
+pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    let not_a_date = || "not a date; use YYYY-MM-DD, e.g. 2026-11-25".to_owned();
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let mut parts = s.split('-');
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(not_a_date());
+    };
+    if !digits(y) || !digits(m) || !digits(d) || m.len() != 2 || d.len() != 2 {
+        return Err(not_a_date());
+    }
+    let year = if y.len() == 4 {
+        y.parse::<i32>().ok()
+    } else {
+        None
+    };
+    let Some(year) = year.filter(|n| YEARS.contains(n)) else {
+        return Err(year_out_of_range(y));
+    };
+    let (m, d) = (m.parse().expect("2 digits"), d.parse().expect("2 digits"));
+    NaiveDate::from_ymd_opt(year, m, d).ok_or_else(|| format!("{s} is not a day of the calendar"))
+}
+
+fn year_out_of_range(year: &str) -> String {
+    format!("year {year} is out of range; use a year from 2000 to 9999")
+}
+
 /// Runs `smsdrop convert`.
 ///
 /// # Errors
@@ -77,6 +114,13 @@ pub fn run(cfg: &Config, args: &ConvertArgs) -> Result<Outcome, ConvertCmdError>
             )
         })?;
     check_subaccount(&subaccount).map_err(ConvertCmdError::Usage)?;
+    if let Some(date) = args.date.filter(|d| !YEARS.contains(&d.year())) {
+        let year = date.format("%Y").to_string();
+        return Err(ConvertCmdError::Usage(format!(
+            "--date {date}: {}",
+            year_out_of_range(&year)
+        )));
+    }
     let out_err = |source| ConvertCmdError::Output {
         path: args.out.clone(),
         source,

@@ -1,7 +1,9 @@
 //! The delivery sections: `[inbox]`, `[sftp]`, `[track]`, `[state]`, `[report]`, raw and validated.
 
 use super::ConfigError;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,12 +13,12 @@ pub struct RawInbox {
     pub dir: String,
     pub patterns: Vec<String>,
     pub watch: String,
-    pub rescan_secs: u64,
-    pub stable_secs: u64,
+    pub rescan_secs: i64,
+    pub stable_secs: i64,
     pub done_marker: Option<String>,
-    pub duplicate_days: u64,
+    pub duplicate_days: i64,
     pub late_writes: String,
-    pub late_write_secs: u64,
+    pub late_write_secs: i64,
 }
 
 impl Default for RawInbox {
@@ -39,7 +41,7 @@ impl Default for RawInbox {
 #[serde(deny_unknown_fields, default)]
 pub struct RawSftp {
     pub host: Option<String>,
-    pub port: u16,
+    pub port: i64,
     pub username: Option<String>,
     pub password_env: Option<String>,
     pub password_file: Option<String>,
@@ -50,8 +52,8 @@ pub struct RawSftp {
     pub success_dir: String,
     pub error_dir: String,
     pub temp_dir: Option<String>,
-    pub timeout_secs: u64,
-    pub keepalive_secs: u64,
+    pub timeout_secs: i64,
+    pub keepalive_secs: i64,
     pub strict_permissions: bool,
 }
 
@@ -80,7 +82,7 @@ impl Default for RawSftp {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTrack {
-    pub poll_secs: u64,
+    pub poll_secs: i64,
     pub give_up_after: String,
 }
 
@@ -152,6 +154,27 @@ pub struct InboxConfig {
     pub late_write_grace: Duration,
 }
 
+impl InboxConfig {
+    /// The start of the duplicate guard's window at `now`: `duplicate_days` earlier. Never
+    /// panics; saturates at the earliest time chrono represents.
+    pub fn duplicate_since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        i64::try_from(self.duplicate_days)
+            .ok()
+            .and_then(TimeDelta::try_days)
+            .and_then(|d| now.checked_sub_signed(d))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    /// Until when an input taken at `now` is watched for late writes. Never panics; saturates
+    /// at the latest time chrono represents.
+    pub fn late_watch_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        TimeDelta::from_std(self.late_write_grace)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
 /// `[inbox] late_writes`: rows the ERP wrote after smsdrop took the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LateWrites {
@@ -201,6 +224,13 @@ pub struct TrackConfig {
     pub give_up_after: Duration,
 }
 
+impl TrackConfig {
+    /// `give_up_after` for comparing chrono times; saturates instead of failing.
+    pub fn give_up(&self) -> TimeDelta {
+        TimeDelta::from_std(self.give_up_after).unwrap_or(TimeDelta::MAX)
+    }
+}
+
 /// `[state]`: the journal and where inputs end up.
 #[derive(Debug, Clone)]
 pub struct StateConfig {
@@ -241,6 +271,52 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
+/// The range of `[track] give_up_after`, in seconds: one second to 30 days.
+const GIVE_UP_AFTER_SECS: RangeInclusive<u64> = 1..=30 * 86_400;
+
+/// `[track] give_up_after`: a duration (see [`parse_duration`]) from 1s to 30d.
+fn validate_give_up_after(
+    text: &str,
+    bad: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Duration, ConfigError> {
+    let key = "track.give_up_after";
+    let out_of_range = || bad(key, format!("{text:?} is out of range; use 1s to 30d"));
+    match parse_duration(text) {
+        Some(d) if GIVE_UP_AFTER_SECS.contains(&d.as_secs()) => Ok(d),
+        Some(_) => Err(out_of_range()),
+        // Written as a duration, but too many digits for any clock.
+        None if is_duration_syntax(text) => Err(out_of_range()),
+        None => Err(bad(
+            key,
+            format!("{text:?} is not a duration; use e.g. \"90m\", \"24h\", \"2d\""),
+        )),
+    }
+}
+
+/// Digits and an optional unit, the shape [`parse_duration`] reads, whatever the size.
+fn is_duration_syntax(s: &str) -> bool {
+    let s = s.trim();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && ["", "s", "m", "h", "d"].contains(&s[digits..].trim())
+}
+
+/// Checks a whole-number key against its documented range. TOML integers may be negative, so
+/// raw values are `i64`; `allowed` states the range with its unit, e.g. "1 to 86400 seconds".
+/// Every range is small enough that no later arithmetic on an accepted value can overflow
+/// (`Instant + secs`, `now - days` in chrono).
+pub(super) fn ranged(
+    bad: &dyn Fn(&str, String) -> ConfigError,
+    key: &str,
+    value: i64,
+    range: RangeInclusive<i64>,
+    allowed: &str,
+) -> Result<u64, ConfigError> {
+    match u64::try_from(value) {
+        Ok(v) if range.contains(&value) => Ok(v),
+        _ => Err(bad(key, format!("{value} is out of range; use {allowed}"))),
+    }
+}
+
 pub(super) struct Raw {
     pub inbox: RawInbox,
     pub sftp: Option<RawSftp>,
@@ -275,8 +351,20 @@ pub(super) fn validate(raw: Raw, path: &Path) -> Result<Validated, ConfigError> 
         }
     };
     let i = raw.inbox;
+    if i.patterns.is_empty() {
+        return Err(bad(
+            "inbox.patterns",
+            "empty: nothing would ever be taken; give at least one, e.g. [\"*.csv\"]".into(),
+        ));
+    }
     let mut patterns = vec![];
     for p in &i.patterns {
+        if p.is_empty() {
+            return Err(bad(
+                "inbox.patterns",
+                "\"\" matches no file name; give a pattern such as \"*.csv\"".into(),
+            ));
+        }
         patterns
             .push(glob::Pattern::new(p).map_err(|e| bad("inbox.patterns", format!("{p:?}: {e}")))?);
     }
@@ -290,12 +378,20 @@ pub(super) fn validate(raw: Raw, path: &Path) -> Result<Validated, ConfigError> 
             ))
         }
     };
-    if i.rescan_secs == 0 || i.rescan_secs > 86_400 {
-        return Err(bad("inbox.rescan_secs", "use 1 to 86400 seconds".into()));
-    }
-    if i.stable_secs > 3600 {
-        return Err(bad("inbox.stable_secs", "use 0 to 3600 seconds".into()));
-    }
+    let rescan_secs = ranged(
+        &bad,
+        "inbox.rescan_secs",
+        i.rescan_secs,
+        1..=86_400,
+        "1 to 86400 seconds",
+    )?;
+    let stable_secs = ranged(
+        &bad,
+        "inbox.stable_secs",
+        i.stable_secs,
+        0..=3600,
+        "0 to 3600 seconds",
+    )?;
     if let Some(m) = &i.done_marker {
         if m.is_empty() || m.contains('/') {
             return Err(bad(
@@ -304,12 +400,13 @@ pub(super) fn validate(raw: Raw, path: &Path) -> Result<Validated, ConfigError> 
             ));
         }
     }
-    if i.duplicate_days > 3650 {
-        return Err(bad(
-            "inbox.duplicate_days",
-            "use 0 (off) to 3650 days".into(),
-        ));
-    }
+    let duplicate_days = ranged(
+        &bad,
+        "inbox.duplicate_days",
+        i.duplicate_days,
+        0..=3650,
+        "0 (off) to 3650 days",
+    )?;
     let late_writes = match i.late_writes.as_str() {
         "send" => LateWrites::Send,
         "report" => LateWrites::Report,
@@ -320,22 +417,23 @@ pub(super) fn validate(raw: Raw, path: &Path) -> Result<Validated, ConfigError> 
             ))
         }
     };
-    if i.late_write_secs > 86_400 {
-        return Err(bad(
-            "inbox.late_write_secs",
-            "use 0 (no watch) to 86400 seconds".into(),
-        ));
-    }
+    let late_write_secs = ranged(
+        &bad,
+        "inbox.late_write_secs",
+        i.late_write_secs,
+        0..=86_400,
+        "0 (no watch) to 86400 seconds",
+    )?;
     let inbox = InboxConfig {
         dir: resolve(&i.dir),
         patterns,
         use_events,
-        rescan: Duration::from_secs(i.rescan_secs),
-        stable: Duration::from_secs(i.stable_secs),
+        rescan: Duration::from_secs(rescan_secs),
+        stable: Duration::from_secs(stable_secs),
         done_marker: i.done_marker,
-        duplicate_days: i.duplicate_days,
+        duplicate_days,
         late_writes,
-        late_write_grace: Duration::from_secs(i.late_write_secs),
+        late_write_grace: Duration::from_secs(late_write_secs),
     };
 
     let st = raw.state;
@@ -358,22 +456,16 @@ pub(super) fn validate(raw: Raw, path: &Path) -> Result<Validated, ConfigError> 
     };
 
     let t = raw.track;
-    if t.poll_secs == 0 {
-        return Err(bad("track.poll_secs", "use at least 1 second".into()));
-    }
-    let give_up_after = parse_duration(&t.give_up_after)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            bad(
-                "track.give_up_after",
-                format!(
-                    "{:?} is not a duration; use e.g. \"90m\", \"24h\", \"2d\"",
-                    t.give_up_after
-                ),
-            )
-        })?;
+    let poll_secs = ranged(
+        &bad,
+        "track.poll_secs",
+        t.poll_secs,
+        1..=3600,
+        "1 to 3600 seconds",
+    )?;
+    let give_up_after = validate_give_up_after(&t.give_up_after, &bad)?;
     let track = TrackConfig {
-        poll: Duration::from_secs(t.poll_secs),
+        poll: Duration::from_secs(poll_secs),
         give_up_after,
     };
 
@@ -436,12 +528,14 @@ fn validate_sftp(
             "missing: the SFTP user name the gateway issued".into(),
         )
     })?;
-    if s.port == 0 {
-        return Err(bad(
-            "sftp.port",
-            "use 1 to 65535 (the gateway uses 2222)".into(),
-        ));
-    }
+    let port = ranged(
+        bad,
+        "sftp.port",
+        s.port,
+        1..=65_535,
+        "1 to 65535 (the gateway uses 2222)",
+    )?;
+    let port = u16::try_from(port).expect("checked against 1..=65535");
     let auth = match (s.password_env, s.password_file, s.private_key) {
         (Some(env), None, None) => Auth::PasswordEnv(env),
         (None, Some(file), None) => Auth::PasswordFile(resolve(&file)),
@@ -476,12 +570,23 @@ fn validate_sftp(
             ));
         }
     }
-    if s.timeout_secs == 0 {
-        return Err(bad("sftp.timeout_secs", "use at least 1 second".into()));
-    }
+    let timeout_secs = ranged(
+        bad,
+        "sftp.timeout_secs",
+        s.timeout_secs,
+        1..=3600,
+        "1 to 3600 seconds",
+    )?;
+    let keepalive_secs = ranged(
+        bad,
+        "sftp.keepalive_secs",
+        s.keepalive_secs,
+        0..=3600,
+        "0 (off) to 3600 seconds",
+    )?;
     Ok(SftpConfig {
         host,
-        port: s.port,
+        port,
         username,
         auth,
         known_hosts: s
@@ -492,8 +597,8 @@ fn validate_sftp(
         success_dir: s.success_dir.trim_end_matches('/').to_owned(),
         error_dir: s.error_dir.trim_end_matches('/').to_owned(),
         temp_dir: s.temp_dir.map(|t| t.trim_end_matches('/').to_owned()),
-        timeout: Duration::from_secs(s.timeout_secs),
-        keepalive: Duration::from_secs(s.keepalive_secs),
+        timeout: Duration::from_secs(timeout_secs),
+        keepalive: Duration::from_secs(keepalive_secs),
         strict_permissions: s.strict_permissions,
     })
 }
@@ -512,5 +617,158 @@ mod tests {
         for bad in ["", "h", "1w", "-1h", "1.5h"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    const SFTP: &str = "[sftp]\nhost = \"h\"\nusername = \"u\"\npassword_env = \"P\"\n";
+
+    fn parse(text: &str) -> Result<super::super::Config, String> {
+        super::super::Config::parse(text, Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn out_of_range_values_get_exact_messages() {
+        let cases = [
+            (
+                "[inbox]\nduplicate_days = 4294967295",
+                "key `inbox.duplicate_days`: 4294967295 is out of range; use 0 (off) to 3650 days",
+            ),
+            (
+                "[inbox]\nrescan_secs = 0",
+                "key `inbox.rescan_secs`: 0 is out of range; use 1 to 86400 seconds",
+            ),
+            (
+                "[inbox]\nstable_secs = -1",
+                "key `inbox.stable_secs`: -1 is out of range; use 0 to 3600 seconds",
+            ),
+            (
+                "[inbox]\nlate_write_secs = 86401",
+                "key `inbox.late_write_secs`: 86401 is out of range; \
+                 use 0 (no watch) to 86400 seconds",
+            ),
+            (
+                "[inbox]\npatterns = []",
+                "key `inbox.patterns`: empty: nothing would ever be taken; \
+                 give at least one, e.g. [\"*.csv\"]",
+            ),
+            (
+                "[inbox]\npatterns = [\"*.csv\", \"\"]",
+                "key `inbox.patterns`: \"\" matches no file name; give a pattern such as \"*.csv\"",
+            ),
+            (
+                "[track]\npoll_secs = 9223372036854775807",
+                "key `track.poll_secs`: 9223372036854775807 is out of range; use 1 to 3600 seconds",
+            ),
+            (
+                "[track]\ngive_up_after = \"31d\"",
+                "key `track.give_up_after`: \"31d\" is out of range; use 1s to 30d",
+            ),
+            (
+                "[track]\ngive_up_after = \"0s\"",
+                "key `track.give_up_after`: \"0s\" is out of range; use 1s to 30d",
+            ),
+            (
+                "[track]\ngive_up_after = \"99999999999999999999d\"",
+                "key `track.give_up_after`: \"99999999999999999999d\" is out of range; \
+                 use 1s to 30d",
+            ),
+            (
+                "[track]\ngive_up_after = \"1w\"",
+                "key `track.give_up_after`: \"1w\" is not a duration; use e.g. \"90m\", \"24h\", \"2d\"",
+            ),
+            (
+                "[batch]\nmax_rows_per_file = -5",
+                "key `batch.max_rows_per_file`: -5 is out of range; use 1 to 1000000 rows",
+            ),
+            (
+                "[input]\nnational_lengths = [10, 15]",
+                "key `input.national_lengths`: 15 is out of range; use lengths from 4 to 14 digits",
+            ),
+            (
+                "[input]\ncolumns = { text = 10001 }",
+                "key `input.columns.text`: 10001 is out of range; \
+                 use a position from 1 to 10000 (columns count from 1) or a header name",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                parse(text).unwrap_err(),
+                format!("config file t.toml: {want}"),
+                "{text}"
+            );
+        }
+        let sftp_cases = [
+            (
+                "port = 70000",
+                "key `sftp.port`: 70000 is out of range; use 1 to 65535 (the gateway uses 2222)",
+            ),
+            (
+                "port = 0",
+                "key `sftp.port`: 0 is out of range; use 1 to 65535 (the gateway uses 2222)",
+            ),
+            (
+                "timeout_secs = 0",
+                "key `sftp.timeout_secs`: 0 is out of range; use 1 to 3600 seconds",
+            ),
+            (
+                "timeout_secs = 18446744073",
+                "key `sftp.timeout_secs`: 18446744073 is out of range; use 1 to 3600 seconds",
+            ),
+            (
+                "keepalive_secs = -9223372036854775808",
+                "key `sftp.keepalive_secs`: -9223372036854775808 is out of range; \
+                 use 0 (off) to 3600 seconds",
+            ),
+        ];
+        for (line, want) in sftp_cases {
+            assert_eq!(
+                parse(&format!("{SFTP}{line}\n")).unwrap_err(),
+                format!("config file t.toml: {want}"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn range_ends_are_accepted() {
+        for text in [
+            "[inbox]\nrescan_secs = 1\nstable_secs = 0\nduplicate_days = 0\nlate_write_secs = 0",
+            "[inbox]\nrescan_secs = 86400\nstable_secs = 3600\nduplicate_days = 3650\n\
+             late_write_secs = 86400",
+            "[track]\npoll_secs = 1\ngive_up_after = \"1s\"",
+            "[track]\npoll_secs = 3600\ngive_up_after = \"30d\"",
+            "[batch]\nmax_rows_per_file = 1\n[input]\nnational_lengths = [4, 14]",
+            "[batch]\nmax_rows_per_file = 1000000\n[input]\ncolumns = { text = 10000 }",
+        ] {
+            parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+        for line in [
+            "port = 1\ntimeout_secs = 1\nkeepalive_secs = 0",
+            "port = 65535\ntimeout_secs = 3600\nkeepalive_secs = 3600",
+        ] {
+            parse(&format!("{SFTP}{line}\n")).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+    }
+
+    #[test]
+    fn chrono_arithmetic_saturates() {
+        let mut inbox = parse("").unwrap().inbox;
+        let now = Utc::now();
+        assert_eq!(
+            inbox.duplicate_since(now),
+            now - TimeDelta::try_days(7).unwrap()
+        );
+        assert_eq!(
+            inbox.late_watch_until(now),
+            now + TimeDelta::try_seconds(300).unwrap()
+        );
+        inbox.duplicate_days = u64::MAX;
+        inbox.late_write_grace = Duration::MAX;
+        assert_eq!(inbox.duplicate_since(now), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(inbox.late_watch_until(now), DateTime::<Utc>::MAX_UTC);
+        let track = TrackConfig {
+            poll: Duration::from_secs(1),
+            give_up_after: Duration::MAX,
+        };
+        assert_eq!(track.give_up(), TimeDelta::MAX);
     }
 }

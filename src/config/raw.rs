@@ -23,7 +23,7 @@ pub struct RawInput {
     pub header: RawHeader,
     pub columns: BTreeMap<String, RawColumn>,
     pub default_country_code: String,
-    pub national_lengths: Vec<u32>,
+    pub national_lengths: Vec<i64>,
     pub sanitize: String,
     pub invalid_rows: String,
 }

@@ -220,12 +220,15 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
     for (name, col) in i.columns {
         let key = format!("input.columns.{name}");
         let col = match col {
-            RawColumn::Index(n) if (1..=10_000).contains(&n) => ColumnRef::Index(n as usize - 1),
             RawColumn::Index(n) => {
-                return Err(bad(
+                let n = delivery::ranged(
+                    &bad,
                     &key,
-                    format!("{n} is not a column; columns count from 1"),
-                ))
+                    n,
+                    1..=10_000,
+                    "a position from 1 to 10000 (columns count from 1) or a header name",
+                )?;
+                ColumnRef::Index(n as usize - 1)
             }
             RawColumn::Name(s) if s.trim().is_empty() => {
                 return Err(bad(&key, "a column name cannot be empty".into()))
@@ -254,11 +257,16 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
             ),
         ));
     }
-    if i.national_lengths.iter().any(|&n| !(4..=14).contains(&n)) {
-        return Err(bad(
+    let mut national_lengths = Vec::with_capacity(i.national_lengths.len());
+    for &n in &i.national_lengths {
+        let n = delivery::ranged(
+            &bad,
             "input.national_lengths",
-            "each length must be between 4 and 14 digits".into(),
-        ));
+            n,
+            4..=14,
+            "lengths from 4 to 14 digits",
+        )?;
+        national_lengths.push(n as usize);
     }
     let sanitize = match i.sanitize.as_str() {
         "replace" => Sanitize::Replace,
@@ -294,12 +302,13 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
             )
         })?),
     };
-    if !(1..=1_000_000).contains(&b.max_rows_per_file) {
-        return Err(bad(
-            "batch.max_rows_per_file",
-            format!("{} is out of range; use 1 to 1000000", b.max_rows_per_file),
-        ));
-    }
+    let max_rows_per_file = delivery::ranged(
+        &bad,
+        "batch.max_rows_per_file",
+        b.max_rows_per_file,
+        1..=1_000_000,
+        "1 to 1000000 rows",
+    )?;
     Ok(Config {
         inbox: d.inbox,
         sftp: d.sftp,
@@ -312,14 +321,14 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
             header,
             columns,
             default_country_code: cc.to_owned(),
-            national_lengths: i.national_lengths.into_iter().map(|n| n as usize).collect(),
+            national_lengths,
             sanitize,
             invalid_rows,
         },
         batch: BatchConfig {
             subaccount: b.subaccount,
             zone,
-            max_rows_per_file: b.max_rows_per_file as usize,
+            max_rows_per_file: max_rows_per_file as usize,
             header_line: b.header_line,
         },
         source: path.to_owned(),

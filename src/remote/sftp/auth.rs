@@ -77,14 +77,27 @@ pub fn check_secret_permissions(cfg: &SftpConfig) -> Vec<String> {
     )]
 }
 
+/// The secret in environment variable `var` (its value `value`), or why there is none: not set,
+/// empty, or not UTF-8.
+fn env_secret(
+    var: &str,
+    what: &str,
+    value: Result<String, std::env::VarError>,
+) -> Result<Secret, RemoteError> {
+    let problem = match value {
+        Ok(v) if !v.is_empty() => return Ok(Secret(v)),
+        Ok(_) => "is empty",
+        Err(std::env::VarError::NotPresent) => "is not set",
+        Err(std::env::VarError::NotUnicode(_)) => "is not valid UTF-8",
+    };
+    Err(RemoteError::Auth {
+        message: format!("the environment variable {var} {problem}; set it to the {what}"),
+    })
+}
+
 /// Reads the secret named by `auth` (environment variable or file); never returns it in an error.
 pub(super) fn load_credentials(auth: &Auth) -> Result<Credentials, RemoteError> {
-    let from_env = |var: &str, what: &str| match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Ok(Secret(v)),
-        _ => Err(RemoteError::Auth {
-            message: format!("set the environment variable {var} to the {what}"),
-        }),
-    };
+    let from_env = |var: &str, what: &str| env_secret(var, what, std::env::var(var));
     let unreadable = |what: &str, path: &Path, e: io::Error| RemoteError::Auth {
         message: format!("cannot read the {what} {}: {e}", path.display()),
     };
@@ -274,6 +287,19 @@ mod tests {
             Err(RemoteError::Auth { message }) => assert!(message.contains(var), "{message}"),
             other => panic!("{other:?}"),
         }
+        let message = |value| match env_secret("PW", "SFTP password", value) {
+            Err(RemoteError::Auth { message }) => message,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            message(Err(std::env::VarError::NotPresent)),
+            "the environment variable PW is not set; set it to the SFTP password"
+        );
+        assert_eq!(
+            message(Ok(String::new())),
+            "the environment variable PW is empty; set it to the SFTP password"
+        );
+        assert_eq!(env_secret("PW", "x", Ok("pw".into())).unwrap().0, "pw");
         let auth = Auth::Key {
             path: "/k".into(),
             passphrase_env: Some(var.into()),
