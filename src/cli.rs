@@ -79,6 +79,14 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// After the journal was lost: lists what the state folder still holds; with --yes sets it
+    /// aside and queues the pending batch files again as new jobs.
+    Recover {
+        /// Set the leftovers aside and queue the pending batch files again (after checking with
+        /// the gateway that they did not go out).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Checks config, credentials, host key, login, remote folders and disk; one line each.
     Check {
         /// Record the server's host key in known_hosts if it has none (after you confirmed the
@@ -158,6 +166,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Status { json, limit } => {
             commands::status::run(&cfg, json, limit).context("status")?;
             Ok(Outcome::Ok)
+        }
+        Command::Recover { yes } => {
+            commands::init_logging(&cfg);
+            match commands::recover::run(&cfg, yes) {
+                Ok(o) => Ok(o),
+                Err(commands::recover::RecoverError::Refused(m)) => Err(UsageError(m).into()),
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Resolve { job, sent, .. } => {
             decide_result(commands::decide::resolve(&cfg, job, sent))

@@ -123,6 +123,17 @@ impl Engine {
                 cfg.state.dir.display()
             ))
         })?;
+        let left = crate::spool::leftovers(&cfg);
+        if !left.is_empty() {
+            return Err(DaemonError::Setup(format!(
+                "the journal {} is missing, but the state folder holds {}: starting afresh would \
+                 reuse their job numbers and never send what was pending. Run `smsdrop recover` \
+                 to list them, and `smsdrop recover --yes` to set them aside and queue the \
+                 pending batch files again as new jobs",
+                journal_path(&cfg.state.dir).display(),
+                left.describe()
+            )));
+        }
         let journal = Journal::open(&cfg.state.dir)?;
         let queue = handoff::queue(&cfg).map_err(|e| {
             DaemonError::Setup(format!(

@@ -22,6 +22,14 @@ pub struct JournalError {
 }
 
 impl JournalError {
+    /// A journal that should be there and is not.
+    pub fn missing(path: &Path, why: &str) -> JournalError {
+        JournalError {
+            path: path.to_owned(),
+            source: rusqlite::Error::ToSqlConversionFailure(why.to_owned().into()),
+        }
+    }
+
     /// True when the disk is full or failing: worth retrying once space is freed, rather than
     /// stopping (SQLite rolled the transaction back; the journal is intact).
     pub fn is_disk_problem(&self) -> bool {
@@ -412,6 +420,15 @@ impl Journal {
         // An older schema is being upgraded by the daemon that owns it (or waits for one):
         // nothing to read yet, like a journal still being created.
         Ok((tables > 0 && version == SCHEMA_VERSION).then_some(Journal { conn, path }))
+    }
+
+    /// SQLite's quick integrity check: `"ok"`, or what is wrong.
+    ///
+    /// # Errors
+    /// When the check cannot run (a file too damaged to open counts as an error).
+    pub fn quick_check(&self) -> Result<String> {
+        let rows = self.query("PRAGMA quick_check", [], |r| r.get::<_, String>(0))?;
+        Ok(rows.join("; "))
     }
 
     /// The schema version of the open journal.

@@ -158,9 +158,36 @@ pub fn upload_pending(ctx: &mut Ctx<'_>, shutdown: &AtomicBool) -> Result<usize,
     }
     commit(ctx, &mut round.done)?;
     match round.failure {
-        Some(e) => Err(e.into()),
+        Some(e) => {
+            waiting_behind(ctx, &e)?;
+            Err(e.into())
+        }
         None => Ok(round.sent),
     }
+}
+
+/// Says on every job still waiting to go out why it waits (`status` shows it).
+fn waiting_behind(ctx: &mut Ctx<'_>, e: &RemoteError) -> Result<(), StageError> {
+    let mut jobs: BTreeSet<i64> = BTreeSet::new();
+    for b in ctx.journal.batches_in(JobState::Converted)? {
+        jobs.insert(b.job_id);
+    }
+    for b in ctx.journal.batches_in(JobState::Uploading)? {
+        if b.attempts == 0 {
+            jobs.insert(b.job_id);
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let why = format!("waiting: uploads are paused after a server error, retried soon ({e})");
+    ctx.journal.transaction(|t| {
+        for j in &jobs {
+            t.set_reason(*j, Some(&why))?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// Failed SFTP operations on one batch (the connection fine) before it is set aside, when it is

@@ -39,6 +39,7 @@ pub fn run(cfg: &Config, accept_new_host_key_flag: bool) -> Outcome {
             Err(e) => say("FAIL", what, format!("{}: {e}", dir.display())),
         }
     }
+    journal_check(cfg, &mut say);
     match free_bytes(&cfg.state.dir) {
         Some(free) if free < 100 << 20 => say(
             "WARN",
@@ -153,6 +154,53 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
     (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// The journal: readable, intact (SQLite's quick check), of a schema this smsdrop knows; or
+/// missing while an earlier journal's files are still in the state folder.
+fn journal_check(cfg: &Config, say: &mut dyn FnMut(&str, &str, String)) {
+    let path = cfg.state.dir.join("journal.db");
+    if !path.exists() {
+        let left = crate::spool::leftovers(cfg);
+        if left.is_empty() {
+            say(
+                "ok",
+                "journal",
+                format!("{} will be created", path.display()),
+            );
+        } else {
+            say(
+                "FAIL",
+                "journal",
+                format!(
+                    "{} is missing but the state folder holds {}; run `smsdrop recover`",
+                    path.display(),
+                    left.describe()
+                ),
+            );
+        }
+        return;
+    }
+    match crate::journal::Journal::open_read_only(&cfg.state.dir) {
+        Ok(Some(j)) => match j.quick_check() {
+            Ok(r) if r == "ok" => say("ok", "journal", format!("{} is intact", path.display())),
+            Ok(r) => say(
+                "FAIL",
+                "journal",
+                format!(
+                    "{} is damaged ({r}); stop smsdrop and restore it from a backup",
+                    path.display()
+                ),
+            ),
+            Err(e) => say("FAIL", "journal", format!("{e}; restore it from a backup")),
+        },
+        Ok(None) => say(
+            "ok",
+            "journal",
+            format!("{} is being created or upgraded", path.display()),
+        ),
+        Err(e) => say("FAIL", "journal", format!("{e}; restore it from a backup")),
+    }
 }
 
 #[cfg(test)]

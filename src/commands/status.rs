@@ -13,6 +13,16 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
     let mut out = std::io::stdout().lock();
     upgrade_if_idle(cfg)?;
     let journal = Journal::open_read_only(&cfg.state.dir)?;
+    let left = crate::spool::leftovers(cfg);
+    if !left.is_empty() {
+        return Err(JournalError::missing(
+            &cfg.state.dir.join("journal.db"),
+            &format!(
+                "the journal is missing but the state folder holds {}; run `smsdrop recover`",
+                left.describe()
+            ),
+        ));
+    }
     let Some(journal) = journal else {
         // Nothing has run yet: an empty list, not an error.
         let _ = if json_out {

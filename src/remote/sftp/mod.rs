@@ -143,6 +143,15 @@ impl SftpRemote {
             tracing::warn!(server = %target(&self.cfg), op, path, error = %message, "session lost");
             self.connect_error(format!("{op} {path}: connection lost: {message}"))
         } else {
+            // SFTP v3 has no "disk full" status: a refused write says only "failure".
+            let message = if matches!(op, "write" | "close" | "create") {
+                format!(
+                    "{message} (the server refused to store the file: its disk may be full or \
+                     the account over its quota; ask the gateway's support)"
+                )
+            } else {
+                message
+            };
             RemoteError::Op {
                 op,
                 path: path.to_owned(),
