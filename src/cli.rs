@@ -63,7 +63,7 @@ enum Command {
     Resolve {
         /// The job (see `smsdrop status`).
         job: i64,
-        /// The gateway received it: track it on, never send it again.
+        /// The gateway received it: count it as delivered, never send it again.
         #[arg(long, conflicts_with = "resend", required_unless_present = "resend")]
         sent: bool,
         /// The gateway did not receive it: send it again under a new name.

@@ -114,7 +114,7 @@ impl JobState {
     /// set aside by a local problem (its reason says which).
     ///
     /// After `expired`, a late move to `success/` or `error/` still counts. `unknown` waits for an
-    /// operator: `resolve --sent` makes it `uploaded` (tracked on), `--resend` or `retry` make it
+    /// operator: `resolve --sent` makes it `succeeded`, `--resend` or `retry` make it
     /// (or a `failed`/`expired` one) `converted` again under a new name.
     pub fn batch_may_become(self, to: JobState) -> bool {
         use JobState::*;
@@ -124,7 +124,7 @@ impl JobState {
             Uploaded => matches!(to, Succeeded | Failed | Expired),
             Expired => matches!(to, Succeeded | Failed | Converted),
             Failed => matches!(to, Converted),
-            Unknown => matches!(to, Uploaded | Converted),
+            Unknown => matches!(to, Succeeded | Converted),
             Succeeded | Detected | Rejected => false,
         }
     }

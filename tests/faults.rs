@@ -190,22 +190,6 @@ fn thousands_of_unrelated_and_odd_names_in_success_do_not_confuse_tracking() {
         .contains(&format!("ACME.{today}.01.txt")));
 }
 
-fn mount_tmpfs(dir: &std::path::Path, size: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .status();
-    assert!(
-        st.is_ok_and(|s| s.success()),
-        "mounting a tmpfs needs root (CI runs as root)"
-    );
-}
-
-fn umount(dir: &std::path::Path) {
-    let _ = Command::new("umount").arg("-l").arg(dir).status();
-}
-
 #[test]
 #[cfg_attr(
     not(sshd_as_root),
@@ -214,7 +198,7 @@ fn umount(dir: &std::path::Path) {
 fn a_full_archive_disk_is_retried_and_nothing_is_lost() {
     let s = Setup::new(Login::Key);
     let archive = s.path("full-archive");
-    mount_tmpfs(&archive, "64k");
+    support::setup::mount_tmpfs(&archive, "64k");
     let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
     std::fs::write(
         s.path("smsdrop.toml"),
@@ -264,7 +248,7 @@ fn a_full_archive_disk_is_retried_and_nothing_is_lost() {
         std::fs::read_dir(&archive).unwrap().count() == 2
     });
     assert!(stop(daemon).success());
-    umount(&archive);
+    support::setup::umount(&archive);
     for j in st["jobs"].as_array().unwrap() {
         assert_eq!(j["state"], "succeeded", "{st:#}");
     }
@@ -280,7 +264,7 @@ fn a_full_archive_disk_is_retried_and_nothing_is_lost() {
 fn a_full_state_disk_is_retried_and_the_daemon_keeps_running() {
     let s = Setup::new(Login::Key);
     let state = s.path("state");
-    mount_tmpfs(&state, "1m");
+    support::setup::mount_tmpfs(&state, "1m");
     support::setup::big_input(&s.path("big.csv"), 40_000); // ~3 MB of batch files: does not fit
     let daemon = s.daemon();
     std::fs::rename(s.path("big.csv"), s.path("inbox/big.csv")).unwrap();
@@ -296,7 +280,7 @@ fn a_full_state_disk_is_retried_and_the_daemon_keeps_running() {
     assert!(remount.success());
     let st = s.wait_final(1, Duration::from_secs(90));
     assert!(stop(daemon).success(), "{}", s.log());
-    umount(&state);
+    support::setup::umount(&state);
     assert_eq!(st["jobs"][0]["state"], "succeeded", "{st:#}\n{}", s.log());
     assert_once(&s, 40_000);
 }

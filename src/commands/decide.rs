@@ -60,10 +60,10 @@ pub fn resolve(cfg: &Config, job_id: i64, sent: bool) -> Result<Outcome, DecideE
         let mut renamed = vec![];
         for b in &unknown {
             if sent {
-                t.set_batch_state(b.id, JobState::Uploaded, None)?;
+                t.set_batch_state(b.id, JobState::Succeeded, None)?;
                 t.note_job(
                     job_id,
-                    &format!("{}: the operator says it was sent", b.name),
+                    &format!("{}: the operator confirmed the gateway received it", b.name),
                 )?;
             } else {
                 t.set_batch_state(b.id, JobState::Converted, None)?;
@@ -85,7 +85,7 @@ pub fn resolve(cfg: &Config, job_id: i64, sent: bool) -> Result<Outcome, DecideE
     if sent {
         let _ = writeln!(
             out,
-            "job {job_id}: {} batch file(s) recorded as sent; smsdrop tracks their outcome",
+            "job {job_id}: {} batch file(s) recorded as received by the gateway",
             unknown.len()
         );
     } else {

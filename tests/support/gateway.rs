@@ -40,6 +40,7 @@ pub struct GatewayBuilder {
     delay: Duration,
     incomplete_after_polls: u32,
     dirs: [String; 3],
+    clean_success: bool,
 }
 
 /// A running gateway simulator; [`Gateway::stop`] or drop stops its thread.
@@ -82,6 +83,12 @@ impl GatewayBuilder {
     /// Polls with an unchanged size after which a file without `EOF` goes to error (default 2).
     pub fn incomplete_after_polls(mut self, polls: u32) -> Self {
         self.incomplete_after_polls = polls;
+        self
+    }
+
+    /// Removes each file from `success/` right after moving it there (a gateway that cleans).
+    pub fn clean_success(mut self) -> Self {
+        self.clean_success = true;
         self
     }
 
@@ -129,6 +136,7 @@ impl Gateway {
             delay: Duration::ZERO,
             incomplete_after_polls: 2,
             dirs: ["upload".into(), "success".into(), "error".into()],
+            clean_success: false,
         }
     }
 
@@ -335,6 +343,9 @@ impl Worker {
             Ok(ids) => {
                 self.succeeded += 1;
                 self.record(name, true, format!("{} messages", ids.len()), &ids);
+                if self.cfg.clean_success {
+                    let _ = fs::remove_file(&dest);
+                }
             }
             Err(why) => self.record(name, false, why, &[]),
         }

@@ -288,3 +288,23 @@ pub fn noon_zone() -> String {
         o => format!("Etc/GMT+{}", -o),
     }
 }
+
+/// Mounts a tmpfs of `size` on `dir` (root only: CI runs as root).
+pub fn mount_tmpfs(dir: &Path, size: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status();
+    assert!(
+        st.is_ok_and(|s| s.success()),
+        "mounting a tmpfs needs root (CI runs as root)"
+    );
+}
+
+pub fn umount(dir: &Path) {
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(dir)
+        .status();
+}
