@@ -51,6 +51,20 @@ pub fn write_durable_with(
     path: &Path,
     fill: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
 ) -> io::Result<()> {
+    write_replacing(path, fill, true)
+}
+
+/// Writes `path` through a temporary file renamed into place (a reader never sees half a
+/// file); synced (file and folder) when `sync`, else the caller flushes the file system once for
+/// a group ([`sync_fs`]) before recording the files.
+///
+/// # Errors
+/// When `fill` or any step fails; `path` then holds its old content (or nothing).
+pub fn write_replacing(
+    path: &Path,
+    fill: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+    sync: bool,
+) -> io::Result<()> {
     let dir = parent(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".smsdrop-")
@@ -61,9 +75,14 @@ pub fn write_durable_with(
         fill(&mut w)?;
         w.flush()?;
     }
-    tmp.as_file().sync_all()?;
+    if sync {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+    if sync {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Copies `from` to `to` durably (temporary name, data synced, renamed, folder synced).

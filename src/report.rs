@@ -7,7 +7,7 @@
 
 use crate::config::{Auth, Config};
 use crate::convert::{convert, RejectedRow, Row, RowSink};
-use crate::fsutil::{write_durable, write_durable_with};
+use crate::fsutil::{sync_dir, sync_fs, write_replacing};
 use crate::journal::{Batch, Job, JobState, Journal};
 use crate::stage::{Ctx, StageError};
 use serde_json::json;
@@ -49,9 +49,14 @@ pub fn report_finished(ctx: &mut Ctx<'_>) -> Result<Vec<Job>, StageError> {
             }
         }
     }
-    // One commit for the round (also when a later job failed). A crash before it writes those
-    // reports again and may run their hook twice: the hook runs at least once.
+    // One commit for the round (also when a later job failed), after one flush of the reports'
+    // file system (not an fsync per file). A crash before it writes those reports again and may
+    // run their hook twice: the hook runs at least once.
     if !done.is_empty() {
+        let dir = &ctx.cfg.report.dir;
+        sync_fs(dir)
+            .and_then(|()| sync_dir(dir))
+            .map_err(|e| StageError::local(format!("syncing {}", dir.display()), e))?;
         ctx.journal.transaction(|t| {
             for id in &done {
                 t.set_reported(*id)?;
@@ -123,7 +128,7 @@ fn write_json(
         "result_csv": csv.to_string_lossy(),
     });
     let text = serde_json::to_string_pretty(&doc).expect("reports always serialise");
-    write_durable(path, text.as_bytes())
+    write_replacing(path, |w| w.write_all(text.as_bytes()), false)
         .map_err(|e| StageError::local(format!("writing {}", path.display()), e))
 }
 
@@ -136,32 +141,36 @@ fn write_result_csv(
     path: &Path,
     header: bool,
 ) -> io::Result<()> {
-    write_durable_with(path, |out| {
-        let mut sink = ResultSink {
-            out,
-            batches,
-            sent: 0,
-            job_reason: (job.state == JobState::Rejected)
-                .then(|| job.reason.clone().unwrap_or_default()),
-            line_offset: line_offset(job, header),
-        };
-        writeln!(
-            sink.out,
-            "line;number;correlation_id;status;reason;remote_file"
-        )?;
-        let read = open_job_input(job, header).map(|(prefix, body)| {
-            convert(std::io::Read::chain(prefix, body), &cfg.input, &mut sink)
-        });
-        let wrote_rows = matches!(&read, Ok(Ok(r)) if r.rows_read > 0);
-        if !wrote_rows {
-            let why = job
-                .reason
-                .clone()
-                .unwrap_or_else(|| "the input could not be read again".into());
-            writeln!(sink.out, "0;;;{};{};", status_of(job.state), field(&why))?;
-        }
-        Ok(())
-    })
+    write_replacing(
+        path,
+        |out| {
+            let mut sink = ResultSink {
+                out,
+                batches,
+                sent: 0,
+                job_reason: (job.state == JobState::Rejected)
+                    .then(|| job.reason.clone().unwrap_or_default()),
+                line_offset: line_offset(job, header),
+            };
+            writeln!(
+                sink.out,
+                "line;number;correlation_id;status;reason;remote_file"
+            )?;
+            let read = open_job_input(job, header).map(|(prefix, body)| {
+                convert(std::io::Read::chain(prefix, body), &cfg.input, &mut sink)
+            });
+            let wrote_rows = matches!(&read, Ok(Ok(r)) if r.rows_read > 0);
+            if !wrote_rows {
+                let why = job
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "the input could not be read again".into());
+                writeln!(sink.out, "0;;;{};{};", status_of(job.state), field(&why))?;
+            }
+            Ok(())
+        },
+        false,
+    )
 }
 
 /// How far down the input a continuation's rows are: its rows are numbered from its own first
