@@ -10,7 +10,7 @@
 
 use crate::archive::Origin;
 use crate::config::Config;
-use crate::fsutil::same_fs;
+use crate::fsutil::{read_full, same_fs};
 use crate::journal::Job;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -247,7 +247,7 @@ pub fn ends_a_line(path: &Path, offset: u64) -> io::Result<bool> {
     let mut f = File::open(path)?;
     f.seek(SeekFrom::Start(offset - width))?;
     let mut b = [0u8; 2];
-    let n = read_up_to(&mut f, &mut b[..width as usize])?;
+    let n = read_full(&mut f, &mut b[..width as usize])?;
     Ok(match (u, n) {
         (Units::Bytes, 1) => b[0] == b'\n' || b[0] == b'\r',
         (Units::Utf16 { big_endian }, 2) => {
@@ -356,7 +356,7 @@ pub fn last_line_break(path: &Path, start: u64) -> io::Result<Option<u64>> {
         let from = end.saturating_sub(64 * 1024).max(start);
         let mut buf = vec![0u8; (end - from) as usize + 2];
         f.seek(SeekFrom::Start(from))?;
-        let n = read_up_to(&mut f, &mut buf)?;
+        let n = read_full(&mut f, &mut buf)?;
         buf.truncate(n);
         if let Some(&last) = breaks(&buf, from, u)
             .iter()
@@ -382,7 +382,7 @@ pub fn next_line(path: &Path, from: u64) -> io::Result<Option<u64>> {
     loop {
         let mut buf = vec![0u8; 64 * 1024 + 2];
         f.seek(SeekFrom::Start(at))?;
-        let n = read_up_to(&mut f, &mut buf)?;
+        let n = read_full(&mut f, &mut buf)?;
         if n == 0 {
             return Ok(None);
         }
@@ -414,7 +414,7 @@ pub fn count_breaks(path: &Path, from: u64, to: u64) -> io::Result<u64> {
         let len = (to - at).min(64 * 1024);
         let mut buf = vec![0u8; len as usize + 2];
         f.seek(SeekFrom::Start(at))?;
-        let n = read_up_to(&mut f, &mut buf)?;
+        let n = read_full(&mut f, &mut buf)?;
         if n == 0 {
             break;
         }
@@ -426,19 +426,6 @@ pub fn count_breaks(path: &Path, from: u64, to: u64) -> io::Result<u64> {
         at += len;
     }
     Ok(count)
-}
-
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match io::Read::read(f, &mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

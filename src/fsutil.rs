@@ -140,6 +140,24 @@ pub fn hash_file(path: &Path) -> io::Result<String> {
     Ok(hex(&h.finalize()))
 }
 
+/// Fills `buf` unless the end of the input comes first (interrupted reads retried); returns the
+/// bytes read.
+///
+/// # Errors
+/// When reading fails.
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Lower-case hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -546,12 +546,7 @@ fn gateway_errors_fail_the_job_and_the_hook_hears_every_outcome() {
 )]
 fn no_outcome_in_time_expires_the_job() {
     let mut s = Setup::with(Login::Key, "");
-    let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
-    std::fs::write(
-        s.path("smsdrop.toml"),
-        cfg.replace("poll_secs = 1", "poll_secs = 1\ngive_up_after = \"2s\""),
-    )
-    .unwrap();
+    s.edit_config("poll_secs = 1", "poll_secs = 1\ngive_up_after = \"2s\"");
     s.gateway.stop();
     let out = s.run(&["send", &sample("lembretes-tab.txt")]);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));

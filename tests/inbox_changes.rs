@@ -24,12 +24,7 @@ fn rows(tag: &str, from: usize, count: usize, header: bool) -> String {
 
 fn setup(watch: &str, late: &str) -> Setup {
     let s = Setup::new(Login::Key);
-    let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
-    std::fs::write(
-        s.path("smsdrop.toml"),
-        cfg.replace("stable_secs = 0", "stable_secs = 1"),
-    )
-    .unwrap();
+    s.edit_config("stable_secs = 0", "stable_secs = 1");
     s.inbox_setting(&format!("watch = {watch:?}\n{late}"));
     std::fs::create_dir_all(s.path("inbox")).unwrap();
     s

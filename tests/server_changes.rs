@@ -220,12 +220,7 @@ fn a_failed_job_is_retried_by_decision() {
 )]
 fn an_expired_job_takes_the_late_outcome() {
     let mut s = Setup::with(Login::Key, "");
-    let cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
-    std::fs::write(
-        s.path("smsdrop.toml"),
-        cfg.replace("poll_secs = 1", "poll_secs = 1\ngive_up_after = \"2s\""),
-    )
-    .unwrap();
+    s.edit_config("poll_secs = 1", "poll_secs = 1\ngive_up_after = \"2s\"");
     s.gateway.stop();
     let daemon = s.daemon();
     s.drop_in("a.csv", rows("E", 3));

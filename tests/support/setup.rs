@@ -77,6 +77,13 @@ impl Setup {
             .to_string()
     }
 
+    /// Replaces `from` with `to` in the config (before the daemon starts).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let cfg = std::fs::read_to_string(self.path("smsdrop.toml")).unwrap();
+        assert!(cfg.contains(from), "{from:?} is not in the config");
+        std::fs::write(self.path("smsdrop.toml"), cfg.replacen(from, to, 1)).unwrap();
+    }
+
     /// Adds `line` to the config's `[inbox]` section (before the daemon starts).
     pub fn inbox_setting(&self, line: &str) {
         let cfg = std::fs::read_to_string(self.path("smsdrop.toml")).unwrap();

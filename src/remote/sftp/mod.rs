@@ -32,6 +32,7 @@ pub use hostkey::{accept_new_host_key, host_key_status, HostKeyStatus};
 
 use super::{Remote, RemoteError};
 use crate::config::SftpConfig;
+use crate::fsutil::read_full;
 use errors::{describe, local_error, no_such_file, session_lost, ERROR_FILE};
 use session::{connect, target, Conn};
 use ssh2::{ErrorCode, MethodType, OpenFlags, OpenType, RenameFlags, Sftp};
@@ -373,20 +374,6 @@ fn usable_name(name: &Path) -> Option<String> {
     let name = name.to_str()?;
     (!name.is_empty() && name != "." && name != ".." && !name.contains('/'))
         .then(|| name.to_owned())
-}
-
-/// Fills `buf` unless the end of the file comes first; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
