@@ -1,0 +1,115 @@
+//! The journal's schema and its versions: the tables the first releases wrote (version 0, no
+//! `user_version`), and the forward migrations since, each in one transaction with its version
+//! bump. Append a migration, never edit one.
+
+use rusqlite::Connection;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    input_name TEXT NOT NULL,
+    input_path BLOB NOT NULL,
+    stored_path BLOB,
+    subaccount TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    rows_read INTEGER NOT NULL DEFAULT 0,
+    rows_sent INTEGER NOT NULL DEFAULT 0,
+    rows_rejected INTEGER NOT NULL DEFAULT 0,
+    report TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    reported INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_hash ON jobs(hash, created_at);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    part INTEGER NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    uploaded_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS batches_job ON batches(job_id);
+CREATE INDEX IF NOT EXISTS batches_state ON batches(state);
+CREATE TABLE IF NOT EXISTS history (
+    job_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS history_job ON history(job_id);
+CREATE TABLE IF NOT EXISTS sequences (
+    subaccount TEXT NOT NULL,
+    day TEXT NOT NULL,
+    next INTEGER NOT NULL,
+    PRIMARY KEY (subaccount, day)
+);
+";
+
+/// Forward migrations: `MIGRATIONS[i]` takes a journal from schema version `i` to `i + 1`
+/// (`PRAGMA user_version`). Version 0 is [`SCHEMA`] as the first releases wrote it, without a
+/// version. Each runs in one transaction with the version bump, so a crash leaves either the old
+/// or the new schema. Append, never edit.
+const MIGRATIONS: &[&str] = &[
+    // 1: look jobs up by input path (the send queue waits on its files' jobs); a per-journal
+    // identity (message-level statuses will build correlation ids on it).
+    "CREATE INDEX IF NOT EXISTS jobs_input ON jobs(input_path);
+     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', lower(hex(randomblob(8))));",
+    // 2: inputs are claimed before they are read (where the file is now, and which file it is),
+    // watched for late writes, and continued by further jobs; files the inbox never takes.
+    "ALTER TABLE jobs ADD COLUMN claimed_path BLOB;
+     ALTER TABLE jobs ADD COLUMN input_dev INTEGER;
+     ALTER TABLE jobs ADD COLUMN input_ino INTEGER;
+     ALTER TABLE jobs ADD COLUMN consumed INTEGER;
+     ALTER TABLE jobs ADD COLUMN start_offset INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN parent_job INTEGER;
+     ALTER TABLE jobs ADD COLUMN watch_until INTEGER;
+     ALTER TABLE jobs ADD COLUMN late TEXT;
+     CREATE INDEX IF NOT EXISTS jobs_watch ON jobs(watch_until) WHERE watch_until IS NOT NULL;
+     CREATE TABLE IF NOT EXISTS ignored (
+         path BLOB PRIMARY KEY, reason TEXT NOT NULL, seen_at INTEGER NOT NULL);",
+    // 3: the intent to rename a batch into place is recorded before the rename (after a crash,
+    // a batch whose name is nowhere is then `unknown`, not sent again); notes on foreign files.
+    "ALTER TABLE batches ADD COLUMN renaming INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE batches ADD COLUMN note TEXT;",
+];
+
+/// The schema version this smsdrop writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<std::result::Result<(), i64>> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Ok(Err(version));
+    }
+    if version == 0 {
+        conn.execute_batch(SCHEMA)?;
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", from as i64 + 1)?;
+        tx.commit()?;
+        tracing::debug!(from, to = from + 1, "journal schema migrated");
+    }
+    Ok(Ok(()))
+}
+
+pub(super) fn newer_schema(version: i64) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(
+        format!(
+            "schema version {version} was written by a newer smsdrop (this one knows up to \
+             {SCHEMA_VERSION}); run that release, or restore the journal from a backup"
+        )
+        .into(),
+    )
+}

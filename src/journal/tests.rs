@@ -1,0 +1,260 @@
+//! The journal's tests: sequences, states, transitions, schema upgrades.
+
+use super::*;
+
+fn new_job<'a>(path: &'a Path, hash: &'a str) -> NewJob<'a> {
+    NewJob {
+        input_name: "a.csv",
+        input_path: path,
+        subaccount: "ACME",
+        hash,
+        size: 3,
+        dev_ino: None,
+    }
+}
+
+#[test]
+fn sequences_start_above_remote_and_never_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    let day = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+    assert!(j.first_of_day("ACME", day).unwrap());
+    let p = PathBuf::from("/in/a.csv");
+    let names = j
+        .transaction(|t| {
+            t.reserve_above("ACME", day, 7)?;
+            let id = t.insert_job(&new_job(&p, "h1"))?;
+            t.record_batches(
+                id,
+                "ACME",
+                day,
+                &[
+                    NewBatch { rows: 1, bytes: 1 },
+                    NewBatch { rows: 1, bytes: 1 },
+                ],
+            )
+        })
+        .unwrap();
+    assert_eq!(names, vec!["ACME.20261125.08.txt", "ACME.20261125.09.txt"]);
+    assert!(!j.first_of_day("ACME", day).unwrap());
+    // A lower remote number later never lowers the counter.
+    let names = j
+        .transaction(|t| {
+            t.reserve_above("ACME", day, 3)?;
+            let id = t.insert_job(&new_job(&p, "h2"))?;
+            t.record_batches(id, "ACME", day, &[NewBatch { rows: 1, bytes: 1 }])
+        })
+        .unwrap();
+    assert_eq!(names, vec!["ACME.20261125.10.txt"]);
+    // Another subaccount or day counts on its own.
+    let other = j
+        .transaction(|t| {
+            let id = t.insert_job(&new_job(&p, "h3"))?;
+            t.record_batches(id, "OTHER", day, &[NewBatch { rows: 1, bytes: 1 }])
+        })
+        .unwrap();
+    assert_eq!(other, vec!["OTHER.20261125.01.txt"]);
+}
+
+#[test]
+fn states_history_and_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    let p = PathBuf::from("/in/a.csv");
+    let day = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+    let id = j
+        .transaction(|t| t.insert_job(&new_job(&p, "same")))
+        .unwrap();
+    let since = Utc::now() - chrono::Duration::days(7);
+    assert!(
+        j.accepted_with_hash("same", since).unwrap().is_none(),
+        "detected is not accepted yet"
+    );
+    j.transaction(|t| t.record_batches(id, "ACME", day, &[NewBatch { rows: 2, bytes: 9 }]))
+        .unwrap();
+    assert_eq!(
+        j.accepted_with_hash("same", since).unwrap().map(|j| j.id),
+        Some(id)
+    );
+    let b = &j.batches(id).unwrap()[0];
+    j.transaction(|t| {
+        t.set_batch_state(b.id, JobState::Uploading, None)?;
+        t.set_job_state(id, JobState::Uploading, None)?;
+        t.set_batch_state(b.id, JobState::Uploaded, None)?;
+        t.set_batch_state(b.id, JobState::Succeeded, None)?;
+        t.set_job_state(id, JobState::Succeeded, None)
+    })
+    .unwrap();
+    let states: Vec<String> = j
+        .history(id)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.state)
+        .collect();
+    assert_eq!(
+        states,
+        vec!["detected", "converted", "uploading", "succeeded"]
+    );
+    assert_eq!(j.unreported().unwrap().len(), 1);
+    j.transaction(|t| t.set_reported(id)).unwrap();
+    assert!(j.unreported().unwrap().is_empty());
+    assert!(j.batches(id).unwrap()[0].uploaded_at.is_some());
+}
+
+#[test]
+fn a_failed_transaction_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    let p = PathBuf::from("/in/a.csv");
+    let r = j.transaction(|t| {
+        t.insert_job(&new_job(&p, "x"))?;
+        Err::<(), _>(rusqlite::Error::InvalidQuery)
+    });
+    assert!(r.is_err());
+    assert!(j.recent_jobs(10).unwrap().is_empty());
+}
+
+#[test]
+fn illegal_transitions_are_errors_naming_job_from_and_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    let p = PathBuf::from("/in/a.csv");
+    let id = j.transaction(|t| t.insert_job(&new_job(&p, "x"))).unwrap();
+    let e = j
+        .transaction(|t| t.set_job_state(id, JobState::Uploaded, None))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("job {id}: detected -> uploaded")),
+        "{e}"
+    );
+    j.transaction(|t| t.set_job_state(id, JobState::Rejected, Some("bad")))
+        .unwrap();
+    // Rejected is final.
+    for to in [JobState::Detected, JobState::Converted, JobState::Succeeded] {
+        assert!(j.transaction(|t| t.set_job_state(id, to, None)).is_err());
+    }
+    assert_eq!(j.job(id).unwrap().unwrap().state, JobState::Rejected);
+    // The whole table: a final state goes nowhere, every state is reachable from detected.
+    let all = [
+        JobState::Detected,
+        JobState::Converted,
+        JobState::Uploading,
+        JobState::Uploaded,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Expired,
+        JobState::Rejected,
+    ];
+    for from in all {
+        for to in all {
+            // Succeeded and rejected are final for good; failed and expired move on only by
+            // an operator's retry or a late outcome.
+            if matches!(from, JobState::Succeeded | JobState::Rejected) {
+                assert!(!from.job_may_become(to), "{from:?} -> {to:?}");
+                assert!(!from.batch_may_become(to), "{from:?} -> {to:?}");
+            }
+            if matches!(from, JobState::Failed | JobState::Expired) {
+                assert_eq!(
+                    from.job_may_become(to),
+                    to == JobState::Uploading
+                        || (from == JobState::Expired
+                            && matches!(to, JobState::Succeeded | JobState::Failed)),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+        assert_eq!(JobState::parse(from.as_str()).unwrap(), from);
+    }
+    assert_eq!(JobState::parse("unknown").unwrap(), JobState::Unknown);
+    assert!(!JobState::Unknown.is_final());
+}
+
+#[test]
+fn an_unknown_stored_state_is_an_error_not_a_guess() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    let p = PathBuf::from("/in/a.csv");
+    let id = j.transaction(|t| t.insert_job(&new_job(&p, "x"))).unwrap();
+    j.conn
+        .execute("UPDATE jobs SET state = 'paused' WHERE id = ?1", [id])
+        .unwrap();
+    let e = j.job(id).unwrap_err().to_string();
+    assert!(e.contains("unknown state \"paused\""), "{e}");
+    assert!(j
+        .transaction(|t| t.set_job_state(id, JobState::Converted, None))
+        .is_err());
+}
+
+/// `tests/fixtures/journal-v0/journal.db` was written by the release before schema versions
+/// (`smsdrop demo`, then `send --no-wait` of two files against a gateway that held them, and
+/// one rejected file): 4 succeeded, 2 uploaded, 1 rejected job.
+#[test]
+fn a_journal_from_the_release_before_versions_upgrades_and_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v0/journal.db");
+    std::fs::copy(&fixture, dir.path().join("journal.db")).unwrap();
+    {
+        let old = Connection::open(dir.path().join("journal.db")).unwrap();
+        let v: i64 = old
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 0, "the fixture predates schema versions");
+    }
+    let mut j = Journal::open(dir.path()).unwrap();
+    assert_eq!(j.schema_version().unwrap(), SCHEMA_VERSION);
+    let jobs = j.recent_jobs(100).unwrap();
+    let states: Vec<&str> = jobs.iter().rev().map(|j| j.state.as_str()).collect();
+    assert_eq!(
+        states,
+        [
+            "succeeded",
+            "succeeded",
+            "succeeded",
+            "succeeded",
+            "uploaded",
+            "uploaded",
+            "rejected"
+        ]
+    );
+    assert_eq!(j.history(1).unwrap().len(), 5);
+    // The uploaded jobs go on to their outcome under the new state machine.
+    let b = j.batches(5).unwrap().remove(0);
+    assert_eq!(b.state, JobState::Uploaded);
+    j.transaction(|t| {
+        t.set_batch_state(b.id, JobState::Succeeded, None)?;
+        t.set_job_state(5, JobState::Succeeded, None)
+    })
+    .unwrap();
+    // Numbering goes on above what the old release handed out.
+    let day = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+    assert!(!j.first_of_day("DEMO", day).unwrap());
+    let p = PathBuf::from("/in/new.csv");
+    let names = j
+        .transaction(|t| {
+            let id = t.insert_job(&new_job(&p, "new"))?;
+            t.record_batches(id, "DEMO", day, &[NewBatch { rows: 1, bytes: 1 }])
+        })
+        .unwrap();
+    assert_eq!(names, ["DEMO.20261203.07.txt"]);
+    drop(j);
+    // Opening again is a no-op; a reader sees the same version.
+    let j = Journal::open(dir.path()).unwrap();
+    assert_eq!(j.schema_version().unwrap(), SCHEMA_VERSION);
+    let ro = Journal::open_read_only(dir.path()).unwrap().unwrap();
+    assert_eq!(ro.recent_jobs(100).unwrap().len(), 8);
+}
+
+#[test]
+fn a_journal_from_a_newer_release_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Journal::open(dir.path()).unwrap());
+    let c = Connection::open(dir.path().join("journal.db")).unwrap();
+    c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(c);
+    let e = Journal::open(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("newer smsdrop"), "{e}");
+    assert!(Journal::open_read_only(dir.path()).is_err());
+}
