@@ -600,3 +600,19 @@ fn an_expired_job_takes_a_late_outcome() {
         .unwrap()
         .contains("late outcome"));
 }
+
+/// With `verify_max_bytes = 0` only sizes are compared: a same-size file under our name counts
+/// as ours (the default reads small files back, see `foreign_files_never_stand_for_ours`).
+#[test]
+fn verification_by_size_only_when_asked() {
+    let mut w = World::new("[track]\nverify_max_bytes = 0\n");
+    let id = w.take("a.csv", 1);
+    w.upload().unwrap();
+    let name = w.names(id).remove(0);
+    let ours = std::fs::read(w.dir.path().join("server/upload").join(&name)).unwrap();
+    let mut theirs = ours.clone();
+    theirs[0] ^= 1;
+    std::fs::write(w.dir.path().join("server/success").join(&name), &theirs).unwrap();
+    w.track_and_report();
+    assert_eq!(w.job(id).state, JobState::Succeeded);
+}

@@ -2,7 +2,7 @@
 //!
 //! One listing of `success/` and one of `error/` (names and sizes) per poll resolves every
 //! awaited name. A file there counts for a batch only when it is ours: the size we wrote and,
-//! for files up to [`VERIFY_MAX_BYTES`], the same content read back; another system's file under
+//! for files up to `[track] verify_max_bytes`, the same content read back; another system's file under
 //! our name is reported and the batch goes on being tracked. A batch is `succeeded` in
 //! `success/`, `failed` in `error/`, `expired` after `give_up_after` with neither (saying whether
 //! it still sits in `upload/`, never taken, or is gone, outcome unknown); an expired batch is
@@ -18,9 +18,6 @@ use crate::stage::{Ctx, StageError};
 use crate::upload::dirs;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
-
-/// Files in `success/`/`error/` up to this size are read back and compared with what we sent.
-pub const VERIFY_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How long an expired batch is still looked for in `success/` and `error/`.
 pub const LATE_OUTCOME_DAYS: i64 = 7;
@@ -191,13 +188,14 @@ fn ours(
     if let Some(s) = size.filter(|s| *s != b.bytes) {
         return Ok(foreign(format!("{s} bytes, ours has {}", b.bytes)));
     }
-    if b.bytes > VERIFY_MAX_BYTES {
+    let max = ctx.cfg.track.verify_max_bytes;
+    if b.bytes > max {
         return Ok(Ok(()));
     }
     let Ok(local) = std::fs::read(spool_path(ctx.cfg, b.job_id, b.part)) else {
         return Ok(Ok(())); // the size is all there is to compare
     };
-    match ctx.remote.read_small(path, VERIFY_MAX_BYTES)? {
+    match ctx.remote.read_small(path, max)? {
         Some(remote) if Sha256::digest(&remote) != Sha256::digest(&local) => {
             Ok(foreign("same size, other content".into()))
         }

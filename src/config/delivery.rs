@@ -84,6 +84,7 @@ impl Default for RawSftp {
 pub struct RawTrack {
     pub poll_secs: i64,
     pub give_up_after: String,
+    pub verify_max_bytes: i64,
 }
 
 impl Default for RawTrack {
@@ -91,6 +92,7 @@ impl Default for RawTrack {
         RawTrack {
             poll_secs: 30,
             give_up_after: "24h".into(),
+            verify_max_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -222,6 +224,9 @@ pub struct SftpConfig {
 pub struct TrackConfig {
     pub poll: Duration,
     pub give_up_after: Duration,
+    /// Files in `success/`/`error/` up to this size are read back and compared with what was
+    /// sent (larger ones by size only); 0 compares sizes only.
+    pub verify_max_bytes: u64,
 }
 
 impl TrackConfig {
@@ -464,9 +469,17 @@ pub(super) fn validate(raw: Raw, path: &Path) -> Result<Validated, ConfigError> 
         "1 to 3600 seconds",
     )?;
     let give_up_after = validate_give_up_after(&t.give_up_after, &bad)?;
+    let verify_max_bytes = ranged(
+        &bad,
+        "track.verify_max_bytes",
+        t.verify_max_bytes,
+        0..=64 * 1024 * 1024,
+        "0 (sizes only) to 67108864 bytes",
+    )?;
     let track = TrackConfig {
         poll: Duration::from_secs(poll_secs),
         give_up_after,
+        verify_max_bytes,
     };
 
     let r = raw.report;
@@ -633,6 +646,11 @@ mod tests {
                 "key `inbox.duplicate_days`: 4294967295 is out of range; use 0 (off) to 3650 days",
             ),
             (
+                "[track]\nverify_max_bytes = 67108865",
+                "key `track.verify_max_bytes`: 67108865 is out of range; \
+                 use 0 (sizes only) to 67108864 bytes",
+            ),
+            (
                 "[inbox]\nrescan_secs = 0",
                 "key `inbox.rescan_secs`: 0 is out of range; use 1 to 86400 seconds",
             ),
@@ -768,6 +786,7 @@ mod tests {
         let track = TrackConfig {
             poll: Duration::from_secs(1),
             give_up_after: Duration::MAX,
+            verify_max_bytes: 0,
         };
         assert_eq!(track.give_up(), TimeDelta::MAX);
     }
