@@ -340,10 +340,7 @@ fn duplicate_reason(name: &str, id: i64, when: &str) -> String {
 
 /// Converts one job's input into spool files, hashing (and counting) its bytes on the way.
 fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
-    let header = match job.parent_job {
-        Some(first) => parent_had_header(ctx, first)?,
-        None => false,
-    };
+    let header = ctx.journal.carries_header(&job)?;
     // Without a view of the writer (`watch = "poll"`), a file still being written may end in the
     // middle of a row: read up to its last line break, and leave the rest to the late-write
     // watch (sent when complete, or when the watch ends).
@@ -437,14 +434,6 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
 
 fn is_continuation(c: &Converted) -> bool {
     matches!(c, Converted::Ready { job, .. } if job.parent_job.is_some())
-}
-
-/// Whether the first job of an input found a header line (its continuations carry it).
-fn parent_had_header(ctx: &Ctx<'_>, first: i64) -> Result<bool, StageError> {
-    let report = ctx.journal.convert_report(first)?;
-    Ok(report
-        .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
-        .is_some_and(|v| v.get("header").is_some_and(|h| !h.is_null())))
 }
 
 /// Until when an input just converted is watched for late writes: inputs the ERP wrote into the

@@ -70,14 +70,7 @@ pub fn report_finished(ctx: &mut Ctx<'_>) -> Result<Vec<Job>, StageError> {
 fn report_one(ctx: &mut Ctx<'_>, job: &Job) -> Result<(), StageError> {
     let batches = ctx.journal.batches(job.id)?;
     let (json_path, csv_path) = report_paths(ctx.cfg, job);
-    let header = match job.parent_job {
-        Some(first) => ctx
-            .journal
-            .convert_report(first)?
-            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
-            .is_some_and(|v| v.get("header").is_some_and(|h| !h.is_null())),
-        None => false,
-    };
+    let header = ctx.journal.carries_header(job)?;
     write_result_csv(ctx.cfg, job, &batches, &csv_path, header)
         .map_err(|e| StageError::local(format!("writing {}", csv_path.display()), e))?;
     write_json(ctx.journal, job, &batches, &json_path, &csv_path)?;
@@ -179,12 +172,7 @@ fn line_offset(job: &Job, header: bool) -> u64 {
     if job.start_offset == 0 {
         return 0;
     }
-    let path = job
-        .claimed_path
-        .as_deref()
-        .or(job.stored_path.as_deref())
-        .unwrap_or(&job.input_path);
-    let before = crate::claim::count_breaks(path, 0, job.start_offset).unwrap_or(0);
+    let before = crate::claim::count_breaks(job.kept_path(), 0, job.start_offset).unwrap_or(0);
     (before + 1).saturating_sub(if header { 2 } else { 1 })
 }
 
@@ -193,12 +181,7 @@ fn open_job_input(
     job: &Job,
     header: bool,
 ) -> io::Result<(Box<dyn std::io::Read>, Box<dyn std::io::Read>)> {
-    let path = job
-        .claimed_path
-        .as_deref()
-        .or(job.stored_path.as_deref())
-        .unwrap_or(&job.input_path);
-    crate::claim::open_range(path, job.start_offset, job.consumed, header)
+    crate::claim::open_range(job.kept_path(), job.start_offset, job.consumed, header)
 }
 
 fn status_of(state: JobState) -> &'static str {

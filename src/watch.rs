@@ -75,6 +75,12 @@ impl Scanner {
     /// True for names the inbox never takes: dotfiles, temp and partial files, Office lock files,
     /// done markers, and names matching none of the patterns.
     pub fn ignored(&self, name: &str) -> bool {
+        self.transient(name) || !self.cfg.patterns.iter().any(|p| p.matches(name))
+    }
+
+    /// Names of files on their way (dotfiles, temp and partial files, Office lock files, done
+    /// markers): never taken, and not worth reporting.
+    fn transient(&self, name: &str) -> bool {
         name.starts_with('.')
             || name.starts_with("~$")
             || name.ends_with(".tmp")
@@ -84,7 +90,6 @@ impl Scanner {
                 .done_marker
                 .as_deref()
                 .is_some_and(|m| name.ends_with(m))
-            || !self.cfg.patterns.iter().any(|p| p.matches(name))
     }
 
     /// Lists the inbox and its subaccount folders. `busy` files (being handled) are skipped.
@@ -152,16 +157,7 @@ impl Scanner {
             return;
         }
         if self.ignored(&name) {
-            let transient = name.starts_with('.')
-                || name.starts_with("~$")
-                || name.ends_with(".tmp")
-                || name.ends_with(".part")
-                || self
-                    .cfg
-                    .done_marker
-                    .as_deref()
-                    .is_some_and(|m| name.ends_with(m));
-            if !transient {
+            if !self.transient(&name) {
                 let patterns: Vec<&str> = self.cfg.patterns.iter().map(|p| p.as_str()).collect();
                 scan.ignored.push((
                     path,

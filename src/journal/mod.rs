@@ -92,6 +92,15 @@ impl Job {
     pub fn source(&self) -> &Path {
         self.claimed_path.as_deref().unwrap_or(&self.input_path)
     }
+
+    /// Where the input's bytes are now, to read them again (reports): the claimed file, else
+    /// the archived copy (a job from before claims), else the original path.
+    pub fn kept_path(&self) -> &Path {
+        self.claimed_path
+            .as_deref()
+            .or(self.stored_path.as_deref())
+            .unwrap_or(&self.input_path)
+    }
 }
 
 /// One batch file of a job.
@@ -473,6 +482,21 @@ impl Journal {
                 note: r.get(2)?,
             })
         })
+    }
+
+    /// Whether a continuation's rows are read after the input's header line: its first job
+    /// found one. False for a first job.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn carries_header(&self, job: &Job) -> Result<bool> {
+        let Some(first) = job.parent_job else {
+            return Ok(false);
+        };
+        Ok(self
+            .convert_report(first)?
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
+            .is_some_and(|v| v.get("header").is_some_and(|h| !h.is_null())))
     }
 
     /// The conversion report stored with a job (JSON).
