@@ -6,12 +6,14 @@
 
 mod delivery;
 mod raw;
+mod status;
 mod validate;
 
 pub use delivery::{
     parse_duration, Auth, InboxConfig, LateWrites, LogFormat, ReportConfig, SftpConfig,
     StateConfig, TrackConfig,
 };
+pub use status::{IdMode, StatusConfig, StatusMode, TokenSource, DEFAULT_API_URL};
 pub use validate::{
     BatchConfig, ColumnRef, Columns, Config, Delimiter, EncodingChoice, HeaderChoice, InputConfig,
     InvalidRows, Sanitize, Zone, DELIMITERS,

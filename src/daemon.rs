@@ -314,6 +314,8 @@ impl Engine {
             self.absorb(r.map(drop))?;
         }
         let r = report::report_finished(&mut self.ctx());
+        self.absorb(r.map(drop))?;
+        let r = crate::status::settle::settle(&mut self.ctx());
         self.absorb(r.map(drop))
     }
 
@@ -377,6 +379,9 @@ impl Engine {
         // `smsdrop send` hands files over through the queue: wake up as soon as one arrives.
         let _queue_watcher =
             crate::watch::watch_events(&self.queue, self.hint_tx.clone(), None).ok();
+        // Message statuses: the webhook listener and the API poller, while the daemon runs.
+        let _statuses =
+            crate::status::start(&self.cfg, self.hint_tx.clone()).map_err(DaemonError::Setup)?;
         let mut scanner = Scanner::new(inbox.clone());
         if _watcher.is_some() {
             scanner = scanner.with_writes(self.writes.clone());

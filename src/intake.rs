@@ -10,11 +10,14 @@
 use crate::archive::{store_inputs, Origin};
 use crate::batch::BatchWriter;
 use crate::claim::{claim, open_range, Claimed};
+use crate::config::IdMode;
 use crate::convert::{convert, ConvertError, ConvertReport};
 use crate::fsutil::{hash_file, hex, parent, sync_dir, sync_fs};
+use crate::journal::NewMessage;
 use crate::journal::{Job, JobState, NewBatch, NewJob};
 use crate::spool::{spool_dir, spool_path};
 use crate::stage::{Ctx, StageError};
+use crate::status::ids::IdSink;
 use crate::upload::probe_sequences;
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -141,6 +144,8 @@ enum Converted {
         batches: Vec<NewBatch>,
         /// Bytes of the input read (from the job's start offset).
         consumed: u64,
+        /// Its messages, when message statuses are tracked.
+        messages: Vec<NewMessage>,
     },
     Rejected {
         job: Job,
@@ -248,6 +253,7 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                     report,
                     batches,
                     consumed,
+                    messages,
                 } => {
                     let json = serde_json::to_string(report).expect("reports always serialise");
                     t.set_hash(job.id, hash)?;
@@ -264,6 +270,7 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                         job.id,
                         t.record_batches(job.id, &job.subaccount, day, batches)?,
                     ));
+                    t.insert_messages(job.id, messages)?;
                 }
                 Converted::Rejected {
                     job,
@@ -374,7 +381,30 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
         ctx.cfg.batch.header_line,
     )
     .without_sync();
-    let report = match convert(prefix.chain(hasher), &ctx.cfg.input, &mut writer) {
+    // Rows get smsdrop's correlation ids where `[status] correlation_ids` says so; with message
+    // tracking on, every row is recorded to match statuses to.
+    let status = &ctx.cfg.status;
+    let journal_id = if status.tracks() || status.correlation_ids != IdMode::Keep {
+        Some(ctx.journal.journal_id()?)
+    } else {
+        None
+    };
+    let input = prefix.chain(hasher);
+    let (converted, messages) = match journal_id.as_deref() {
+        Some(jid) => {
+            let max_rows = ctx.cfg.batch.max_rows_per_file;
+            let mut ids = IdSink::new(&mut writer, status.correlation_ids, jid, job.id, max_rows);
+            let converted = convert(input, &ctx.cfg.input, &mut ids);
+            let messages = if status.tracks() {
+                ids.finish()
+            } else {
+                vec![]
+            };
+            (converted, messages)
+        }
+        None => (convert(input, &ctx.cfg.input, &mut writer), vec![]),
+    };
+    let report = match converted {
         Ok(r) => r,
         Err(ConvertError::Read(e)) => {
             let why = format!("reading the file failed: {e}");
@@ -429,6 +459,7 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
         report,
         batches,
         consumed,
+        messages,
     })
 }
 

@@ -12,6 +12,8 @@
 //! - [`upload`]: each batch on the server once: temp name, size check, no-clobber rename.
 //! - [`track`]: `success/` and `error/` listings to batch and job outcomes.
 //! - [`report`]: JSON and `.result.csv` per finished job, the outcome hook.
+//! - [`status`]: message-level statuses: correlation ids, the status API poller, the webhook,
+//!   and the stage that ends a job's tracking with its `.delivery.csv`.
 //!
 //! What the stages share:
 //! - [`stage`]: the context a stage runs in (config, journal, server, clock) and its error.
@@ -23,6 +25,7 @@
 //! - [`handoff`]: the queue through which `send` hands files to a running daemon.
 //! - [`remote`]: the SFTP client behind a trait, and a local-folder stand-in for unit tests.
 //! - [`daemon`]: the engine loop wiring the stages; no business rules.
+//! - [`http`]: the embedded HTTP stack (axum on tokio) the webhook is served on.
 //!
 //! Around them:
 //! - [`config`]: the TOML schema, defaults and validation into typed values.
@@ -44,6 +47,7 @@ pub mod crash;
 pub mod daemon;
 pub mod fsutil;
 pub mod handoff;
+pub mod http;
 pub mod intake;
 pub mod journal;
 pub mod late;
@@ -54,6 +58,7 @@ pub mod report;
 pub mod sandbox;
 pub mod spool;
 pub mod stage;
+pub mod status;
 pub mod track;
 pub mod upload;
 pub mod watch;

@@ -20,6 +20,13 @@ use std::time::{Duration, Instant};
 /// How long the outcome hook may run.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Where a job's per-message outcomes go when its tracking ends.
+pub fn delivery_path(cfg: &Config, job: &Job) -> PathBuf {
+    cfg.report
+        .dir
+        .join(format!("{}-{}.delivery.csv", job.id, job.input_name))
+}
+
 /// The report files of a job.
 pub fn report_paths(cfg: &Config, job: &Job) -> (PathBuf, PathBuf) {
     let base = format!("{}-{}", job.id, job.input_name);
@@ -57,9 +64,18 @@ pub fn report_finished(ctx: &mut Ctx<'_>) -> Result<Vec<Job>, StageError> {
         sync_fs(dir)
             .and_then(|()| sync_dir(dir))
             .map_err(|e| StageError::local(format!("syncing {}", dir.display()), e))?;
+        // Message tracking starts with the file outcome; statuses that came earlier are kept.
+        let until = (ctx.clock.now()
+            + chrono::TimeDelta::from_std(ctx.cfg.status.give_up_after)
+                .unwrap_or(chrono::TimeDelta::MAX))
+        .timestamp_millis();
+        let tracks = ctx.cfg.status.tracks();
         ctx.journal.transaction(|t| {
             for id in &done {
                 t.set_reported(*id)?;
+                if tracks {
+                    t.open_tracking(*id, until)?;
+                }
             }
             Ok(())
         })?;
@@ -73,9 +89,17 @@ fn report_one(ctx: &mut Ctx<'_>, job: &Job) -> Result<(), StageError> {
     let header = ctx.journal.carries_header(job)?;
     write_result_csv(ctx.cfg, job, &batches, &csv_path, header)
         .map_err(|e| StageError::local(format!("writing {}", csv_path.display()), e))?;
-    write_json(ctx.journal, job, &batches, &json_path, &csv_path)?;
+    write_json(
+        ctx.cfg,
+        ctx.journal,
+        job,
+        &batches,
+        &json_path,
+        &csv_path,
+        false,
+    )?;
     crate::crash::point("reported");
-    run_hook(ctx.cfg, job, &json_path, &csv_path);
+    run_hook(ctx.cfg, job, &json_path, &csv_path, Event::File);
     // Spool files go only with batches that succeeded: a failed or expired batch's file is what
     // `smsdrop retry` sends again (and what a late outcome is compared with).
     for b in batches.iter().filter(|b| b.state == JobState::Succeeded) {
@@ -85,12 +109,18 @@ fn report_one(ctx: &mut Ctx<'_>, job: &Job) -> Result<(), StageError> {
     Ok(())
 }
 
-fn write_json(
+/// Writes a job's JSON report (again, when its message tracking ends).
+///
+/// # Errors
+/// When the journal fails or the file cannot be written.
+pub fn write_json(
+    cfg: &Config,
     journal: &Journal,
     job: &Job,
     batches: &[Batch],
     path: &Path,
     csv: &Path,
+    tracking_ends: bool,
 ) -> Result<(), StageError> {
     let conversion: serde_json::Value = journal
         .convert_report(job.id)?
@@ -119,6 +149,7 @@ fn write_json(
         "history": journal.history(job.id)?,
         "conversion": conversion,
         "result_csv": csv.to_string_lossy(),
+        "messages": crate::status::settle::messages_json(cfg, journal, job, tracking_ends)?,
     });
     let text = serde_json::to_string_pretty(&doc).expect("reports always serialise");
     write_replacing(path, |w| w.write_all(text.as_bytes()), false)
@@ -168,7 +199,7 @@ fn write_result_csv(
 
 /// How far down the input a continuation's rows are: its rows are numbered from its own first
 /// line (the header line, when carried, is line 1).
-fn line_offset(job: &Job, header: bool) -> u64 {
+pub(crate) fn line_offset(job: &Job, header: bool) -> u64 {
     if job.start_offset == 0 {
         return 0;
     }
@@ -265,8 +296,17 @@ fn field(s: &str) -> String {
     }
 }
 
+/// Why the outcome hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The job's file outcome is known (`SMSDROP_EVENT=file`).
+    File,
+    /// The job's message tracking ended (`SMSDROP_EVENT=delivery`).
+    Delivery,
+}
+
 /// Runs `[report] on_outcome` once, with the outcome in its environment and no secret in it.
-fn run_hook(cfg: &Config, job: &Job, json: &Path, csv: &Path) {
+pub(crate) fn run_hook(cfg: &Config, job: &Job, json: &Path, csv: &Path, event: Event) {
     let Some((cmd, args)) = cfg.report.on_outcome.split_first() else {
         return;
     };
@@ -278,6 +318,13 @@ fn run_hook(cfg: &Config, job: &Job, json: &Path, csv: &Path) {
         .env("SMSDROP_SUBACCOUNT", &job.subaccount)
         .env("SMSDROP_REPORT", json)
         .env("SMSDROP_RESULT_CSV", csv)
+        .env(
+            "SMSDROP_EVENT",
+            match event {
+                Event::File => "file",
+                Event::Delivery => "delivery",
+            },
+        )
         .stdin(std::process::Stdio::null());
     if let Some(sftp) = &cfg.sftp {
         match &sftp.auth {
@@ -292,6 +339,16 @@ fn run_hook(cfg: &Config, job: &Job, json: &Path, csv: &Path) {
             }
             _ => {}
         }
+    }
+    // Nor the status API's token or the webhook's secret.
+    if let Some(crate::config::TokenSource::Env(v)) = &cfg.status.token {
+        c.env_remove(v);
+    }
+    if let Some(v) = &cfg.status.webhook_token_env {
+        c.env_remove(v);
+    }
+    if event == Event::Delivery {
+        c.env("SMSDROP_DELIVERY_CSV", delivery_path(cfg, job));
     }
     let mut child = match c.spawn() {
         Ok(child) => child,

@@ -75,6 +75,10 @@ pub fn run(dir: Option<&Path>) -> Result<Outcome, DemoError> {
     };
     std::fs::create_dir_all(ws.join("inbox")).map_err(io)?;
     let password = random_password().map_err(io)?;
+    let status_token = random_password().map_err(io)?;
+    let token_file = ws.join("status-token");
+    std::fs::write(&token_file, format!("{status_token}\n")).map_err(io)?;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     let password_file = ws.join("sandbox-password");
     std::fs::write(&password_file, format!("{password}\n")).map_err(io)?;
     std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
@@ -86,14 +90,28 @@ pub fn run(dir: Option<&Path>) -> Result<Outcome, DemoError> {
         password: Some(password),
         delay: Duration::from_millis(500),
         poll: Duration::from_millis(200),
+        status: Some((
+            "127.0.0.1:0".parse().expect("a literal address"),
+            sandbox::statuses::StatusOptions {
+                username: "demo".into(),
+                token: status_token.clone(),
+                delay: Duration::from_millis(500),
+                fail_first: 0,
+                webhook: None,
+            },
+        )),
         ..SandboxOptions::default()
     })?;
+    let status_addr = sb
+        .status_addr()
+        .ok_or_else(|| DemoError::Setup("the sandbox's status interface did not start".into()))?;
     let addr = sb.local_addr();
     println!("smsdrop demo in {}", ws.display());
     println!(
         "  sandbox SFTP server on {addr} (host key {})",
         sb.host_key_fingerprint()
     );
+    println!("  sandbox status API on http://{status_addr} (message statuses)");
 
     let config_path = ws.join("smsdrop.toml");
     let config = format!(
@@ -103,7 +121,9 @@ pub fn run(dir: Option<&Path>) -> Result<Outcome, DemoError> {
          [sftp]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"demo\"\npassword_file = \"sandbox-password\"\n\
          known_hosts = {:?}\ntimeout_secs = 10\n\
          [track]\npoll_secs = 1\n\
-         [state]\ndir = \"state\"\n",
+         [state]\ndir = \"state\"\n\
+         [status]\nmode = \"poll\"\napi_url = \"http://{status_addr}\"\nusername = \"demo\"\n\
+         token_file = \"status-token\"\npoll_secs = 1\nsearch_after = \"10s\"\n",
         addr.port(),
         sb.known_hosts_path()
     );
@@ -152,6 +172,12 @@ pub fn run(dir: Option<&Path>) -> Result<Outcome, DemoError> {
         ws.join("sandbox/gateway.log").display()
     );
     println!(
+        "  messages: {} (per-message statuses sent); *.delivery.csv in the reports",
+        ws.join("sandbox")
+            .join(sandbox::statuses::DECISIONS)
+            .display()
+    );
+    println!(
         "  config:   {} (try `smsdrop --config {} status`)",
         config_path.display(),
         config_path.display()
@@ -181,7 +207,14 @@ fn wait_for_outcomes(cfg: &Config, count: usize, stopper: &crate::daemon::Stoppe
     while start.elapsed() < TIMEOUT {
         if let Ok(Some(j)) = Journal::open_read_only(&cfg.state.dir) {
             if let Ok(jobs) = j.recent_jobs(count as u32 + 10) {
-                if jobs.len() >= count && jobs.iter().all(|j| j.state.is_final() && j.reported) {
+                let tracked = |id| j.tracking(id).is_ok_and(|t| t.as_deref() == Some("done"));
+                if jobs.len() >= count
+                    && jobs.iter().all(|job| {
+                        job.state.is_final()
+                            && job.reported
+                            && (job.state == JobState::Rejected || tracked(job.id))
+                    })
+                {
                     return true;
                 }
             }
@@ -201,8 +234,8 @@ fn print_table(cfg: &Config) -> Result<bool, crate::journal::JournalError> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "\n  {:<24} {:>5} {:>9} {:<36} {:<10} CHECK",
-        "INPUT", "ROWS", "REJECTED", "REMOTE FILES", "OUTCOME"
+        "\n  {:<24} {:>5} {:>9} {:<28} {:<10} {:>9} {:>6} {:>7} CHECK",
+        "INPUT", "ROWS", "REJECTED", "REMOTE FILES", "OUTCOME", "DELIVERED", "FAILED", "PENDING"
     );
     let mut ok = true;
     let mut seen = 0;
@@ -222,18 +255,39 @@ fn print_table(cfg: &Config) -> Result<bool, crate::journal::JournalError> {
                 && f.get(2).and_then(|n| n.parse().ok()) == Some(job.rows_sent)
                 && f.get(3).and_then(|n| n.parse().ok()) == Some(job.rows_rejected)
         });
+        let counts = journal.message_counts(job.id)?.unwrap_or_default();
+        // Every message must carry the simulator's decision for its number.
+        let mismatched = journal
+            .messages(job.id)?
+            .iter()
+            .filter(|m| m.untracked.is_none())
+            .filter(|m| {
+                let d = sandbox::statuses::decide(&m.number);
+                m.sent_code != Some(d.sent) || m.delivered_code != d.delivered
+            })
+            .count();
+        let good = good && mismatched == 0 && counts.pending == 0;
         seen += usize::from(good);
         ok &= good;
         let _ = writeln!(
             out,
-            "  {:<24} {:>5} {:>9} {:<36} {:<10} {}",
+            "  {:<24} {:>5} {:>9} {:<28} {:<10} {:>9} {:>6} {:>7} {}",
             job.input_name,
             job.rows_read,
             job.rows_rejected,
             names.join(","),
             job.state.as_str(),
+            counts.delivered,
+            counts.failed,
+            counts.pending,
             if good { "as expected" } else { "UNEXPECTED" }
         );
+        if mismatched > 0 {
+            let _ = writeln!(
+                out,
+                "      {mismatched} messages differ from the simulator's decisions"
+            );
+        }
         if job.state != JobState::Succeeded {
             if let Some(r) = &job.reason {
                 let _ = writeln!(out, "      reason: {r}");

@@ -13,6 +13,9 @@ use std::time::Duration;
 /// The environment variable holding the sandbox password (also used in the printed config).
 pub const PASSWORD_ENV: &str = "SMSDROP_SANDBOX_PASSWORD";
 
+/// The environment variable holding the status interface's token.
+pub const STATUS_TOKEN_ENV: &str = "SMSDROP_SANDBOX_STATUS_TOKEN";
+
 /// Flags of `smsdrop sandbox`.
 #[derive(Debug, clap::Args)]
 pub struct SandboxArgs {
@@ -43,6 +46,21 @@ pub struct SandboxArgs {
     /// Seed for --error-rate (same seed, same failures).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
+    /// Serve the HTTP status interface (list, search) here; loopback only.
+    #[arg(long, value_name = "ADDR")]
+    pub status_listen: Option<SocketAddr>,
+    /// The token its clients send as `authenticationtoken` (with --user as `username`).
+    #[arg(long, value_name = "TOKEN", env = STATUS_TOKEN_ENV, hide_env_values = true, default_value = "demo-token")]
+    pub status_token: String,
+    /// How long after a file is taken its first statuses come (delivery reports: twice that).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_delay)]
+    pub status_delay: Duration,
+    /// Answer the first N status requests with HTTP 429.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub status_fail_first: u32,
+    /// Also POST every status to this URL as it happens (smsdrop's webhook).
+    #[arg(long, value_name = "URL")]
+    pub status_webhook: Option<String>,
 }
 
 fn parse_delay(s: &str) -> Result<Duration, String> {
@@ -63,6 +81,18 @@ impl SandboxArgs {
             error_rate: self.error_rate,
             fail_every: self.fail_every,
             seed: self.seed,
+            status: self.status_listen.map(|addr| {
+                (
+                    addr,
+                    crate::sandbox::statuses::StatusOptions {
+                        username: self.user.clone(),
+                        token: self.status_token.clone(),
+                        delay: self.status_delay,
+                        fail_first: self.status_fail_first,
+                        webhook: self.status_webhook.clone(),
+                    },
+                )
+            }),
             ..SandboxOptions::default()
         }
     }
@@ -143,6 +173,16 @@ fn banner(args: &SandboxArgs, sb: &sandbox::Sandbox) -> String {
         (None, None) => {}
     }
     let _ = writeln!(s, "known_hosts = {:?}", known_hosts.display().to_string());
+    if let Some(status) = sb.status_addr() {
+        let _ = writeln!(s, "\n[status]");
+        let _ = writeln!(s, "mode = \"poll\"");
+        let _ = writeln!(s, "api_url = \"http://{status}\"");
+        let _ = writeln!(s, "username = {:?}", args.user);
+        let _ = writeln!(
+            s,
+            "token_env = {STATUS_TOKEN_ENV:?}   # export {STATUS_TOKEN_ENV}=... (default demo-token)"
+        );
+    }
     let _ = writeln!(
         s,
         "\nOr by hand: sftp -P {} -o UserKnownHostsFile={} {}@{}",

@@ -13,6 +13,7 @@ pub struct RawConfig {
     pub track: super::delivery::RawTrack,
     pub state: super::delivery::RawState,
     pub report: super::delivery::RawReport,
+    pub status: super::status::RawStatus,
 }
 
 #[derive(Debug, Deserialize)]

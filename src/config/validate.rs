@@ -24,6 +24,8 @@ pub struct Config {
     pub state: StateConfig,
     /// Reports, hook and logs (`[report]`).
     pub report: ReportConfig,
+    /// Message-level statuses (`[status]`).
+    pub status: super::StatusConfig,
     /// Where this configuration came from, for messages.
     pub source: PathBuf,
 }
@@ -176,6 +178,17 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         },
         path,
     )?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && path.exists());
+    let resolve = |p: &str| -> std::path::PathBuf {
+        let p = std::path::PathBuf::from(p);
+        match base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p,
+        }
+    };
+    let status = super::status::validate(raw.status, path, &resolve)?;
     let i = raw.input;
     let delimiter = match i.delimiter.as_str() {
         "auto" => Delimiter::Auto,
@@ -315,6 +328,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         track: d.track,
         state: d.state,
         report: d.report,
+        status,
         input: InputConfig {
             delimiter,
             encoding,

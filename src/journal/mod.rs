@@ -6,12 +6,14 @@
 //! in the same transaction that records a job's batch files, and a number is never handed out
 //! twice. It must never hold a secret.
 
+mod messages;
 mod schema;
 mod state;
 #[cfg(test)]
 mod tests;
 mod tx;
 
+pub use messages::{Applied, Message, MessageCounts, NewMessage, StatusUpdate};
 pub use schema::SCHEMA_VERSION;
 pub use state::{IllegalTransition, JobState, UnknownState};
 pub use tx::Tx;
@@ -222,6 +224,20 @@ impl Journal {
         // An older schema is being upgraded by the daemon that owns it (or waits for one):
         // nothing to read yet, like a journal still being created.
         Ok((tables > 0 && version == SCHEMA_VERSION).then_some(Journal { conn, path }))
+    }
+
+    /// This journal's random identity (message correlation ids are built on it).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn journal_id(&self) -> Result<String> {
+        Ok(self
+            .query("SELECT value FROM meta WHERE key = 'journal_id'", [], |r| {
+                r.get::<_, String>(0)
+            })?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "0".into()))
     }
 
     /// SQLite's quick integrity check: `"ok"`, or what is wrong.

@@ -81,6 +81,32 @@ const MIGRATIONS: &[&str] = &[
     // a batch whose name is nowhere is then `unknown`, not sent again); notes on foreign files.
     "ALTER TABLE batches ADD COLUMN renaming INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE batches ADD COLUMN note TEXT;",
+    // 4: message-level statuses: one row per sent message (matched by correlation id and
+    // number), the per-job tracking window, and the status poller's own state.
+    "CREATE TABLE IF NOT EXISTS messages (
+         job_id INTEGER NOT NULL,
+         line INTEGER NOT NULL,
+         part INTEGER NOT NULL,
+         number TEXT NOT NULL,
+         correlation_id TEXT NOT NULL,
+         erp_id TEXT NOT NULL,
+         untracked TEXT,
+         sent_code INTEGER,
+         sent_status TEXT,
+         sent_at INTEGER,
+         delivered_code INTEGER,
+         delivered_status TEXT,
+         delivered_at INTEGER,
+         carrier TEXT,
+         final INTEGER NOT NULL DEFAULT 0,
+         searched_at INTEGER,
+         PRIMARY KEY (job_id, line)
+     ) WITHOUT ROWID;
+     CREATE INDEX IF NOT EXISTS messages_id ON messages(correlation_id);
+     ALTER TABLE jobs ADD COLUMN tracking TEXT;
+     ALTER TABLE jobs ADD COLUMN tracking_until INTEGER;
+     ALTER TABLE jobs ADD COLUMN tracking_done_at INTEGER;
+     CREATE INDEX IF NOT EXISTS jobs_tracking ON jobs(tracking) WHERE tracking IS NOT NULL;",
 ];
 
 /// The schema version this smsdrop writes.

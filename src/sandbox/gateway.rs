@@ -33,6 +33,8 @@ pub struct GatewayConfig {
     pub error_rate: f64,
     pub fail_every: Option<u32>,
     pub seed: u64,
+    /// Per-message statuses for the files taken (the status interface), when it runs.
+    pub statuses: Option<std::sync::Arc<std::sync::Mutex<super::statuses::Book>>>,
 }
 
 /// What becomes of a file, by the rules alone (before forced failures).
@@ -227,7 +229,14 @@ impl Worker {
             },
             error => error,
         };
-        self.settle(&path, name, verdict);
+        let taken = matches!(verdict, Verdict::Success(_));
+        if self.settle(&path, name, verdict) && taken {
+            if let Some(book) = &self.cfg.statuses {
+                book.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .add_batch(&bytes, SystemTime::now());
+            }
+        }
     }
 
     /// Counts a good file and says whether to fail it anyway.
@@ -248,11 +257,12 @@ impl Worker {
     }
 
     /// Moves the file to its outcome folder, never over an existing file, and logs the decision.
-    fn settle(&mut self, path: &Path, name: OsString, verdict: Verdict) {
+    /// True when moved.
+    fn settle(&mut self, path: &Path, name: OsString, verdict: Verdict) -> bool {
         let (dir, outcome, reason) = match verdict {
             Verdict::Success(r) => ("success", "success", r),
             Verdict::Error(r) => ("error", "error", r),
-            Verdict::Wait => return,
+            Verdict::Wait => return false,
         };
         let dest = self.cfg.root.join(dir).join(&name);
         let shown = name.to_string_lossy().escape_debug().to_string();
@@ -267,15 +277,16 @@ impl Worker {
                 let why = format!("{dir}/{shown} already exists; left in upload");
                 self.record(&shown, "stuck", &why);
                 self.stuck.insert(name, dest);
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::warn!(file = %shown, error = %e, "gateway: cannot move the file");
-                return;
+                return false;
             }
         }
         self.seen.remove(&name);
         self.record(&shown, outcome, &reason);
+        true
     }
 
     fn record(&self, file: &str, outcome: &str, reason: &str) {
@@ -341,6 +352,7 @@ mod tests {
             error_rate,
             fail_every,
             seed: 7,
+            statuses: None,
         };
         let mut w = Worker::new(cfg(Some(3), 0.0));
         let fails: Vec<bool> = (0..6).map(|_| w.forced_failure().is_some()).collect();

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod hostkey;
 pub mod jail;
 pub mod server;
+pub mod statuses;
 
 use jail::{Jail, PRIVATE_DIR};
 use std::fmt;
@@ -48,6 +49,8 @@ pub struct SandboxOptions {
     pub poll: Duration,
     /// Seed of the `error_rate` draws (same seed, same failures).
     pub seed: u64,
+    /// The HTTP status interface: where it listens, and how it behaves.
+    pub status: Option<(SocketAddr, statuses::StatusOptions)>,
 }
 
 impl Default for SandboxOptions {
@@ -63,6 +66,7 @@ impl Default for SandboxOptions {
             fail_every: None,
             poll: Duration::from_millis(500),
             seed: 1,
+            status: None,
         }
     }
 }
@@ -137,6 +141,23 @@ pub struct Sandbox {
     shutdown: Option<watch::Sender<bool>>,
     server: Option<JoinHandle<()>>,
     gateway: gateway::Gateway,
+    status: Option<StatusService>,
+}
+
+/// The simulator's status interface: its HTTP server and webhook pusher.
+struct StatusService {
+    http: crate::http::HttpServer,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    pusher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for StatusService {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(p) = self.pusher.take() {
+            let _ = p.join();
+        }
+    }
 }
 
 impl Sandbox {
@@ -165,6 +186,13 @@ impl Sandbox {
         self.root.join(PRIVATE_DIR).join("known_hosts")
     }
 
+    /// Where the status interface listens, when it runs.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.http.addrs().first().copied())
+    }
+
     /// The gateway's decision log.
     pub fn gateway_log(&self) -> PathBuf {
         self.root.join(gateway::LOG_FILE)
@@ -183,6 +211,7 @@ impl Sandbox {
             let _ = t.join();
         }
         self.gateway.stop();
+        self.status = None;
     }
 }
 
@@ -253,7 +282,16 @@ pub fn start(opts: SandboxOptions) -> Result<Sandbox, SandboxError> {
         credentials,
     });
     let (tx, rx) = watch::channel(false);
+    let book = opts
+        .status
+        .as_ref()
+        .map(|(_, o)| Arc::new(std::sync::Mutex::new(statuses::Book::new(o.clone(), &root))));
+    let status = match (&opts.status, &book) {
+        (Some((addr, o)), Some(book)) => Some(start_status(*addr, o, book.clone())?),
+        _ => None,
+    };
     let gateway = gateway::Gateway::spawn(gateway::GatewayConfig {
+        statuses: book,
         root: root.clone(),
         delay: opts.delay,
         poll: opts.poll,
@@ -278,13 +316,52 @@ pub fn start(opts: SandboxOptions) -> Result<Sandbox, SandboxError> {
         shutdown: Some(tx),
         server: Some(server),
         gateway,
+        status,
     })
+}
+
+fn start_status(
+    addr: SocketAddr,
+    opts: &statuses::StatusOptions,
+    book: Arc<std::sync::Mutex<statuses::Book>>,
+) -> Result<StatusService, SandboxError> {
+    let http = crate::http::HttpServer::start(vec![(addr, statuses::router(book.clone()))])
+        .map_err(|error| SandboxError::Bind { addr, error })?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pusher = match &opts.webhook {
+        Some(url) => {
+            let (url, stop) = (url.clone(), stop.clone());
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(10)))
+                .http_status_as_error(false)
+                .build()
+                .into();
+            Some(
+                std::thread::Builder::new()
+                    .name("sandbox-webhook".into())
+                    .spawn(move || {
+                        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            statuses::push_due(&book, &agent, &url);
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    })
+                    .map_err(SandboxError::Runtime)?,
+            )
+        }
+        None => None,
+    };
+    Ok(StatusService { http, stop, pusher })
 }
 
 fn validate(opts: &SandboxOptions) -> Result<(), SandboxError> {
     let invalid = |m: &str| Err(SandboxError::Invalid(m.to_owned()));
     if !opts.listen.ip().is_loopback() {
         return Err(SandboxError::NotLoopback { addr: opts.listen });
+    }
+    if let Some((addr, _)) = &opts.status {
+        if !addr.ip().is_loopback() {
+            return Err(SandboxError::NotLoopback { addr: *addr });
+        }
     }
     if opts.password.is_none() && opts.authorized_keys.is_none() {
         return Err(SandboxError::NoAuth);

@@ -1,0 +1,216 @@
+//! The status poller (`[status] mode = "poll"` or `"both"`): a thread beside the engine, on its
+//! own journal connection, that asks the gateway's API and records what it hears.
+//!
+//! - `poll`: `list` every `poll_secs` (it never returns a status twice, so what it returned is
+//!   recorded before the next request);
+//! - `poll` and `both`: `search`, in chunks, for sent messages still pending `search_after`
+//!   after their upload, each asked again after as long (this also covers what `list` returned
+//!   before a restart, and what the webhook missed).
+//!
+//! Errors never stop it: HTTP 429 and 5xx back off, refused credentials are logged once as an
+//! error (with what to check) and tried again every few minutes.
+
+use super::api::{ApiError, StatusApi, SEARCH_CHUNK};
+use crate::config::{StatusConfig, StatusMode};
+use crate::journal::{Journal, StatusUpdate};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Most `search` requests in one round (then `list` gets its turn again).
+const SEARCHES_PER_ROUND: usize = 10;
+
+/// The running poller; stops when dropped.
+pub struct Poller {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the poller when `cfg` queries the API.
+///
+/// # Errors
+/// When the token cannot be loaded or the journal opened.
+pub fn start(
+    cfg: &StatusConfig,
+    state_dir: &Path,
+    wake: std::sync::mpsc::SyncSender<()>,
+) -> Result<Option<Poller>, String> {
+    if !cfg.mode.queries() {
+        return Ok(None);
+    }
+    let api = StatusApi::new(cfg)?;
+    let journal = Journal::open(state_dir).map_err(|e| e.to_string())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let cfg = cfg.clone();
+    let thread = std::thread::Builder::new()
+        .name("smsdrop-status".into())
+        .spawn(move || {
+            Worker {
+                cfg,
+                api,
+                journal,
+                auth_logged: false,
+                wake,
+            }
+            .run(&s)
+        })
+        .map_err(|e| format!("cannot start the status poller: {e}"))?;
+    Ok(Some(Poller {
+        stop,
+        thread: Some(thread),
+    }))
+}
+
+struct Worker {
+    cfg: StatusConfig,
+    api: StatusApi,
+    journal: Journal,
+    auth_logged: bool,
+    wake: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Worker {
+    fn run(mut self, stop: &AtomicBool) {
+        tracing::info!(api = %self.cfg.api_url, mode = ?self.cfg.mode, "status poller started");
+        let mut next_list = Instant::now();
+        let mut next_search = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            let mut wait = None;
+            if self.cfg.mode == StatusMode::Poll && Instant::now() >= next_list {
+                next_list = Instant::now() + self.cfg.poll;
+                match self.api.list(stop).map(|u| self.record(&u, "list")) {
+                    Ok(Ok(())) => self.ok(),
+                    Ok(Err(())) => next_list = Instant::now() + Duration::from_secs(5),
+                    Err(e) => wait = self.failed(&e),
+                }
+            }
+            if wait.is_none() && Instant::now() >= next_search {
+                next_search = Instant::now() + self.cfg.poll;
+                if let Some(w) = self.search_round(stop) {
+                    wait = Some(w);
+                }
+            }
+            let until = match wait {
+                Some(w) => {
+                    next_list = next_list.max(Instant::now() + w);
+                    next_search = next_search.max(Instant::now() + w);
+                    Instant::now() + w
+                }
+                None if self.cfg.mode == StatusMode::Poll => next_list.min(next_search),
+                None => next_search,
+            };
+            while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(200)),
+                );
+            }
+        }
+        tracing::debug!(requests = self.api.requests, "status poller stopped");
+    }
+
+    /// Asks `search` about messages pending too long; the wait when the API failed.
+    fn search_round(&mut self, stop: &AtomicBool) -> Option<Duration> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let after = self.cfg.search_after.as_millis() as i64;
+        for _ in 0..SEARCHES_PER_ROUND {
+            let ids = match self.journal.ids_to_search(
+                now - after,
+                now - after.max(1000),
+                SEARCH_CHUNK as u32,
+            ) {
+                Ok(ids) if ids.is_empty() => return None,
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::error!(error = %e, "status poller: cannot read the journal");
+                    return Some(Duration::from_secs(10));
+                }
+            };
+            match self.api.search(&ids, stop) {
+                Ok(updates) => {
+                    self.ok();
+                    if self.record(&updates, "search").is_err() {
+                        return Some(Duration::from_secs(10));
+                    }
+                    if let Err(e) = self.journal.mark_searched(&ids) {
+                        tracing::error!(error = %e, "status poller: cannot write the journal");
+                        return Some(Duration::from_secs(10));
+                    }
+                }
+                Err(e) => return self.failed(&e),
+            }
+        }
+        None
+    }
+
+    fn record(&mut self, updates: &[StatusUpdate], from: &str) -> Result<(), ()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let cfg = &self.cfg;
+        let no_dlr = |c: &str| cfg.no_dlr(c);
+        match self.journal.apply_statuses(updates, &no_dlr) {
+            Ok(a) => {
+                if a.changed > 0 {
+                    let _ = self.wake.try_send(());
+                }
+                tracing::info!(
+                    from,
+                    statuses = updates.len(),
+                    matched = a.matched,
+                    changed = a.changed,
+                    not_ours = a.unknown.len(),
+                    "message statuses recorded"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                // `list` will not return these again; `search` asks for them later.
+                tracing::error!(error = %e, from, "status poller: cannot record statuses; they are searched for again later");
+                Err(())
+            }
+        }
+    }
+
+    fn ok(&mut self) {
+        if self.auth_logged {
+            tracing::info!("the status API accepts the credentials again");
+            self.auth_logged = false;
+        }
+    }
+
+    fn failed(&mut self, e: &ApiError) -> Option<Duration> {
+        if matches!(e, ApiError::Stopped) {
+            return None;
+        }
+        let wait = if e.backs_off() {
+            self.api.backoff(e)
+        } else {
+            self.cfg.poll
+        };
+        match e {
+            ApiError::Unauthorized(..) if !self.auth_logged => {
+                self.auth_logged = true;
+                tracing::error!(error = %e, retry_in_secs = wait.as_secs(), "status API refused smsdrop");
+            }
+            ApiError::Unauthorized(..) => {}
+            _ => {
+                tracing::warn!(error = %e, retry_in_secs = wait.as_secs(), "status API request failed")
+            }
+        }
+        Some(wait)
+    }
+}

@@ -1,0 +1,216 @@
+//! The engine stage that ends message tracking: a job whose sent messages all have their final
+//! status, or whose `[status] give_up_after` has passed since its file outcome, gets its
+//! `<job>-<input>.delivery.csv` (written atomically, synced), its JSON report written again with
+//! the per-message outcome, and the outcome hook run with `SMSDROP_EVENT=delivery`.
+
+use crate::config::Config;
+use crate::fsutil::{sync_dir, sync_fs, write_replacing};
+use crate::journal::{Job, Journal, Message};
+use crate::report::{delivery_path, line_offset, report_paths, run_hook, write_json, Event};
+use crate::stage::{Ctx, StageError};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// The most failed messages listed one by one in a JSON report.
+const MAX_LISTED: usize = 10_000;
+
+/// Ends the tracking of every job that is done or out of time. Returns how many ended.
+///
+/// # Errors
+/// [`StageError`] when the journal fails or a file cannot be written (tried again next round).
+pub fn settle(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
+    if !ctx.cfg.status.tracks() && ctx.journal.tracking_open()?.is_empty() {
+        return Ok(0);
+    }
+    let now = ctx.clock.now().timestamp_millis();
+    let mut ended = vec![];
+    for (id, until) in ctx.journal.tracking_open()? {
+        let pending = ctx.journal.messages_pending(id)?;
+        if pending && now < until {
+            continue;
+        }
+        let Some(job) = ctx.journal.job(id)? else {
+            continue;
+        };
+        finish(ctx, &job, pending)?;
+        ended.push(job);
+    }
+    if ended.is_empty() {
+        return Ok(0);
+    }
+    let dir = &ctx.cfg.report.dir;
+    sync_fs(dir)
+        .and_then(|()| sync_dir(dir))
+        .map_err(|e| StageError::local(format!("syncing {}", dir.display()), e))?;
+    // As for file outcomes, the hook runs before the record: at least once per job.
+    for job in &ended {
+        let (json, csv) = report_paths(ctx.cfg, job);
+        run_hook(ctx.cfg, job, &json, &csv, Event::Delivery);
+    }
+    ctx.journal.transaction(|t| {
+        for job in &ended {
+            t.close_tracking(job.id)?;
+        }
+        Ok(())
+    })?;
+    Ok(ended.len())
+}
+
+fn finish(ctx: &mut Ctx<'_>, job: &Job, gave_up: bool) -> Result<(), StageError> {
+    let span = tracing::info_span!("job", id = job.id, input = %job.input_name);
+    let _g = span.enter();
+    let header = ctx.journal.carries_header(job)?;
+    let offset = line_offset(job, header);
+    let messages = ctx.journal.messages(job.id)?;
+    let path = delivery_path(ctx.cfg, job);
+    write_delivery_csv(&path, &messages, offset)
+        .map_err(|e| StageError::local(format!("writing {}", path.display()), e))?;
+    let (json, csv) = report_paths(ctx.cfg, job);
+    let batches = ctx.journal.batches(job.id)?;
+    write_json(ctx.cfg, ctx.journal, job, &batches, &json, &csv, true)?;
+    let counts = ctx.journal.message_counts(job.id)?.unwrap_or_default();
+    tracing::info!(
+        delivered = counts.delivered,
+        failed = counts.failed,
+        pending = counts.pending,
+        untracked = counts.untracked,
+        gave_up,
+        delivery = %path.display(),
+        "message tracking ended"
+    );
+    Ok(())
+}
+
+/// Whether a message went out (its file was taken by the gateway).
+fn was_sent(m: &Message) -> bool {
+    !m.untracked
+        .as_deref()
+        .is_some_and(|u| u.starts_with("not sent"))
+}
+
+fn iso(ms: Option<i64>) -> String {
+    ms.and_then(DateTime::<Utc>::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn write_delivery_csv(path: &Path, messages: &[Message], offset: u64) -> io::Result<()> {
+    write_replacing(
+        path,
+        |w| {
+            writeln!(
+                w,
+                "line;number;correlation_id;sent_status;sent_at;delivered_status;delivered_at;carrier"
+            )?;
+            for m in messages.iter().filter(|m| was_sent(m)) {
+                writeln!(
+                    w,
+                    "{};{};{};{};{};{};{};{}",
+                    m.line + offset,
+                    m.number,
+                    csv_field(&m.correlation_id),
+                    m.sent_status.as_deref().unwrap_or(""),
+                    iso(m.sent_at),
+                    m.delivered_status.as_deref().unwrap_or(""),
+                    iso(m.delivered_at),
+                    csv_field(m.carrier.as_deref().unwrap_or(""))
+                )?;
+            }
+            Ok(())
+        },
+        false,
+    )
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([';', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// What a failed status means, for people.
+fn failure_reason(m: &Message) -> String {
+    let (code, name) = match (m.delivered_code, m.sent_code) {
+        (Some(c), _) if c != 4 => (c, m.delivered_status.clone()),
+        (_, Some(c)) => (c, m.sent_status.clone()),
+        _ => (0, None),
+    };
+    let what = match code {
+        101 => "expired before the carrier took it",
+        102 => "the gateway could not reach the carrier",
+        103 => "the carrier rejected it",
+        104 => "the carrier could not deliver it to the phone",
+        201 => "no credit on the gateway account",
+        202 => "invalid destination number",
+        203 => "the number is blacklisted",
+        204 => "the number opted out",
+        205 => "the number reached its message limit",
+        207 => "invalid message text",
+        301 => "the gateway had an internal error",
+        _ => "failed",
+    };
+    match name {
+        Some(n) => format!("{n}: {what}"),
+        None => what.to_owned(),
+    }
+}
+
+/// The `messages` section of a job's JSON report: `null` without message tracking.
+///
+/// # Errors
+/// When the journal fails.
+pub fn messages_json(
+    cfg: &Config,
+    journal: &Journal,
+    job: &Job,
+    ending: bool,
+) -> Result<serde_json::Value, StageError> {
+    let Some(counts) = journal.message_counts(job.id)? else {
+        return Ok(serde_json::Value::Null);
+    };
+    let messages = journal.messages(job.id)?;
+    let header = journal.carries_header(job)?;
+    let offset = line_offset(job, header);
+    let failed: Vec<_> = messages
+        .iter()
+        .filter(|m| m.untracked.is_none() && m.failed())
+        .take(MAX_LISTED)
+        .map(|m| {
+            json!({
+                "line": m.line + offset, "number": m.number, "correlation_id": m.correlation_id,
+                "erp_correlation_id": m.erp_id, "carrier": m.carrier,
+                "status": m.delivered_status.clone().filter(|_| m.delivered_code.is_some_and(|c| c != 4))
+                    .or(m.sent_status.clone()),
+                "reason": failure_reason(m),
+            })
+        })
+        .collect();
+    let untracked: Vec<_> = messages
+        .iter()
+        .filter(|m| was_sent(m) && m.untracked.is_some())
+        .take(MAX_LISTED)
+        .map(|m| json!({"line": m.line + offset, "correlation_id": m.correlation_id, "reason": m.untracked}))
+        .collect();
+    let tracking = if ending {
+        Some("done".to_owned())
+    } else {
+        journal.tracking(job.id)?
+    };
+    Ok(json!({
+        "tracking": tracking.as_deref().unwrap_or("waiting for the file outcome"),
+        "correlation_ids": cfg.status.correlation_ids.as_str(),
+        "sent": counts.sent,
+        "delivered": counts.delivered,
+        "failed": counts.failed,
+        "pending": counts.pending,
+        "untracked": counts.untracked,
+        "failed_messages": failed,
+        "untracked_messages": untracked,
+        "delivery_csv": (tracking.as_deref() == Some("done"))
+            .then(|| delivery_path(cfg, job).to_string_lossy().into_owned()),
+    }))
+}

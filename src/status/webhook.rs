@@ -1,0 +1,173 @@
+//! The webhook receiver (`[status] mode = "webhook"` or `"both"`): the gateway POSTs status
+//! objects (first statuses and delivery reports alike, one object or an array) to
+//! `webhook_path`. A status is answered 200 only once it is durable in the journal.
+//!
+//! Refused, with a log line and nothing changed: a missing or wrong `?token=` when
+//! `webhook_token_env` is set (401), a body over [`MAX_BODY`] (413), a body that is not JSON or
+//! not status objects (400), and statuses none of which is a message smsdrop tracks (422). A
+//! journal that cannot be written answers 503, so the gateway tries again.
+
+use crate::config::StatusConfig;
+use crate::journal::{Applied, Journal};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The largest body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+struct Hook {
+    journal: Mutex<Journal>,
+    token: Option<String>,
+    cfg: StatusConfig,
+    wake: std::sync::mpsc::SyncSender<()>,
+}
+
+/// The webhook's router, on its own journal connection.
+///
+/// # Errors
+/// When the journal cannot be opened or `webhook_token_env` names an unset variable.
+pub fn router(
+    cfg: &StatusConfig,
+    state_dir: &Path,
+    wake: std::sync::mpsc::SyncSender<()>,
+) -> Result<Router, String> {
+    let token = match &cfg.webhook_token_env {
+        Some(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => {
+                return Err(format!(
+                    "[status] webhook_token_env names {var}, which is not set (or empty); set it \
+                     to the secret the gateway's webhook URL carries as ?token=..."
+                ))
+            }
+        },
+        None => None,
+    };
+    let journal = Journal::open(state_dir).map_err(|e| e.to_string())?;
+    let hook = Arc::new(Hook {
+        journal: Mutex::new(journal),
+        token,
+        cfg: cfg.clone(),
+        wake,
+    });
+    Ok(Router::new()
+        .route(&cfg.webhook_path, post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(hook))
+}
+
+async fn receive(
+    State(hook): State<Arc<Hook>>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> (StatusCode, String) {
+    if let Some(want) = &hook.token {
+        let given = query.ok().and_then(|Query(mut q)| q.remove("token"));
+        if given.as_deref() != Some(want.as_str()) {
+            let why = if given.is_some() {
+                "a wrong token"
+            } else {
+                "no token"
+            };
+            tracing::warn!("status webhook: refused a request with {why} (401)");
+            return (
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong ?token=\n".into(),
+            );
+        }
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let status = e.status();
+            tracing::warn!(
+                status = status.as_u16(),
+                "status webhook: refused a body: {e}"
+            );
+            return (status, format!("{e} (at most {MAX_BODY} bytes)\n"));
+        }
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!("status webhook: refused a body that is not JSON: {e}");
+            return (StatusCode::BAD_REQUEST, format!("not JSON: {e}\n"));
+        }
+    };
+    let updates = match super::parse_statuses(&value) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!("status webhook: refused a body: {e}");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
+    };
+    if updates.is_empty() {
+        tracing::warn!("status webhook: refused a body without a correlationId");
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no status with a correlationId\n".into(),
+        );
+    }
+    let h = hook.clone();
+    let applied = tokio::task::spawn_blocking(move || {
+        let no_dlr = |c: &str| h.cfg.no_dlr(c);
+        let mut j = h.journal.lock().unwrap_or_else(|p| p.into_inner());
+        j.apply_statuses(&updates, &no_dlr)
+            .map(|a| (a, updates.len()))
+    })
+    .await;
+    match applied {
+        Ok(Ok((a, n))) => {
+            if a.changed > 0 {
+                let _ = hook.wake.try_send(());
+            }
+            answer(&a, n)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "status webhook: the journal could not record statuses (503)");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the statuses could not be recorded; try again\n".into(),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "status webhook: recording failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "recording failed\n".into(),
+            )
+        }
+    }
+}
+
+fn answer(a: &Applied, n: usize) -> (StatusCode, String) {
+    let body = serde_json::to_string(a).expect("counts serialise") + "\n";
+    if a.matched == 0 && a.closed == 0 {
+        tracing::warn!(
+            unknown = a.unknown.len(),
+            ambiguous = a.ambiguous.len(),
+            "status webhook: none of {n} statuses is a message smsdrop tracks (422)"
+        );
+        return (StatusCode::UNPROCESSABLE_ENTITY, body);
+    }
+    if !a.unknown.is_empty() || !a.ambiguous.is_empty() {
+        tracing::warn!(
+            unknown = a.unknown.len(),
+            ambiguous = a.ambiguous.len(),
+            "status webhook: some statuses matched no single message"
+        );
+    }
+    tracing::debug!(
+        matched = a.matched,
+        changed = a.changed,
+        "status webhook: recorded"
+    );
+    (StatusCode::OK, body)
+}
