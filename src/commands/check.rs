@@ -57,6 +57,7 @@ pub fn run(cfg: &Config, accept_new_host_key_flag: bool) -> Outcome {
         ),
         None => say("WARN", "disk", "free space unknown".into()),
     }
+    status_check(cfg, &mut say);
     let Some(sftp) = &cfg.sftp else {
         say(
             "FAIL",
@@ -222,5 +223,51 @@ mod tests {
             password_env("PW", Ok("x".into())).unwrap(),
             "password from $PW"
         );
+    }
+}
+
+/// `[status]`: the webhook token is set, and the API takes the credentials (one `search` for an
+/// id that does not exist: it costs nothing and, unlike `list`, takes no status from the daemon).
+fn status_check(cfg: &Config, say: &mut dyn FnMut(&str, &str, String)) {
+    let s = &cfg.status;
+    if !s.tracks() {
+        return;
+    }
+    if let Some(var) = &s.webhook_token_env {
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => say("ok", "webhook token", format!("from ${var}")),
+            _ => say(
+                "FAIL",
+                "webhook token",
+                format!(
+                    "environment variable {var} is not set or empty ([status] webhook_token_env)"
+                ),
+            ),
+        }
+    }
+    if !s.mode.queries() {
+        return;
+    }
+    let mut api = match crate::status::api::StatusApi::new(s) {
+        Ok(api) => api,
+        Err(e) => return say("FAIL", "status API", e),
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    match api.search(&["smsdrop-check".to_owned()], &stop) {
+        Ok(_) => say(
+            "ok",
+            "status API",
+            format!(
+                "{} accepts user {:?}",
+                s.api_url,
+                s.username.as_deref().unwrap_or("")
+            ),
+        ),
+        Err(e @ crate::status::api::ApiError::RateLimited { .. }) => say(
+            "WARN",
+            "status API",
+            format!("{}: {e}; the credentials were not refused", s.api_url),
+        ),
+        Err(e) => say("FAIL", "status API", format!("{}: {e}", s.api_url)),
     }
 }

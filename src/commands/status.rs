@@ -56,6 +56,11 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
                 "late": j.late,
                 "continues_job": j.parent_job,
                 "remote_files": files,
+                "messages": journal.message_counts(j.id)?.map(|c| json!({
+                    "tracking": journal.tracking(j.id).ok().flatten().unwrap_or_else(|| "waiting for the file outcome".into()),
+                    "sent": c.sent, "delivered": c.delivered, "failed": c.failed,
+                    "pending": c.pending, "untracked": c.untracked,
+                })),
                 "created_at": j.created_at,
                 "updated_at": j.updated_at,
             }));
@@ -106,6 +111,23 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
         }
         if let Some(l) = &j.late {
             let _ = writeln!(out, "       LATE WRITE: {l}");
+        }
+        if let Some(c) = journal.message_counts(j.id)? {
+            let tracking = match journal.tracking(j.id)?.as_deref() {
+                Some("done") => "tracking ended",
+                Some(_) => "tracking",
+                None => "awaiting the file outcome",
+            };
+            let untracked = if c.untracked > 0 {
+                format!(", {} untracked", c.untracked)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "       messages: {} delivered, {} failed, {} pending{untracked} ({tracking})",
+                c.delivered, c.failed, c.pending
+            );
         }
     }
     let unknown = journal.batches_in(crate::journal::JobState::Unknown)?;

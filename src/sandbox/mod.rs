@@ -141,23 +141,7 @@ pub struct Sandbox {
     shutdown: Option<watch::Sender<bool>>,
     server: Option<JoinHandle<()>>,
     gateway: gateway::Gateway,
-    status: Option<StatusService>,
-}
-
-/// The simulator's status interface: its HTTP server and webhook pusher.
-struct StatusService {
-    http: crate::http::HttpServer,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    pusher: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for StatusService {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(p) = self.pusher.take() {
-            let _ = p.join();
-        }
-    }
+    status: Option<statuses::Service>,
 }
 
 impl Sandbox {
@@ -188,9 +172,7 @@ impl Sandbox {
 
     /// Where the status interface listens, when it runs.
     pub fn status_addr(&self) -> Option<SocketAddr> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.http.addrs().first().copied())
+        self.status.as_ref().map(statuses::Service::addr)
     }
 
     /// The gateway's decision log.
@@ -282,16 +264,15 @@ pub fn start(opts: SandboxOptions) -> Result<Sandbox, SandboxError> {
         credentials,
     });
     let (tx, rx) = watch::channel(false);
-    let book = opts
-        .status
-        .as_ref()
-        .map(|(_, o)| Arc::new(std::sync::Mutex::new(statuses::Book::new(o.clone(), &root))));
-    let status = match (&opts.status, &book) {
-        (Some((addr, o)), Some(book)) => Some(start_status(*addr, o, book.clone())?),
-        _ => None,
+    let status = match &opts.status {
+        Some((addr, o)) => Some(
+            statuses::Service::start(*addr, o, &root)
+                .map_err(|error| SandboxError::Bind { addr: *addr, error })?,
+        ),
+        None => None,
     };
     let gateway = gateway::Gateway::spawn(gateway::GatewayConfig {
-        statuses: book,
+        statuses: status.as_ref().map(statuses::Service::book),
         root: root.clone(),
         delay: opts.delay,
         poll: opts.poll,
@@ -318,39 +299,6 @@ pub fn start(opts: SandboxOptions) -> Result<Sandbox, SandboxError> {
         gateway,
         status,
     })
-}
-
-fn start_status(
-    addr: SocketAddr,
-    opts: &statuses::StatusOptions,
-    book: Arc<std::sync::Mutex<statuses::Book>>,
-) -> Result<StatusService, SandboxError> {
-    let http = crate::http::HttpServer::start(vec![(addr, statuses::router(book.clone()))])
-        .map_err(|error| SandboxError::Bind { addr, error })?;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pusher = match &opts.webhook {
-        Some(url) => {
-            let (url, stop) = (url.clone(), stop.clone());
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(10)))
-                .http_status_as_error(false)
-                .build()
-                .into();
-            Some(
-                std::thread::Builder::new()
-                    .name("sandbox-webhook".into())
-                    .spawn(move || {
-                        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                            statuses::push_due(&book, &agent, &url);
-                            std::thread::sleep(Duration::from_millis(200));
-                        }
-                    })
-                    .map_err(SandboxError::Runtime)?,
-            )
-        }
-        None => None,
-    };
-    Ok(StatusService { http, stop, pusher })
 }
 
 fn validate(opts: &SandboxOptions) -> Result<(), SandboxError> {

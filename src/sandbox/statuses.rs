@@ -19,8 +19,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -285,7 +287,8 @@ fn append(path: &Path, text: &str) {
     }
 }
 
-type Shared = Arc<Mutex<Book>>;
+/// The book, shared by the gateway, the HTTP routes and the pusher.
+pub type Shared = Arc<Mutex<Book>>;
 
 fn lock(b: &Shared) -> std::sync::MutexGuard<'_, Book> {
     b.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -354,4 +357,70 @@ pub fn push_due(book: &Shared, agent: &ureq::Agent, url: &str) -> usize {
         taken += 1;
     }
     taken
+}
+
+/// The status interface running: its HTTP server, and the webhook pusher when asked for.
+pub struct Service {
+    book: Shared,
+    http: crate::http::HttpServer,
+    stop: Arc<AtomicBool>,
+    pusher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Service {
+    /// Serves the interface on `addr`, logging under `root`.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or a thread cannot start.
+    pub fn start(addr: SocketAddr, opts: &StatusOptions, root: &Path) -> io::Result<Service> {
+        let book = Arc::new(Mutex::new(Book::new(opts.clone(), root)));
+        let http = crate::http::HttpServer::start(vec![(addr, router(book.clone()))])?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let pusher = match &opts.webhook {
+            Some(url) => {
+                let (url, stop, book) = (url.clone(), stop.clone(), book.clone());
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                Some(
+                    std::thread::Builder::new()
+                        .name("sandbox-webhook".into())
+                        .spawn(move || {
+                            while !stop.load(Ordering::SeqCst) {
+                                push_due(&book, &agent, &url);
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                        })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Service {
+            book,
+            http,
+            stop,
+            pusher,
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.http.addrs()[0]
+    }
+
+    /// The statuses decided so far (the gateway adds to it).
+    pub fn book(&self) -> Shared {
+        self.book.clone()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(p) = self.pusher.take() {
+            let _ = p.join();
+        }
+    }
 }
