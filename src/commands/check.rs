@@ -204,28 +204,6 @@ fn journal_check(cfg: &Config, say: &mut dyn FnMut(&str, &str, String)) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::password_env;
-    use std::env::VarError;
-
-    #[test]
-    fn an_empty_variable_is_not_reported_as_unset() {
-        assert_eq!(
-            password_env("PW", Err(VarError::NotPresent)).unwrap_err(),
-            "environment variable PW is not set (it holds the SFTP password)"
-        );
-        assert_eq!(
-            password_env("PW", Ok(String::new())).unwrap_err(),
-            "environment variable PW is empty (it holds the SFTP password)"
-        );
-        assert_eq!(
-            password_env("PW", Ok("x".into())).unwrap(),
-            "password from $PW"
-        );
-    }
-}
-
 /// `[status]`: the webhook token is set, and the API takes the credentials (one `search` for an
 /// id that does not exist: it costs nothing and, unlike `list`, takes no status from the daemon).
 fn status_check(cfg: &Config, say: &mut dyn FnMut(&str, &str, String)) {
@@ -269,5 +247,27 @@ fn status_check(cfg: &Config, say: &mut dyn FnMut(&str, &str, String)) {
             format!("{}: {e}; the credentials were not refused", s.api_url),
         ),
         Err(e) => say("FAIL", "status API", format!("{}: {e}", s.api_url)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::password_env;
+    use std::env::VarError;
+
+    #[test]
+    fn an_empty_variable_is_not_reported_as_unset() {
+        assert_eq!(
+            password_env("PW", Err(VarError::NotPresent)).unwrap_err(),
+            "environment variable PW is not set (it holds the SFTP password)"
+        );
+        assert_eq!(
+            password_env("PW", Ok(String::new())).unwrap_err(),
+            "environment variable PW is empty (it holds the SFTP password)"
+        );
+        assert_eq!(
+            password_env("PW", Ok("x".into())).unwrap(),
+            "password from $PW"
+        );
     }
 }
