@@ -8,3 +8,4 @@
 pub mod gateway;
 pub mod setup;
 pub mod sshd;
+pub mod statuses;

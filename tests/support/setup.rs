@@ -103,7 +103,10 @@ impl Setup {
         c.args(args)
             .current_dir(self.work.path())
             .env_remove("SMSDROP_CONFIG")
-            .env("RUST_LOG", "smsdrop=debug");
+            .env("RUST_LOG", "smsdrop=debug")
+            // Message statuses: the test status interface's token and the webhook's secret.
+            .env("SMSDROP_TEST_STATUS_TOKEN", super::statuses::TOKEN)
+            .env("SMSDROP_TEST_WEBHOOK_TOKEN", super::statuses::WEBHOOK_TOKEN);
         if let Some(pw) = self.sshd.password() {
             c.env("SMSDROP_TEST_PASSWORD", pw);
         }
