@@ -47,7 +47,11 @@ fn the_demo_shows_every_sample_ending_as_expected() {
     }
     assert!(text.contains("every sample ended as expected"), "{text}");
     let reports = std::fs::read_dir(ws.join("state/reports")).unwrap().count();
-    assert_eq!(reports, 8, "a JSON and a CSV report per sample");
+    assert_eq!(
+        reports, 12,
+        "a JSON, a result CSV and a delivery CSV per sample"
+    );
+    check_deliveries_against_the_simulator(&ws);
     assert_eq!(
         std::fs::read_dir(ws.join("sandbox/success"))
             .unwrap()
@@ -55,6 +59,46 @@ fn the_demo_shows_every_sample_ending_as_expected() {
         4
     );
     eprintln!("demo took {:.1}s", start.elapsed().as_secs_f64());
+}
+
+/// Every row of every `.delivery.csv` carries what the simulator decided for that message
+/// (its `statuses.log`), and every decided message is in one.
+fn check_deliveries_against_the_simulator(ws: &Path) {
+    let decided = std::fs::read_to_string(ws.join("sandbox/statuses.log")).unwrap();
+    let decided: Vec<Vec<&str>> = decided.lines().map(|l| l.split('\t').collect()).collect();
+    let mut rows = 0;
+    for e in std::fs::read_dir(ws.join("state/reports")).unwrap() {
+        let path = e.unwrap().path();
+        if !path.to_string_lossy().ends_with(".delivery.csv") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("line;number;correlation_id;sent_status;sent_at;delivered_status;delivered_at;carrier")
+        );
+        for line in lines {
+            let f: Vec<&str> = line.split(';').collect();
+            let d = decided
+                .iter()
+                .find(|d| d[0] == f[2] && d[1] == f[1])
+                .unwrap_or_else(|| panic!("{}: no decision for {line}", path.display()));
+            assert_eq!(
+                (f[3], f[5], f[7]),
+                (d[2], d[3], d[4]),
+                "{}: {line}",
+                path.display()
+            );
+            assert!(!f[4].is_empty(), "{line}");
+            rows += 1;
+        }
+    }
+    assert_eq!(
+        rows,
+        decided.len(),
+        "every message the gateway decided is reported once"
+    );
 }
 
 /// A running `smsdrop sandbox` and the `[sftp]` section it printed.

@@ -7,7 +7,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::setup::{show, stop, wait_for, Login, Setup};
 use support::statuses::{delivery_rows, StatusSim, WEBHOOK_TOKEN};
@@ -43,7 +43,7 @@ fn delivery_csv(s: &Setup, job: u32, input: &str) -> PathBuf {
     s.path(&format!("state/reports/{job}-{input}.delivery.csv"))
 }
 
-fn wait_delivery(s: &Setup, path: &PathBuf, timeout: Duration) {
+fn wait_delivery(s: &Setup, path: &Path, timeout: Duration) {
     let start = Instant::now();
     while !path.exists() {
         assert!(

@@ -258,3 +258,115 @@ fn a_journal_from_a_newer_release_is_refused() {
     assert!(e.contains("newer smsdrop"), "{e}");
     assert!(Journal::open_read_only(dir.path()).is_err());
 }
+
+fn msg(line: u64, number: &str, id: &str) -> NewMessage {
+    NewMessage {
+        line,
+        part: 0,
+        number: number.into(),
+        correlation_id: id.into(),
+        erp_id: id.into(),
+        untracked: None,
+    }
+}
+
+fn status(id: &str) -> StatusUpdate {
+    StatusUpdate {
+        correlation_id: id.into(),
+        ..StatusUpdate::default()
+    }
+}
+
+#[test]
+fn statuses_match_by_id_and_number_and_apply_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    let day = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+    let p = PathBuf::from("/in/a.csv");
+    let job = j
+        .transaction(|t| {
+            let id = t.insert_job(&new_job(&p, "h1"))?;
+            t.record_batches(id, "ACME", day, &[NewBatch { rows: 4, bytes: 1 }])?;
+            t.insert_messages(
+                id,
+                &[
+                    msg(2, "5511999990000", "a"),
+                    msg(3, "5511999990001", "b"),
+                    msg(4, "5511999990002", "c"),
+                    msg(5, "5511999990003", "d"),
+                ],
+            )?;
+            Ok(id)
+        })
+        .unwrap();
+    let no_dlr = |c: &str| c.eq_ignore_ascii_case("oi");
+    let sent = |id: &str, carrier: &str, code: i64| StatusUpdate {
+        carrier: Some(carrier.into()),
+        sent_code: Some(code),
+        sent_at: Some(1),
+        ..status(id)
+    };
+    let a = j
+        .apply_statuses(
+            &[
+                sent("a", "VIVO", 2),
+                sent("b", "oi", 2),
+                sent("c", "TIM", 202),
+                StatusUpdate {
+                    destination: Some("5511888880000".into()),
+                    ..sent("d", "TIM", 2)
+                },
+                sent("zzz", "TIM", 2),
+            ],
+            &no_dlr,
+        )
+        .unwrap();
+    assert_eq!(a.matched, 3);
+    assert_eq!(a.changed, 3);
+    assert_eq!(a.unknown, vec!["d".to_owned(), "zzz".to_owned()]);
+    let c = j.message_counts(job).unwrap().unwrap();
+    // a waits for its delivery report; b (OI: none comes) is delivered; c failed; d pending.
+    assert_eq!((c.sent, c.delivered, c.failed, c.pending), (4, 1, 1, 2));
+    // The same statuses again change nothing; a delivery report makes a final.
+    let again = j.apply_statuses(&[sent("a", "VIVO", 2)], &no_dlr).unwrap();
+    assert_eq!((again.matched, again.changed), (1, 0));
+    let dr = StatusUpdate {
+        delivered_code: Some(104),
+        delivered_status: Some("NOT_DELIVERED".into()),
+        delivered_at: Some(2),
+        ..status("a")
+    };
+    assert_eq!(j.apply_statuses(std::slice::from_ref(&dr), &no_dlr).unwrap().changed, 1);
+    assert_eq!(j.apply_statuses(&[dr], &no_dlr).unwrap().changed, 0);
+    let m = j.messages(job).unwrap();
+    assert!(m[0].is_final && m[0].failed());
+    assert_eq!(m[0].carrier.as_deref(), Some("VIVO"), "the carrier is kept");
+    assert_eq!(m[0].sent_code, Some(2), "the first status is kept");
+    assert!(j.messages_pending(job).unwrap());
+
+    // The same (id, number) in a later job, while still awaited here, cannot be matched.
+    let p2 = PathBuf::from("/in/b.csv");
+    let job2 = j
+        .transaction(|t| {
+            let id = t.insert_job(&new_job(&p2, "h2"))?;
+            t.record_batches(id, "ACME", day, &[NewBatch { rows: 2, bytes: 1 }])?;
+            t.insert_messages(
+                id,
+                &[msg(2, "5511999990003", "d"), msg(3, "5511999990009", "e")],
+            )?;
+            Ok(id)
+        })
+        .unwrap();
+    let m2 = j.messages(job2).unwrap();
+    assert!(m2[0]
+        .untracked
+        .as_deref()
+        .unwrap()
+        .contains(&format!("job {job}")));
+    assert!(m2[1].untracked.is_none());
+    // Once the first job's tracking is done, its messages take no more statuses.
+    j.transaction(|t| t.close_tracking(job)).unwrap();
+    let late = j.apply_statuses(&[sent("d", "TIM", 2)], &no_dlr).unwrap();
+    assert_eq!((late.matched, late.closed), (0, 1));
+    assert_eq!(j.messages_awaited().unwrap(), 1);
+}
