@@ -616,3 +616,60 @@ fn verification_by_size_only_when_asked() {
     w.track_and_report();
     assert_eq!(w.job(id).state, JobState::Succeeded);
 }
+
+#[test]
+fn message_tracking_counts_only_sent_files_and_gives_up_in_time() {
+    let mut w = World::new(
+        "[status]\nmode = \"webhook\"\nwebhook_listen = \"127.0.0.1:9\"\ngive_up_after = \"1h\"\n",
+    );
+    let id = w.take("three.csv", 3);
+    let names = w.names(id);
+    assert_eq!(names.len(), 2);
+    w.upload().unwrap();
+    // Statuses may come before the file outcome: they are kept.
+    let no_dlr = |_: &str| false;
+    let sent = |cid: &str, code| crate::journal::StatusUpdate {
+        correlation_id: cid.into(),
+        sent_code: Some(code),
+        sent_status: crate::status::code_name(code).map(str::to_owned),
+        sent_at: Some(1_796_119_200_000),
+        carrier: Some("VIVO".into()),
+        ..Default::default()
+    };
+    let a = w
+        .journal
+        .apply_statuses(&[sent("three.csv-0", 202), sent("three.csv-1", 2)], &no_dlr)
+        .unwrap();
+    assert_eq!(a.changed, 2);
+    w.gateway(&names[0], "success");
+    w.gateway(&names[1], "error");
+    assert_eq!(w.track_and_report().len(), 1);
+    assert_eq!(w.journal.tracking(id).unwrap().as_deref(), Some("open"));
+    let c = w.journal.message_counts(id).unwrap().unwrap();
+    assert_eq!(
+        (c.sent, c.failed, c.pending),
+        (2, 1, 1),
+        "row 3's file went to error/"
+    );
+    // Row 2 waits for its delivery report: nothing ends before give_up_after.
+    assert_eq!(crate::status::settle::settle(&mut w.ctx()).unwrap(), 0);
+    let t = w.clock.now() + chrono::TimeDelta::minutes(61);
+    w.set_clock(t);
+    assert_eq!(crate::status::settle::settle(&mut w.ctx()).unwrap(), 1);
+    assert_eq!(w.journal.tracking(id).unwrap().as_deref(), Some("done"));
+    let csv = std::fs::read_to_string(report::delivery_path(&w.cfg, &w.job(id))).unwrap();
+    assert_eq!(
+        csv,
+        "line;number;correlation_id;sent_status;sent_at;delivered_status;delivered_at;carrier\n\
+         2;5511900000001;three.csv-0;INVALID_DESTINATION_NUMBER;2026-12-01T10:00:00Z;;;VIVO\n\
+         3;5511900000002;three.csv-1;SENT_SUCCESS;2026-12-01T10:00:00Z;;;VIVO\n"
+    );
+    let (json, _) = report::report_paths(&w.cfg, &w.job(id));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(json["messages"]["pending"], 1, "{json:#}");
+    assert_eq!(json["messages"]["tracking"], "done");
+    assert_eq!(json["messages"]["failed_messages"][0]["line"], 2);
+    // Nothing more to end.
+    assert_eq!(crate::status::settle::settle(&mut w.ctx()).unwrap(), 0);
+}

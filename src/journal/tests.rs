@@ -336,7 +336,12 @@ fn statuses_match_by_id_and_number_and_apply_once() {
         delivered_at: Some(2),
         ..status("a")
     };
-    assert_eq!(j.apply_statuses(std::slice::from_ref(&dr), &no_dlr).unwrap().changed, 1);
+    assert_eq!(
+        j.apply_statuses(std::slice::from_ref(&dr), &no_dlr)
+            .unwrap()
+            .changed,
+        1
+    );
     assert_eq!(j.apply_statuses(&[dr], &no_dlr).unwrap().changed, 0);
     let m = j.messages(job).unwrap();
     assert!(m[0].is_final && m[0].failed());
