@@ -5,6 +5,7 @@
 //! allowed, so an operator can fix it without reading the code.
 
 mod delivery;
+mod http;
 mod raw;
 mod status;
 mod validate;
@@ -13,6 +14,7 @@ pub use delivery::{
     parse_duration, Auth, InboxConfig, LateWrites, LogFormat, ReportConfig, SftpConfig,
     StateConfig, TrackConfig,
 };
+pub use http::HttpConfig;
 pub use status::{IdMode, StatusConfig, StatusMode, TokenSource, DEFAULT_API_URL};
 pub use validate::{
     BatchConfig, ColumnRef, Columns, Config, Delimiter, EncodingChoice, HeaderChoice, InputConfig,

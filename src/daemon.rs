@@ -105,6 +105,8 @@ pub struct Engine {
     late: LateWatch,
     /// Inbox files reported as never taken (loaded from the journal on the first scan).
     ignored: Option<HashSet<PathBuf>>,
+    /// What `/healthz` reports.
+    health: Arc<crate::ops::Health>,
 }
 
 impl Engine {
@@ -160,6 +162,7 @@ impl Engine {
             writes: WriteTracker::default(),
             late: LateWatch::default(),
             ignored: None,
+            health: Arc::default(),
         })
     }
 
@@ -235,8 +238,14 @@ impl Engine {
         match result {
             Ok(()) => Ok(()),
             Err(StageError::Journal(e)) if e.is_disk_problem() => {
+                self.health.journal_failed(&e.to_string());
                 tracing::error!(error = %e, "the journal's disk is full or failing; retrying in 10s (free space under the state folder)");
                 self.remote_at = Instant::now() + Duration::from_secs(10);
+                Ok(())
+            }
+            Err(StageError::Journal(e)) if e.is_busy() => {
+                tracing::warn!(error = %e, "the journal was busy (another of smsdrop's connections held it); retrying in 1s");
+                self.remote_at = Instant::now() + Duration::from_secs(1);
                 Ok(())
             }
             Err(StageError::Journal(e)) => Err(e.into()),
@@ -244,6 +253,7 @@ impl Engine {
                 Err(DaemonError::Refused(e.to_string()))
             }
             Err(StageError::Remote(e)) => {
+                crate::ops::metrics::sftp_connected(false);
                 let wait = if e.is_transient() {
                     (self.backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF)
                 } else {
@@ -302,6 +312,7 @@ impl Engine {
             if matches!(r, Ok(n) if n > 0) {
                 self.backoff = Duration::ZERO;
                 self.last_remote_use = Instant::now();
+                crate::ops::metrics::sftp_connected(true);
             }
             self.absorb(r.map(drop))?;
         }
@@ -310,6 +321,8 @@ impl Engine {
             if r.is_ok() {
                 self.backoff = Duration::ZERO;
                 self.last_remote_use = Instant::now();
+                crate::ops::metrics::sftp_connected(true);
+                crate::ops::metrics::polled(self.clock.now().timestamp_millis());
             }
             self.absorb(r.map(drop))?;
         }
@@ -379,9 +392,34 @@ impl Engine {
         // `smsdrop send` hands files over through the queue: wake up as soon as one arrives.
         let _queue_watcher =
             crate::watch::watch_events(&self.queue, self.hint_tx.clone(), None).ok();
-        // Message statuses: the webhook listener and the API poller, while the daemon runs.
-        let _statuses =
+        // Message statuses (the webhook, the API poller) and the operations endpoint, on one
+        // HTTP stack, while the daemon runs.
+        let statuses =
             crate::status::start(&self.cfg, self.hint_tx.clone()).map_err(DaemonError::Setup)?;
+        let mut routes = vec![];
+        if let Some(webhook) = statuses.webhook {
+            routes.push(webhook);
+        }
+        if let Some(addr) = self.cfg.http.listen {
+            let ops =
+                crate::ops::router(&self.cfg, self.health.clone()).map_err(DaemonError::Setup)?;
+            routes.push((addr, ops));
+        }
+        let _http = if routes.is_empty() {
+            None
+        } else {
+            Some(crate::http::HttpServer::start(routes).map_err(|e| {
+                DaemonError::Setup(format!(
+                    "{e}; choose a free address and port ([http] listen, [status] webhook_listen)"
+                ))
+            })?)
+        };
+        let _poller = statuses.poller;
+        // No SFTP failure yet (the gauge drops to 0 on one, back to 1 on the next success).
+        crate::ops::metrics::sftp_connected(true);
+        let watchdog = crate::ops::notify::watchdog_every();
+        let mut ready = false;
+        let mut next_summary = Instant::now();
         let mut scanner = Scanner::new(inbox.clone());
         if _watcher.is_some() {
             scanner = scanner.with_writes(self.writes.clone());
@@ -406,7 +444,25 @@ impl Engine {
             }
             self.deliver(track_due)?;
             self.keepalive();
+            self.health.round_done();
+            if !ready || Instant::now() >= next_summary {
+                // The summary for systemd's STATUS= (and the first READY=1, once the journal is
+                // open and the first scan is done).
+                next_summary = Instant::now() + Duration::from_secs(10);
+                let line = self.summary();
+                if ready {
+                    crate::ops::notify::alive(&line);
+                } else {
+                    crate::ops::notify::ready(&line);
+                    ready = true;
+                }
+            } else if watchdog.is_some() {
+                crate::ops::notify::alive_quiet();
+            }
             let mut until = next_scan.min(next_track);
+            if let Some(every) = watchdog {
+                until = until.min(Instant::now() + every);
+            }
             if self.has_pending_uploads()? {
                 until = until.min(self.remote_at.max(Instant::now()));
             }
@@ -414,8 +470,19 @@ impl Engine {
                 hinted = self.wait(until);
             }
         }
+        crate::ops::notify::stopping();
         tracing::info!("smsdrop stopped");
         Ok(())
+    }
+
+    /// The one-line summary (`12 pending, 0 failed today, ...`).
+    fn summary(&self) -> String {
+        let now = self.clock.now();
+        let today = crate::ops::today_start_ms(&self.cfg.batch.zone, now);
+        match self.journal.stats(today) {
+            Ok(s) => crate::ops::page::summary_line(&s, now.timestamp_millis()),
+            Err(e) => format!("journal unreadable: {e}"),
+        }
     }
 
     fn has_pending_uploads(&self) -> Result<bool, DaemonError> {

@@ -25,7 +25,8 @@
 //! - [`handoff`]: the queue through which `send` hands files to a running daemon.
 //! - [`remote`]: the SFTP client behind a trait, and a local-folder stand-in for unit tests.
 //! - [`daemon`]: the engine loop wiring the stages; no business rules.
-//! - [`http`]: the embedded HTTP stack (axum on tokio) the webhook is served on.
+//! - [`http`]: the embedded HTTP stack (axum on tokio): the status webhook and [`ops`].
+//! - [`ops`]: operations: metrics, health, the status page, systemd readiness.
 //!
 //! Around them:
 //! - [`config`]: the TOML schema, defaults and validation into typed values.
@@ -52,6 +53,7 @@ pub mod intake;
 pub mod journal;
 pub mod late;
 pub mod lock;
+pub mod ops;
 pub mod remote;
 pub mod report;
 #[cfg(feature = "sandbox")]

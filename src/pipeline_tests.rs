@@ -628,11 +628,13 @@ fn message_tracking_counts_only_sent_files_and_gives_up_in_time() {
     w.upload().unwrap();
     // Statuses may come before the file outcome: they are kept.
     let no_dlr = |_: &str| false;
+    let sent_at = Utc::now() + chrono::TimeDelta::seconds(5);
+    let iso = sent_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let sent = |cid: &str, code| crate::journal::StatusUpdate {
         correlation_id: cid.into(),
         sent_code: Some(code),
         sent_status: crate::status::code_name(code).map(str::to_owned),
-        sent_at: Some(1_796_119_200_000),
+        sent_at: Some(sent_at.timestamp_millis()),
         carrier: Some("VIVO".into()),
         ..Default::default()
     };
@@ -660,9 +662,11 @@ fn message_tracking_counts_only_sent_files_and_gives_up_in_time() {
     let csv = std::fs::read_to_string(report::delivery_path(&w.cfg, &w.job(id))).unwrap();
     assert_eq!(
         csv,
-        "line;number;correlation_id;sent_status;sent_at;delivered_status;delivered_at;carrier\n\
-         2;5511900000001;three.csv-0;INVALID_DESTINATION_NUMBER;2026-12-01T10:00:00Z;;;VIVO\n\
-         3;5511900000002;three.csv-1;SENT_SUCCESS;2026-12-01T10:00:00Z;;;VIVO\n"
+        format!(
+            "line;number;correlation_id;sent_status;sent_at;delivered_status;delivered_at;carrier\n\
+             2;5511900000001;three.csv-0;INVALID_DESTINATION_NUMBER;{iso};;;VIVO\n\
+             3;5511900000002;three.csv-1;SENT_SUCCESS;{iso};;;VIVO\n"
+        )
     );
     let (json, _) = report::report_paths(&w.cfg, &w.job(id));
     let json: serde_json::Value =

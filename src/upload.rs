@@ -456,12 +456,14 @@ fn upload_one(
                 })
             }
         };
+        let started = std::time::Instant::now();
         let result = ctx.remote.upload_with(&local, &temp, &dest, &mut intent);
         if let Some(e) = journal_error {
             return Err(e.into());
         }
         match result {
             Ok(bytes) => {
+                crate::ops::metrics::upload_took(started.elapsed().as_secs_f64());
                 tracing::info!(bytes, remote = %batch.name, "uploaded");
                 listing.put(&batch.name, bytes);
                 return Ok(Sent::Now);

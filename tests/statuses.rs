@@ -380,7 +380,14 @@ fn bad_webhook_requests_are_refused_and_change_nothing() {
     s.wait_final(1, Duration::from_secs(60));
     let before = messages(&s);
     assert!(before.contains("erp-0"), "{before}");
-    let good = br#"{"correlationId": "erp-0", "destination": "5511999990000", "carrierName": "VIVO", "sentStatusCode": 2, "sentStatus": "SENT_SUCCESS", "sentAt": 1796119200000}"#;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let good = format!(
+        r#"{{"correlationId": "erp-0", "destination": "5511999990000", "carrierName": "VIVO", "sentStatusCode": 2, "sentStatus": "SENT_SUCCESS", "sentAt": {now_ms}}}"#
+    );
+    let good = good.as_bytes();
     let path = format!("/sms-status?token={WEBHOOK_TOKEN}");
     let huge = vec![b' '; 10 << 20];
     let cases: [(&str, String, &[u8], Option<u16>); 7] = [

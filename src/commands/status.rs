@@ -169,13 +169,10 @@ fn upgrade_if_idle(cfg: &Config) -> Result<(), JournalError> {
     if !cfg.state.dir.join("journal.db").exists() {
         return Ok(());
     }
-    let Some(ro) = Journal::open_read_only(&cfg.state.dir)? else {
-        return Ok(());
-    };
-    if ro.schema_version()? >= crate::journal::SCHEMA_VERSION {
-        return Ok(());
+    match Journal::stored_version(&cfg.state.dir)? {
+        Some(v) if v < crate::journal::SCHEMA_VERSION => {}
+        _ => return Ok(()),
     }
-    drop(ro);
     if let Ok(_lock) = crate::lock::StateLock::acquire(&cfg.state.dir) {
         Journal::open(&cfg.state.dir)?;
     }

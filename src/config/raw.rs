@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub state: super::delivery::RawState,
     pub report: super::delivery::RawReport,
     pub status: super::status::RawStatus,
+    pub http: super::http::RawHttp,
 }
 
 #[derive(Debug, Deserialize)]

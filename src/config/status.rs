@@ -258,11 +258,14 @@ pub(super) fn validate(
             ),
         ));
     }
-    if !s.webhook_path.starts_with('/') || s.webhook_path.contains(['?', '#', ' ']) {
+    if !s.webhook_path.starts_with('/')
+        || s.webhook_path.contains(['?', '#', ' ', '{', '}', '*', ':'])
+        || s.webhook_path.len() > 200
+    {
         return Err(bad(
             "webhook_path",
             format!(
-                "{:?} must be a path starting with '/', e.g. \"/sms-status\"",
+                "{:?} must be a path starting with '/' without '?', '#', spaces, braces, '*' or ':', e.g. \"/sms-status\"",
                 s.webhook_path
             ),
         ));

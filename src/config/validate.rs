@@ -26,6 +26,8 @@ pub struct Config {
     pub report: ReportConfig,
     /// Message-level statuses (`[status]`).
     pub status: super::StatusConfig,
+    /// The operations endpoint (`[http]`).
+    pub http: super::HttpConfig,
     /// Where this configuration came from, for messages.
     pub source: PathBuf,
 }
@@ -189,6 +191,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         }
     };
     let status = super::status::validate(raw.status, path, &resolve)?;
+    let http = super::http::validate(raw.http, path)?;
     let i = raw.input;
     let delimiter = match i.delimiter.as_str() {
         "auto" => Delimiter::Auto,
@@ -329,6 +332,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         state: d.state,
         report: d.report,
         status,
+        http,
         input: InputConfig {
             delimiter,
             encoding,

@@ -177,15 +177,25 @@ impl Tx<'_> {
         if !has {
             return Ok(false);
         }
+        // Only a file the gateway refused (error/) was certainly not sent; an expired one may
+        // have been, and a file sent again (retry) or with a late outcome counts again. A message
+        // with a status was sent, whatever its file's folder says.
         self.tx.execute(
-            "UPDATE messages SET untracked = 'not sent: its file ' || \
-                 (SELECT b.state FROM batches b WHERE b.job_id = messages.job_id AND b.part = messages.part) \
-             WHERE job_id = ?1 AND part IN \
-                 (SELECT part FROM batches WHERE job_id = ?1 AND state != 'succeeded')",
+            "UPDATE messages SET untracked = NULL WHERE job_id = ?1 AND untracked LIKE 'not sent%' \
+             AND part NOT IN (SELECT part FROM batches WHERE job_id = ?1 AND state = 'failed')",
             [job_id],
         )?;
         self.tx.execute(
-            "UPDATE jobs SET tracking = 'open', tracking_until = ?2 WHERE id = ?1 AND tracking IS NULL",
+            "UPDATE messages SET untracked = 'not sent: its file went to error/' \
+             WHERE job_id = ?1 AND untracked IS NULL AND sent_code IS NULL \
+             AND delivered_code IS NULL AND part IN \
+                 (SELECT part FROM batches WHERE job_id = ?1 AND state = 'failed')",
+            [job_id],
+        )?;
+        // Opened, or opened again when the job is reported again (a retry, a late outcome).
+        self.tx.execute(
+            "UPDATE jobs SET tracking = 'open', tracking_until = max(coalesce(tracking_until, 0), ?2) \
+             WHERE id = ?1",
             params![job_id, until_ms],
         )?;
         Ok(true)
@@ -339,7 +349,7 @@ impl Journal {
              WHERE m.final = 0 AND m.untracked IS NULL \
                AND (j.tracking IS NULL OR j.tracking = 'open') \
                AND b.uploaded_at IS NOT NULL AND b.uploaded_at < ?1 \
-               AND b.state IN ('uploaded', 'succeeded') \
+               AND b.state IN ('uploaded', 'succeeded', 'expired') \
                AND (m.searched_at IS NULL OR m.searched_at < ?2) \
              ORDER BY coalesce(m.searched_at, 0), m.job_id, m.line LIMIT ?3",
             params![uploaded_before, searched_before, limit],
@@ -393,8 +403,9 @@ fn apply_one(
     let mut st = t.tx.prepare_cached(
         "SELECT m.job_id, m.line, m.number, m.sent_code, m.sent_status, m.sent_at, \
                 m.delivered_code, m.delivered_status, m.delivered_at, m.carrier, m.final, \
-                coalesce(j.tracking, '') \
+                coalesce(j.tracking, ''), b.uploaded_at \
          FROM messages m JOIN jobs j ON j.id = m.job_id \
+         LEFT JOIN batches b ON b.job_id = m.job_id AND b.part = m.part \
          WHERE m.correlation_id = ?1 AND m.untracked IS NULL",
     )?;
     type Cand = (
@@ -410,6 +421,7 @@ fn apply_one(
         Option<String>,
         bool,
         String,
+        Option<i64>,
     );
     let mut cands: Vec<Cand> = st
         .query_map([&u.correlation_id], |r| {
@@ -426,6 +438,7 @@ fn apply_one(
                 r.get(9)?,
                 r.get::<_, i64>(10)? != 0,
                 r.get(11)?,
+                r.get(12)?,
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -433,7 +446,17 @@ fn apply_one(
     if let Some(dest) = &u.destination {
         cands.retain(|c| same_number(&c.2, dest));
     }
-    let (open, closed): (Vec<Cand>, Vec<Cand>) = cands.into_iter().partition(|c| c.11 != "done");
+    // A status sent before a message's file was even uploaded is another message's (an id the
+    // ERP used again within the gateway's 3 days); clocks may differ by some minutes.
+    if let Some(sent) = u.sent_at {
+        cands.retain(|c| c.12.is_none_or(|up| sent >= up - CLOCK_SKEW_MS));
+    }
+    let (mut open, closed): (Vec<Cand>, Vec<Cand>) =
+        cands.into_iter().partition(|c| c.11 != "done");
+    // Of several, a message still waiting is the one a new status is for.
+    if open.len() > 1 && open.iter().filter(|c| !c.10).count() == 1 {
+        open.retain(|c| !c.10);
+    }
     let c = match open.len() {
         0 if !closed.is_empty() => {
             applied.closed += 1;
@@ -494,6 +517,9 @@ fn apply_one(
     )?;
     Ok(())
 }
+
+/// How far the gateway's clock may be behind ours.
+const CLOCK_SKEW_MS: i64 = 10 * 60 * 1000;
 
 /// Whether two phone numbers are the same, comparing digits (a status may write `+55...`).
 fn same_number(ours: &str, theirs: &str) -> bool {

@@ -9,6 +9,7 @@
 mod messages;
 mod schema;
 mod state;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod tx;
@@ -16,6 +17,7 @@ mod tx;
 pub use messages::{Applied, Message, MessageCounts, NewMessage, StatusUpdate};
 pub use schema::SCHEMA_VERSION;
 pub use state::{IllegalTransition, JobState, UnknownState};
+pub use stats::{Stats, JOB_STATES};
 pub use tx::Tx;
 
 use crate::batch::BatchName;
@@ -49,6 +51,15 @@ impl JournalError {
         matches!(
             self.source.sqlite_error_code(),
             Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+        )
+    }
+
+    /// Whether another connection held the journal longer than the busy timeout (tried again
+    /// later, not a reason to stop).
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self.source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
         )
     }
 }
@@ -240,6 +251,29 @@ impl Journal {
             .unwrap_or_else(|| "0".into()))
     }
 
+    /// The schema version of the journal in `dir` as stored, without upgrading it; `None` when
+    /// there is no journal.
+    ///
+    /// # Errors
+    /// When the journal cannot be read.
+    pub fn stored_version(dir: &Path) -> Result<Option<i64>> {
+        let path = dir.join("journal.db");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let err = |source| JournalError {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map(Some)
+            .map_err(err)
+    }
+
     /// SQLite's quick integrity check: `"ok"`, or what is wrong.
     ///
     /// # Errors
@@ -289,7 +323,13 @@ impl Journal {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(err)?;
+        // IMMEDIATE: the write lock is taken at the start, so a writer on another connection
+        // (the status webhook, the poller) makes this wait (busy timeout) instead of failing
+        // when a read inside the transaction would have to become a write.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         let mut t = Tx { tx };
         let out = f(&mut t).map_err(err)?;
         t.tx.commit().map_err(err)?;

@@ -103,6 +103,8 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (job_id, line)
      ) WITHOUT ROWID;
      CREATE INDEX IF NOT EXISTS messages_id ON messages(correlation_id);
+     CREATE INDEX IF NOT EXISTS messages_waiting ON messages(job_id, line)
+         WHERE final = 0 AND untracked IS NULL;
      ALTER TABLE jobs ADD COLUMN tracking TEXT;
      ALTER TABLE jobs ADD COLUMN tracking_until INTEGER;
      ALTER TABLE jobs ADD COLUMN tracking_done_at INTEGER;

@@ -375,3 +375,60 @@ fn statuses_match_by_id_and_number_and_apply_once() {
     assert_eq!((late.matched, late.closed), (0, 1));
     assert_eq!(j.messages_awaited().unwrap(), 1);
 }
+
+#[test]
+fn an_id_used_again_matches_the_message_still_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    let day = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+    let no_dlr = |_: &str| false;
+    let mut jobs = vec![];
+    for (n, hash) in [("a.csv", "h1"), ("b.csv", "h2")] {
+        let p = PathBuf::from(format!("/in/{n}"));
+        let id = j
+            .transaction(|t| {
+                let id = t.insert_job(&new_job(&p, hash))?;
+                t.record_batches(id, "ACME", day, &[NewBatch { rows: 1, bytes: 1 }])?;
+                t.insert_messages(id, &[msg(2, "5511999990000", "same")])?;
+                Ok(id)
+            })
+            .unwrap();
+        // The first job's message is final before the second is recorded.
+        if jobs.is_empty() {
+            let failed = StatusUpdate {
+                sent_code: Some(202),
+                ..status("same")
+            };
+            assert_eq!(j.apply_statuses(&[failed], &no_dlr).unwrap().changed, 1);
+        }
+        jobs.push(id);
+    }
+    assert!(j.messages(jobs[1]).unwrap()[0].untracked.is_none());
+    // Both jobs open: the status goes to the message still waiting, not "ambiguous".
+    let dr = StatusUpdate {
+        sent_code: Some(2),
+        delivered_code: Some(4),
+        ..status("same")
+    };
+    let a = j.apply_statuses(&[dr], &no_dlr).unwrap();
+    assert_eq!((a.matched, a.changed), (1, 1), "{a:?}");
+    assert_eq!(j.messages(jobs[1]).unwrap()[0].delivered_code, Some(4));
+    assert_eq!(j.messages(jobs[0]).unwrap()[0].sent_code, Some(202));
+    // A status sent long before a message's file was uploaded is not that message's.
+    j.transaction(|t| t.close_tracking(jobs[0])).unwrap();
+    j.transaction(|t| {
+        t.tx.execute(
+            "UPDATE batches SET uploaded_at = ?2 WHERE job_id = ?1",
+            params![jobs[1], now()],
+        )?;
+        Ok(())
+    })
+    .unwrap();
+    let stale = StatusUpdate {
+        sent_code: Some(103),
+        sent_at: Some(now() - 3_600_000),
+        ..status("same")
+    };
+    let a = j.apply_statuses(&[stale], &no_dlr).unwrap();
+    assert_eq!(a.matched, 0, "{a:?}");
+}

@@ -18,46 +18,39 @@ use crate::journal::StatusUpdate;
 use chrono::DateTime;
 use serde_json::Value;
 
-/// What receives and fetches statuses while the daemon runs; stops when dropped.
+/// What receives and fetches statuses while the daemon runs: the webhook's route (served by
+/// the daemon's HTTP stack with the operations routes) and the poller (stops when dropped).
 pub struct Running {
-    _http: Option<crate::http::HttpServer>,
-    _poller: Option<poller::Poller>,
+    /// Where the webhook listens, and its router.
+    pub webhook: Option<(std::net::SocketAddr, axum::Router)>,
+    pub poller: Option<poller::Poller>,
 }
 
-impl Running {
-    /// Where the webhook listens (its port resolved), when it does.
-    pub fn webhook_addr(&self) -> Option<std::net::SocketAddr> {
-        self._http.as_ref().and_then(|h| h.addrs().first().copied())
-    }
-}
-
-/// Starts the webhook listener and the poller `cfg` asks for. `wake` hears when statuses were
-/// recorded (the engine then ends tracking that is complete without waiting for its round).
+/// Prepares the webhook route and starts the poller `cfg` asks for. `wake` hears when statuses
+/// were recorded (the engine then ends tracking that is complete without waiting for its round).
 ///
 /// # Errors
-/// A message saying what to fix: an address that cannot be bound, a token not set, a journal
-/// that cannot be opened.
+/// A message saying what to fix: a token not set, a journal that cannot be opened.
 pub fn start(
     cfg: &crate::config::Config,
     wake: std::sync::mpsc::SyncSender<()>,
 ) -> Result<Running, String> {
     let s = &cfg.status;
-    let http = match (s.mode.listens(), s.webhook_listen) {
-        (true, Some(addr)) => {
-            let router = webhook::router(s, &cfg.state.dir, wake.clone())?;
-            Some(
-                crate::http::HttpServer::start(vec![(addr, router)]).map_err(|e| {
-                    format!("[status] webhook_listen: {e}; choose a free address and port")
-                })?,
-            )
-        }
+    if s.mode.listens()
+        && s.webhook_token_env.is_none()
+        && s.webhook_listen.is_some_and(|a| !a.ip().is_loopback())
+    {
+        tracing::warn!("[status] webhook_listen is reachable from other machines and webhook_token_env is not set: anyone who finds it can post statuses");
+    }
+    if s.mode.queries() && s.api_url.starts_with("http://") {
+        tracing::warn!(api = %s.api_url, "[status] api_url is plain http: the token travels unencrypted");
+    }
+    let webhook = match (s.mode.listens(), s.webhook_listen) {
+        (true, Some(addr)) => Some((addr, webhook::router(s, &cfg.state.dir, wake.clone())?)),
         _ => None,
     };
     let poller = poller::start(s, &cfg.state.dir, wake)?;
-    Ok(Running {
-        _http: http,
-        _poller: poller,
-    })
+    Ok(Running { webhook, poller })
 }
 
 /// The gateway's status codes and their names (SPEC.md).
@@ -98,7 +91,8 @@ pub fn code_of(name: &str) -> Option<i64> {
 pub fn parse_statuses(body: &Value) -> Result<Vec<StatusUpdate>, String> {
     let items: Vec<&Value> = match body {
         Value::Array(a) => a.iter().collect(),
-        Value::Object(o) if looks_like_status(o) => vec![body],
+        Value::Object(o) if o.contains_key("correlationId") => vec![body],
+        Value::Object(o) if !o.values().any(Value::is_array) && looks_like_status(o) => vec![body],
         Value::Object(o) => {
             let arrays: Vec<&Vec<Value>> = o.values().filter_map(Value::as_array).collect();
             match arrays.as_slice() {
@@ -114,13 +108,22 @@ pub fn parse_statuses(body: &Value) -> Result<Vec<StatusUpdate>, String> {
         _ => return Err("expected a status object or an array of them".into()),
     };
     let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let Value::Object(o) = item else {
-            return Err(format!("element {} is not an object", i + 1));
-        };
-        if let Some(u) = parse_one(o) {
-            out.push(u);
+    let mut odd = 0;
+    for item in &items {
+        match item {
+            Value::Object(o) => out.extend(parse_one(o)),
+            _ => odd += 1,
         }
+    }
+    // One odd element must not cost the others (`list` never returns them again).
+    if odd > 0 && odd == items.len() {
+        return Err("expected status objects; the array holds none".into());
+    }
+    if odd > 0 {
+        tracing::warn!(
+            skipped = odd,
+            "status answer: elements that are not objects were skipped"
+        );
     }
     Ok(out)
 }

@@ -40,7 +40,7 @@ pub fn router(
 ) -> Result<Router, String> {
     let token = match &cfg.webhook_token_env {
         Some(var) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Some(v),
+            Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
             _ => {
                 return Err(format!(
                     "[status] webhook_token_env names {var}, which is not set (or empty); set it \

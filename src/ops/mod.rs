@@ -1,0 +1,209 @@
+//! Operations over HTTP (`[http] listen`), on the embedded stack ([`crate::http`]):
+//! - `GET /metrics`: Prometheus text ([`metrics`]);
+//! - `GET /healthz`: `ok` while the engine completes rounds; 503 with the reason when it has not
+//!   for `[http] health_round_secs`, or the journal cannot be written;
+//! - `GET /` and `GET /jobs/{id}`: the status page ([`page`]).
+//!
+//! Pages read the journal through their own read-only connection, so a slow page never stalls
+//! the engine. With `[http] token_env`, every path but `/healthz` needs
+//! `Authorization: Bearer <token>`. [`notify`] tells systemd about readiness and liveness.
+
+pub mod metrics;
+pub mod notify;
+pub mod page;
+
+use crate::config::{Config, Zone};
+use crate::journal::Journal;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::{TimeZone, Utc};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What the engine tells the endpoint about itself.
+#[derive(Debug, Default)]
+pub struct Health {
+    last_round_ms: AtomicI64,
+    journal_problem: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// The engine completed a round (and the journal took its writes).
+    pub fn round_done(&self) {
+        let now = Utc::now().timestamp_millis();
+        self.last_round_ms.store(now, Ordering::SeqCst);
+        *self
+            .journal_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        metrics::round_done(now);
+    }
+
+    /// The journal could not be written.
+    pub fn journal_failed(&self, why: &str) {
+        *self
+            .journal_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(why.to_owned());
+    }
+
+    /// `Ok` when healthy, else why not.
+    pub fn check(&self, max_round: std::time::Duration) -> Result<(), String> {
+        if let Some(p) = self
+            .journal_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Err(format!("the journal cannot be written: {p}"));
+        }
+        let last = self.last_round_ms.load(Ordering::SeqCst);
+        if last == 0 {
+            return Err("starting: the engine has not completed a round yet".into());
+        }
+        let age = (Utc::now().timestamp_millis() - last) / 1000;
+        if age > max_round.as_secs() as i64 {
+            return Err(format!(
+                "the engine has not completed a round for {age}s (limit {}s): is an upload \
+                 stuck, or the process hung? See the log",
+                max_round.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the handlers share.
+pub(crate) struct Ops {
+    pub cfg: Config,
+    pub health: Arc<Health>,
+    token: Option<String>,
+    journal: Mutex<Option<Journal>>,
+    state_dir: PathBuf,
+}
+
+impl Ops {
+    /// Runs `f` on the read-only journal (opened when first needed).
+    pub(crate) fn with_journal<T>(
+        &self,
+        f: impl FnOnce(&Journal) -> Result<T, crate::journal::JournalError>,
+    ) -> Result<T, String> {
+        let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        if j.is_none() {
+            *j = Journal::open_read_only(&self.state_dir).map_err(|e| e.to_string())?;
+        }
+        match j.as_ref() {
+            Some(journal) => f(journal).map_err(|e| e.to_string()),
+            None => Err("the journal is not there yet".into()),
+        }
+    }
+}
+
+/// When today began in the batch zone (what "today" means in file names), in ms.
+pub fn today_start_ms(zone: &Zone, now: chrono::DateTime<Utc>) -> i64 {
+    let midnight = zone
+        .day_of(now)
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists");
+    let start = match zone {
+        Zone::Local => chrono::Local
+            .from_local_datetime(&midnight)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc)),
+        Zone::Named(tz) => tz
+            .from_local_datetime(&midnight)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc)),
+    };
+    start.unwrap_or(now).timestamp_millis()
+}
+
+/// The operations router.
+///
+/// # Errors
+/// When `[http] token_env` names an unset variable.
+pub fn router(cfg: &Config, health: Arc<Health>) -> Result<Router, String> {
+    let token = match &cfg.http.token_env {
+        Some(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => {
+                return Err(format!(
+                    "[http] token_env names {var}, which is not set (or empty); set it to the \
+                     token clients send as `Authorization: Bearer ...`"
+                ))
+            }
+        },
+        None => None,
+    };
+    metrics::handle();
+    let ops = Arc::new(Ops {
+        cfg: cfg.clone(),
+        health,
+        token,
+        journal: Mutex::new(None),
+        state_dir: cfg.state.dir.clone(),
+    });
+    let guarded = Router::new()
+        .route("/", get(page::index))
+        .route("/jobs/{id}", get(page::job))
+        .route("/metrics", get(metrics_route))
+        .layer(middleware::from_fn_with_state(ops.clone(), bearer));
+    Ok(guarded.route("/healthz", get(healthz)).with_state(ops))
+}
+
+async fn bearer(State(ops): State<Arc<Ops>>, req: Request, next: Next) -> Response {
+    if let Some(want) = &ops.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(want.as_str()) {
+            tracing::warn!(path = %req.uri().path(), "HTTP: refused a request without the right bearer token (401)");
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "this endpoint needs Authorization: Bearer <token> ([http] token_env)\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn healthz(State(ops): State<Arc<Ops>>) -> Response {
+    match ops.health.check(ops.cfg.http.health_round) {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
+}
+
+async fn metrics_route(State(ops): State<Arc<Ops>>) -> Response {
+    let r = tokio::task::spawn_blocking(move || {
+        let Some(handle) = metrics::handle() else {
+            return Err("the metrics recorder is not available".to_owned());
+        };
+        let now = Utc::now();
+        let today = today_start_ms(&ops.cfg.batch.zone, now);
+        ops.with_journal(|j| metrics::render(handle, j, today, now.timestamp_millis()))
+    })
+    .await;
+    match r {
+        Ok(Ok(text)) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}

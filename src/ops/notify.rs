@@ -1,0 +1,34 @@
+//! systemd readiness and liveness (`Type=notify`, `WatchdogSec=`), with the `sd-notify` crate:
+//! `READY=1` once the journal is open and the first inbox scan is done, `WATCHDOG=1` from the
+//! engine loop, `STATUS=` a one-line summary. Outside systemd (no `NOTIFY_SOCKET`) every call
+//! does nothing.
+
+use sd_notify::NotifyState;
+use std::time::Duration;
+
+/// The engine is ready.
+pub fn ready(status: &str) {
+    let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// The engine is alive; `status` is the summary line.
+pub fn alive(status: &str) {
+    let _ = sd_notify::notify(false, &[NotifyState::Watchdog, NotifyState::Status(status)]);
+}
+
+/// The engine is alive (no new status line).
+pub fn alive_quiet() {
+    let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+}
+
+/// Stopping.
+pub fn stopping() {
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+}
+
+/// How often the engine must say it is alive: half the watchdog interval, when systemd set one.
+pub fn watchdog_every() -> Option<Duration> {
+    let mut usec = 0;
+    (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
+        .then(|| Duration::from_micros(usec / 2))
+}

@@ -1,0 +1,343 @@
+//! The status page: jobs newest first (filters by state and day), a page per job with its
+//! remote files, rejected rows, failed messages and state history. Server-rendered HTML (maud),
+//! no JavaScript, readable on a phone; it reloads itself every `[http] refresh_secs`. Phone
+//! numbers are masked (`55119****4321`); message texts are never stored, so never shown.
+
+use super::Ops;
+use crate::journal::{Job, Stats, JOB_STATES};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Most jobs listed on the index.
+const MAX_JOBS: u32 = 500;
+
+/// A phone number with its middle hidden: `5511987654321` → `55119****4321`.
+pub fn mask(number: &str) -> String {
+    let chars: Vec<char> = number.chars().collect();
+    let n = chars.len();
+    let (head, tail) = if n >= 10 {
+        (5, 4)
+    } else if n >= 6 {
+        (2, 2)
+    } else {
+        (0, 0)
+    };
+    let mut s: String = chars[..head].iter().collect();
+    s.push_str(&"*".repeat(n - head - tail));
+    s.extend(&chars[n - tail..]);
+    s
+}
+
+/// The one-line summary (page, `status`, systemd's `STATUS=`): jobs pending, failed today, the
+/// oldest pending job's age, and messages awaited.
+pub fn summary_line(s: &Stats, now_ms: i64) -> String {
+    let finals = ["succeeded", "failed", "expired", "rejected"];
+    let pending: u64 = s
+        .jobs
+        .iter()
+        .filter(|(k, _)| !finals.contains(k))
+        .map(|(_, v)| v)
+        .sum();
+    let failed_today = s.jobs_today.get("failed").copied().unwrap_or(0)
+        + s.jobs_today.get("expired").copied().unwrap_or(0);
+    let mut line = format!("{pending} pending, {failed_today} failed today");
+    if let Some(t) = s.oldest_pending_ms {
+        line.push_str(&format!(
+            ", oldest pending {}",
+            age((now_ms - t).max(0) / 1000)
+        ));
+    }
+    let awaited = s.messages.get("pending").copied().unwrap_or(0);
+    if awaited > 0 {
+        line.push_str(&format!(", {awaited} messages awaiting a status"));
+    }
+    line
+}
+
+fn age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct Filter {
+    state: Option<String>,
+    day: Option<String>,
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn layout(ops: &Ops, title: &str, body: Markup) -> Markup {
+    let refresh = ops.cfg.http.refresh.as_secs();
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if refresh > 0 { meta http-equiv="refresh" content=(refresh); }
+                title { (title) " - smsdrop" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header { a href="/" { "smsdrop" } " " span.v { "v" (env!("CARGO_PKG_VERSION")) } }
+                main { (body) }
+            }
+        }
+    }
+}
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}\
+header{background:#1d3557;color:#fff;padding:.6em 1em;font-weight:600}header a{color:#fff;text-decoration:none}\
+.v{font-weight:400;opacity:.7;font-size:.85em}main{padding:.8em}\
+.summary{font-size:1.1em;margin:.3em 0 .8em}.scroll{overflow-x:auto}\
+table{border-collapse:collapse;width:100%;font-size:.9em;background:#fff}\
+th,td{border-bottom:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}\
+th{background:#eef}td.n{text-align:right}form{margin:.5em 0;display:flex;flex-wrap:wrap;gap:.5em}\
+.state{padding:.1em .4em;border-radius:.3em;font-size:.85em;white-space:nowrap}\
+.succeeded{background:#d8f3dc}.failed,.expired{background:#ffd6d6}.rejected{background:#ffe5b4}\
+.unknown{background:#ffd6d6}.pending{background:#e0e7ff}h2{font-size:1.05em;margin-top:1.2em}\
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em}dt{font-weight:600}dd{margin:0;word-break:break-all}";
+
+fn state_badge(state: &str) -> Markup {
+    let class = match state {
+        "succeeded" | "failed" | "expired" | "rejected" | "unknown" => state,
+        _ => "pending",
+    };
+    html! { span class={ "state " (class) } { (state) } }
+}
+
+/// The part of a job's conversion report the page shows.
+#[derive(Deserialize)]
+struct Rejected {
+    rows_rejected: u64,
+    rejected: Vec<RejectedRow>,
+}
+
+#[derive(Deserialize)]
+struct RejectedRow {
+    line: u64,
+    number: String,
+    reason: String,
+}
+
+struct Row {
+    job: Job,
+    files: Vec<String>,
+    messages: Option<crate::journal::MessageCounts>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the journal cannot be read: {e}\n"),
+    )
+        .into_response()
+}
+
+/// `GET /`: the jobs, newest first.
+pub(crate) async fn index(State(ops): State<Arc<Ops>>, Query(f): Query<Filter>) -> Response {
+    let o = ops.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let now = Utc::now();
+        let today = super::today_start_ms(&o.cfg.batch.zone, now);
+        let day: Option<NaiveDate> = f
+            .day
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .and_then(|d| d.parse().ok());
+        let state = f
+            .state
+            .clone()
+            .filter(|s| JOB_STATES.iter().any(|j| j.as_str() == s));
+        o.with_journal(|j| {
+            let stats = j.stats(today)?;
+            let mut rows = vec![];
+            for job in j.recent_jobs(MAX_JOBS)? {
+                if state.as_deref().is_some_and(|s| s != job.state.as_str()) {
+                    continue;
+                }
+                if day.is_some_and(|d| job.created_at.date_naive() != d) {
+                    continue;
+                }
+                let files = j.batches(job.id)?.into_iter().map(|b| b.name).collect();
+                let messages = j.message_counts(job.id)?;
+                rows.push(Row {
+                    job,
+                    files,
+                    messages,
+                });
+            }
+            Ok((stats, rows, state, day, now))
+        })
+    })
+    .await;
+    let (stats, rows, state, day, now) = match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return internal(e),
+        Err(e) => return internal(e),
+    };
+    let tracked = rows.iter().any(|r| r.messages.is_some());
+    let body = html! {
+        p.summary { (summary_line(&stats, now.timestamp_millis())) }
+        p { @for (s, n) in &stats.jobs { (state_badge(s)) " " (n) "  " } }
+        form method="get" action="/" {
+            label { "State " select name="state" {
+                option value="" { "all" }
+                @for s in JOB_STATES {
+                    option value=(s.as_str()) selected[state.as_deref() == Some(s.as_str())] { (s.as_str()) }
+                }
+            } }
+            label { "Day (UTC) " input type="date" name="day" value=(day.map(|d| d.to_string()).unwrap_or_default()); }
+            button type="submit" { "Filter" }
+            a href="/" { "clear" }
+        }
+        div.scroll { table id="jobs" {
+            thead { tr {
+                th { "Job" } th { "Input" } th { "Subaccount" } th { "State" } th { "Rows" }
+                th { "Rejected" } th { "Remote files" }
+                @if tracked { th { "Messages (delivered / failed / pending)" } }
+                th { "Created (UTC)" } th { "Updated (UTC)" }
+            } }
+            tbody {
+                @for r in &rows {
+                    tr id={ "job-" (r.job.id) } {
+                        td.n { a href={ "/jobs/" (r.job.id) } { (r.job.id) } }
+                        td { a href={ "/jobs/" (r.job.id) } { (r.job.input_name) } }
+                        td { (r.job.subaccount) }
+                        td { (state_badge(r.job.state.as_str())) }
+                        td.n { (r.job.rows_read) }
+                        td.n { (r.job.rows_rejected) }
+                        td { (r.files.join(", ")) }
+                        @if tracked { td { @if let Some(m) = &r.messages { (m.delivered) " / " (m.failed) " / " (m.pending) } } }
+                        td { (time(r.job.created_at)) }
+                        td { (time(r.job.updated_at)) }
+                    }
+                }
+            }
+        } }
+        @if rows.is_empty() { p { "No jobs" @if state.is_some() || day.is_some() { " match the filter" } "." } }
+    };
+    layout(&ops, "jobs", body).into_response()
+}
+
+/// `GET /jobs/{id}`: one job in full.
+pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Response {
+    let o = ops.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        o.with_journal(|j| {
+            let Some(job) = j.job(id)? else {
+                return Ok(None);
+            };
+            let batches = j.batches(id)?;
+            let history = j.history(id)?;
+            let conversion: Option<Rejected> = j
+                .convert_report(id)?
+                .and_then(|s| serde_json::from_str(&s).ok());
+            let counts = j.message_counts(id)?;
+            let failed: Vec<_> = j
+                .messages(id)?
+                .into_iter()
+                .filter(|m| m.untracked.is_none() && m.failed())
+                .take(1000)
+                .collect();
+            Ok(Some((job, batches, history, conversion, counts, failed)))
+        })
+    })
+    .await;
+    let (job, batches, history, conversion, counts, failed) = match r {
+        Ok(Ok(Some(v))) => v,
+        Ok(Ok(None)) => {
+            return (StatusCode::NOT_FOUND, format!("no job {id}\n")).into_response();
+        }
+        Ok(Err(e)) => return internal(e),
+        Err(e) => return internal(e),
+    };
+    let body = html! {
+        p { a href="/" { "← all jobs" } }
+        h1 { "Job " (job.id) ": " (job.input_name) }
+        dl {
+            dt { "State" } dd { (state_badge(job.state.as_str())) }
+            @if let Some(r) = &job.reason { dt { "Reason" } dd { (r) } }
+            dt { "Input" } dd { (job.input_path.display()) }
+            dt { "Subaccount" } dd { (job.subaccount) }
+            dt { "Rows" } dd { (job.rows_read) " read, " (job.rows_sent) " sent, " (job.rows_rejected) " rejected" }
+            dt { "SHA-256" } dd { code { (job.hash) } }
+            dt { "Created (UTC)" } dd { (time(job.created_at)) }
+            dt { "Updated (UTC)" } dd { (time(job.updated_at)) }
+            @if let Some(l) = &job.late { dt { "Late write" } dd { (l) } }
+            @if let Some(p) = job.parent_job { dt { "Continues" } dd { a href={ "/jobs/" (p) } { "job " (p) } } }
+            @if let Some(c) = &counts {
+                dt { "Messages" } dd { (c.delivered) " delivered, " (c.failed) " failed, " (c.pending) " pending, " (c.untracked) " untracked" }
+            }
+        }
+        h2 { "Remote files" }
+        @if batches.is_empty() { p { "None." } } @else {
+            div.scroll { table id="files" {
+                thead { tr { th { "Name" } th { "Rows" } th { "Bytes" } th { "State" } th { "Uploaded (UTC)" } th { "Failed attempts" } th { "Last error / note" } } }
+                tbody { @for b in &batches { tr {
+                    td { (b.name) } td.n { (b.rows) } td.n { (b.bytes) } td { (state_badge(b.state.as_str())) }
+                    td { (b.uploaded_at.map(time).unwrap_or_default()) } td.n { (b.attempts) }
+                    td { (b.last_error.clone().unwrap_or_default()) @if let Some(n) = &b.note { " " (n) } }
+                } } }
+            } }
+        }
+        h2 { "Rejected rows" }
+        @match &conversion {
+            Some(c) if !c.rejected.is_empty() => {
+                div.scroll { table id="rejected" {
+                    thead { tr { th { "Line" } th { "Number" } th { "Reason" } } }
+                    tbody { @for r in &c.rejected { tr {
+                        td.n { (r.line) } td { (mask(&r.number)) } td { (r.reason) }
+                    } } }
+                } }
+                @if (c.rejected.len() as u64) < c.rows_rejected { p { "(the first " (c.rejected.len()) " of " (c.rows_rejected) "; the JSON report has the result CSV with all)" } }
+            }
+            _ => { p { "None." } }
+        }
+        @if !failed.is_empty() {
+            h2 { "Failed messages" }
+            div.scroll { table id="failed" {
+                thead { tr { th { "Line" } th { "Number" } th { "Status" } th { "Carrier" } } }
+                tbody { @for m in &failed { tr {
+                    td.n { (m.line) } td { (mask(&m.number)) }
+                    td { (m.delivered_status.clone().filter(|_| m.delivered_code.is_some_and(|c| c != 4)).or(m.sent_status.clone()).unwrap_or_default()) }
+                    td { (m.carrier.clone().unwrap_or_default()) }
+                } } }
+            } }
+        }
+        h2 { "History" }
+        div.scroll { table id="history" {
+            thead { tr { th { "When (UTC)" } th { "State" } th { "Note" } } }
+            tbody { @for h in &history { tr {
+                td { (time(h.at)) } td { (state_badge(&h.state)) } td { (h.note.clone().unwrap_or_default()) }
+            } } }
+        } }
+    };
+    layout(&ops, &format!("job {}", job.id), body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_masked() {
+        assert_eq!(mask("5511987654321"), "55119****4321");
+        assert_eq!(mask("551198765432"), "55119***5432");
+        assert_eq!(mask("12345678"), "12****78");
+        assert_eq!(mask("123"), "***");
+        assert_eq!(mask(""), "");
+    }
+}
