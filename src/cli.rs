@@ -57,6 +57,9 @@ enum Command {
         /// Show at most this many jobs, newest first.
         #[arg(long, default_value_t = 200)]
         limit: u32,
+        /// Refresh every SECS seconds (in place on a terminal) until Ctrl-C.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2", conflicts_with = "json")]
+        watch: Option<u64>,
     },
     /// Decides a batch whose outcome is unknown (its rename had begun when smsdrop stopped, and
     /// its name is nowhere on the server): after checking with the gateway.
@@ -163,8 +166,16 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             commands::init_logging(&cfg);
             deliver_result(commands::deliver::send(&cfg, &files, !no_wait))
         }
-        Command::Status { json, limit } => {
-            commands::status::run(&cfg, json, limit).context("status")?;
+        Command::Status { json, limit, watch } => {
+            match watch {
+                Some(secs) => commands::status::watch(
+                    &cfg,
+                    limit,
+                    std::time::Duration::from_secs(secs.clamp(1, 3600)),
+                ),
+                None => commands::status::run(&cfg, json, limit),
+            }
+            .context("status")?;
             Ok(Outcome::Ok)
         }
         Command::Recover { yes } => {

@@ -11,6 +11,45 @@ use std::io::Write;
 /// [`JournalError`] when there is no journal or it cannot be read.
 pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError> {
     let mut out = std::io::stdout().lock();
+    print(cfg, json_out, limit, &mut out)
+}
+
+/// Prints the table again every `every` until interrupted: in place on a terminal (the screen
+/// is cleared first), one after the other otherwise.
+///
+/// # Errors
+/// As [`run`], when the journal cannot be read.
+pub fn watch(cfg: &Config, limit: u32, every: std::time::Duration) -> Result<(), JournalError> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let mut buf = Vec::new();
+        print(cfg, false, limit, &mut buf)?;
+        let mut out = std::io::stdout().lock();
+        let _ = if terminal {
+            write!(out, "\x1b[H\x1b[2J")
+        } else {
+            writeln!(out, "---")
+        };
+        let _ = writeln!(
+            out,
+            "{} (every {}s; Ctrl-C to stop)",
+            chrono::Local::now().format("%Y-%m-%d %H:%M:%S"),
+            every.as_secs()
+        );
+        let _ = out.write_all(&buf);
+        let _ = out.flush();
+        drop(out);
+        std::thread::sleep(every);
+    }
+}
+
+fn print(
+    cfg: &Config,
+    json_out: bool,
+    limit: u32,
+    out: &mut dyn Write,
+) -> Result<(), JournalError> {
     upgrade_if_idle(cfg)?;
     let journal = Journal::open_read_only(&cfg.state.dir)?;
     let left = crate::spool::leftovers(cfg);
@@ -84,6 +123,23 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
         let _ = writeln!(out, "{doc}");
         return Ok(());
     }
+    let now = chrono::Utc::now();
+    let stats = journal.stats(crate::ops::today_start_ms(&cfg.batch.zone, now))?;
+    let _ = writeln!(
+        out,
+        "summary: {}",
+        crate::ops::page::summary_line(&stats, now.timestamp_millis())
+    );
+    let _ = writeln!(
+        out,
+        "jobs:    {}\n",
+        stats
+            .jobs
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let _ = writeln!(
         out,
         "{:>5}  {:<10}  {:>6}  {:>8}  {:<19}  {:<28}  INPUT",

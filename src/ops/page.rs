@@ -16,16 +16,15 @@ use std::sync::Arc;
 /// Most jobs listed on the index.
 const MAX_JOBS: u32 = 500;
 
-/// A phone number with its middle hidden: `5511987654321` → `55119****4321`.
+/// A phone number with its middle hidden (at least four characters): `5511987654321` →
+/// `55119****4321`, `11987654325` → `119****4325`.
 pub fn mask(number: &str) -> String {
     let chars: Vec<char> = number.chars().collect();
     let n = chars.len();
-    let (head, tail) = if n >= 10 {
-        (5, 4)
-    } else if n >= 6 {
-        (2, 2)
-    } else {
-        (0, 0)
+    let (head, tail) = match n {
+        10.. => ((n - 8).min(5), 4),
+        6..=9 => (n - 6, 2),
+        _ => (0, 0),
     };
     let mut s: String = chars[..head].iter().collect();
     s.push_str(&"*".repeat(n - head - tail));
@@ -335,7 +334,9 @@ mod tests {
     #[test]
     fn numbers_are_masked() {
         assert_eq!(mask("5511987654321"), "55119****4321");
-        assert_eq!(mask("551198765432"), "55119***5432");
+        assert_eq!(mask("551198765432"), "5511****5432");
+        assert_eq!(mask("11987654325"), "119****4325");
+        assert_eq!(mask("1198765432"), "11****5432");
         assert_eq!(mask("12345678"), "12****78");
         assert_eq!(mask("123"), "***");
         assert_eq!(mask(""), "");
