@@ -57,8 +57,11 @@ fn wait_up(base: &str) {
     });
 }
 
+/// Samples: (name, sorted labels) → value.
+type Samples = HashMap<(String, Vec<(String, String)>), f64>;
+
 /// Samples (name, labels) → value.
-fn scrape(base: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
+fn scrape(base: &str) -> Samples {
     let (code, text) = get(&format!("{base}/metrics"), None);
     assert_eq!(code, 200, "{text}");
     let lines = text.lines().map(|l| Ok(l.to_owned()));
@@ -90,7 +93,7 @@ fn scrape(base: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
 }
 
 fn metric(
-    m: &HashMap<(String, Vec<(String, String)>), f64>,
+    m: &Samples,
     name: &str,
     labels: &[(&str, &str)],
 ) -> f64 {
