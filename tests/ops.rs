@@ -92,11 +92,7 @@ fn scrape(base: &str) -> Samples {
     out
 }
 
-fn metric(
-    m: &Samples,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn metric(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut l: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -334,4 +330,65 @@ fn the_status_page_in_a_real_browser() {
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
     eprintln!("screenshot: {}", shot.display());
     assert!(stop(daemon).success());
+}
+
+#[test]
+fn systemd_hears_ready_status_and_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let (s, base) = setup("");
+    let sock_path = s.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // systemd names the watched process: the daemon's own pid (a shell execs it, keeping $$).
+    let mut cmd = s.command(&[]);
+    let bin = cmd.get_program().to_owned();
+    cmd.arg("-c")
+        .arg("export WATCHDOG_PID=$$; exec \"$0\" run")
+        .arg(bin);
+    let mut cmd = {
+        let mut sh = std::process::Command::new("sh");
+        sh.args(cmd.get_args()).current_dir(s.path("")).envs(
+            cmd.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        );
+        sh
+    };
+    cmd.env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .stderr(std::fs::File::create(s.path("daemon.log")).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let mut heard = vec![];
+    let mut buf = [0u8; 4096];
+    let start = std::time::Instant::now();
+    // READY=1 first (journal open, first scan done), then WATCHDOG=1 at least every second.
+    while start.elapsed() < Duration::from_secs(6) {
+        let n = sock.recv(&mut buf).expect("a notification within 20 s");
+        heard.push((
+            start.elapsed(),
+            String::from_utf8_lossy(&buf[..n]).into_owned(),
+        ));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let first = &heard[0].1;
+    assert!(first.contains("READY=1"), "{heard:?}");
+    assert!(
+        first.contains("STATUS=0 pending, 0 failed today"),
+        "{heard:?}"
+    );
+    let pings: Vec<Duration> = heard
+        .iter()
+        .filter(|h| h.1.contains("WATCHDOG=1"))
+        .map(|h| h.0)
+        .collect();
+    assert!(pings.len() >= 4, "{heard:?}");
+    for w in pings.windows(2) {
+        assert!(
+            w[1] - w[0] <= Duration::from_millis(1500),
+            "watchdog gap {:?}: {heard:?}",
+            w[1] - w[0]
+        );
+    }
+    let _ = base;
 }
