@@ -215,6 +215,39 @@ fn open_job_input(
     crate::claim::open_range(job.kept_path(), job.start_offset, job.consumed, header)
 }
 
+/// The first `limit` rows a job sent, read again from its input (the status page with
+/// `[http] show_messages`): line (as in the result CSV), number, text.
+///
+/// # Errors
+/// When the input cannot be read again.
+pub fn sent_rows(
+    cfg: &Config,
+    job: &Job,
+    header: bool,
+    limit: usize,
+) -> io::Result<Vec<(u64, String, String)>> {
+    struct Take(Vec<(u64, String, String)>, usize);
+    impl RowSink for Take {
+        fn row(&mut self, r: &Row<'_>) -> io::Result<()> {
+            if self.0.len() < self.1 {
+                self.0
+                    .push((r.line, r.number.to_owned(), r.text.to_owned()));
+            }
+            Ok(())
+        }
+    }
+    let offset = line_offset(job, header);
+    let (prefix, body) = open_job_input(job, header)?;
+    let mut take = Take(vec![], limit);
+    convert(std::io::Read::chain(prefix, body), &cfg.input, &mut take)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(take
+        .0
+        .into_iter()
+        .map(|(l, n, t)| (l + offset, n, t))
+        .collect())
+}
+
 fn status_of(state: JobState) -> &'static str {
     state.as_str()
 }

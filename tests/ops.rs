@@ -183,6 +183,13 @@ fn metrics_agree_with_the_journal_and_the_server() {
         let v = metric(&m, t, &[]);
         assert!((now - v).abs() < 60.0, "{t} = {v}, now {now}");
     }
+    // Without show_messages, a job's page shows no message text.
+    let (code, page) = get(&format!("{base}/jobs/1"), None);
+    assert_eq!(code, 200);
+    assert!(
+        !page.contains("fatura") && !page.contains("Fatura"),
+        "{page}"
+    );
     // The status summary line says the same.
     let out = s.run(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -391,4 +398,19 @@ fn systemd_hears_ready_status_and_watchdog() {
         );
     }
     let _ = base;
+}
+
+#[test]
+fn message_texts_only_when_asked() {
+    let (s, base) = setup("show_messages = true");
+    let daemon = s.daemon();
+    wait_up(&base);
+    s.drop_sample("protheus-cobranca.csv", "a.csv");
+    s.wait_final(1, Duration::from_secs(60));
+    let (code, page) = get(&format!("{base}/jobs/1"), None);
+    assert_eq!(code, 200);
+    assert!(page.contains("<table id=\"messages\""), "{page}");
+    assert!(page.contains("fatura"), "{page}");
+    assert!(page.contains("****"), "{page}");
+    assert!(stop(daemon).success());
 }

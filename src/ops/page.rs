@@ -1,7 +1,8 @@
 //! The status page: jobs newest first (filters by state and day), a page per job with its
 //! remote files, rejected rows, failed messages and state history. Server-rendered HTML (maud),
 //! no JavaScript, readable on a phone; it reloads itself every `[http] refresh_secs`. Phone
-//! numbers are masked (`55119****4321`); message texts are never stored, so never shown.
+//! numbers are masked (`55119****4321`); message texts are shown only with `[http]
+//! show_messages = true` (read again from the job's kept input; the journal holds no text).
 
 use super::Ops;
 use crate::journal::{Job, Stats, JOB_STATES};
@@ -15,6 +16,8 @@ use std::sync::Arc;
 
 /// Most jobs listed on the index.
 const MAX_JOBS: u32 = 500;
+/// Most sent rows shown on a job's page (`[http] show_messages`).
+const MAX_ROWS: usize = 500;
 
 /// A phone number with its middle hidden (at least four characters): `5511987654321` →
 /// `55119****4321`, `11987654325` → `119****4325`.
@@ -251,11 +254,24 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
                 .filter(|m| m.untracked.is_none() && m.failed())
                 .take(1000)
                 .collect();
-            Ok(Some((job, batches, history, conversion, counts, failed)))
+            // Message texts only when the operator asked for them (read again from the input).
+            let rows =
+                if o.cfg.http.show_messages && job.state != crate::journal::JobState::Rejected {
+                    let header = j.carries_header(&job)?;
+                    Some(
+                        crate::report::sent_rows(&o.cfg, &job, header, MAX_ROWS)
+                            .map_err(|e| e.to_string()),
+                    )
+                } else {
+                    None
+                };
+            Ok(Some((
+                job, batches, history, conversion, counts, failed, rows,
+            )))
         })
     })
     .await;
-    let (job, batches, history, conversion, counts, failed) = match r {
+    let (job, batches, history, conversion, counts, failed, rows) = match r {
         Ok(Ok(Some(v))) => v,
         Ok(Ok(None)) => {
             return (StatusCode::NOT_FOUND, format!("no job {id}\n")).into_response();
@@ -315,6 +331,21 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
                     td { (m.carrier.clone().unwrap_or_default()) }
                 } } }
             } }
+        }
+        @if let Some(rows) = &rows {
+            h2 { "Messages sent" }
+            @match rows {
+                Ok(rows) => {
+                    div.scroll { table id="messages" {
+                        thead { tr { th { "Line" } th { "Number" } th { "Text" } } }
+                        tbody { @for (line, number, text) in rows { tr {
+                            td.n { (line) } td { (mask(number)) } td { (text) }
+                        } } }
+                    } }
+                    @if rows.len() == MAX_ROWS { p { "(the first " (MAX_ROWS) ")" } }
+                }
+                Err(e) => { p { "The input cannot be read again: " (e) } }
+            }
         }
         h2 { "History" }
         div.scroll { table id="history" {
