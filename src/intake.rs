@@ -13,11 +13,11 @@ use crate::claim::{claim, open_range, Claimed};
 use crate::config::IdMode;
 use crate::convert::{convert, ConvertError, ConvertReport};
 use crate::fsutil::{hash_file, hex, parent, sync_dir, sync_fs};
-use crate::journal::NewMessage;
+use crate::journal::InsertError;
 use crate::journal::{Job, JobState, NewBatch, NewJob};
 use crate::spool::{spool_dir, spool_path};
 use crate::stage::{Ctx, StageError};
-use crate::status::ids::IdSink;
+use crate::status::ids::{read_messages, IdSink};
 use crate::upload::probe_sequences;
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -144,8 +144,8 @@ enum Converted {
         batches: Vec<NewBatch>,
         /// Bytes of the input read (from the job's start offset).
         consumed: u64,
-        /// Its messages, when message statuses are tracked.
-        messages: Vec<NewMessage>,
+        /// Its messages (a spool file), when message statuses are tracked.
+        messages: Option<tempfile::NamedTempFile>,
     },
     Rejected {
         job: Job,
@@ -243,6 +243,25 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
         })?;
         return Err(e);
     }
+    // Messages first, in slices (memory stays flat): no status can be for them before their
+    // batches are recorded below, and a conversion repeated after a crash replaces them.
+    for c in &results {
+        if let Converted::Ready {
+            job,
+            messages: Some(file),
+            ..
+        } = c
+        {
+            ctx.journal
+                .record_messages(job.id, read_messages(file))
+                .map_err(|e| match e {
+                    InsertError::Db(e) => StageError::Journal(e),
+                    InsertError::Read(e) => {
+                        StageError::local("reading the messages' spool file".to_owned(), e)
+                    }
+                })?;
+        }
+    }
     let names = ctx.journal.transaction(|t| {
         let mut names = vec![];
         for c in &results {
@@ -253,7 +272,7 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                     report,
                     batches,
                     consumed,
-                    messages,
+                    ..
                 } => {
                     let json = serde_json::to_string(report).expect("reports always serialise");
                     t.set_hash(job.id, hash)?;
@@ -270,7 +289,6 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                         job.id,
                         t.record_batches(job.id, &job.subaccount, day, batches)?,
                     ));
-                    t.insert_messages(job.id, messages)?;
                 }
                 Converted::Rejected {
                     job,
@@ -393,16 +411,20 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
     let (converted, messages) = match journal_id.as_deref() {
         Some(jid) => {
             let max_rows = ctx.cfg.batch.max_rows_per_file;
-            let mut ids = IdSink::new(&mut writer, status.correlation_ids, jid, job.id, max_rows);
+            let record = status.tracks().then_some(spool.as_path());
+            let mut ids = IdSink::new(
+                &mut writer,
+                status.correlation_ids,
+                jid,
+                job.id,
+                max_rows,
+                record,
+            )
+            .map_err(local)?;
             let converted = convert(input, &ctx.cfg.input, &mut ids);
-            let messages = if status.tracks() {
-                ids.finish()
-            } else {
-                vec![]
-            };
-            (converted, messages)
+            (converted, ids.finish().map_err(local)?)
         }
-        None => (convert(input, &ctx.cfg.input, &mut writer), vec![]),
+        None => (convert(input, &ctx.cfg.input, &mut writer), None),
     };
     let report = match converted {
         Ok(r) => r,

@@ -7,12 +7,12 @@
 //! gateway that repeats itself never counts a message twice.
 
 use super::tx::Tx;
-use super::{now, Journal, Result};
+use super::{now, Journal, JournalError, Result};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 /// A message as recorded with its job's batches.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct NewMessage {
     /// The row's line in the job's input (as in the result CSV before a continuation's offset).
     pub line: u64,
@@ -25,6 +25,24 @@ pub struct NewMessage {
     pub erp_id: String,
     /// Why the message cannot be tracked (no id, ambiguous), or `None`.
     pub untracked: Option<String>,
+}
+
+/// Why [`Journal::each_message`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EachError {
+    #[error(transparent)]
+    Journal(JournalError),
+    #[error(transparent)]
+    Stopped(std::io::Error),
+}
+
+/// Why messages could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    #[error(transparent)]
+    Db(#[from] JournalError),
+    #[error("reading the messages' spool file: {0}")]
+    Read(std::io::Error),
 }
 
 /// A message with what is known of it.
@@ -132,6 +150,11 @@ impl Tx<'_> {
     /// Records a job's messages. A tracked message whose (id, number) is still awaited in
     /// another job is recorded as untracked (ambiguous), naming that job.
     pub fn insert_messages(&mut self, job_id: i64, msgs: &[NewMessage]) -> rusqlite::Result<()> {
+        self.insert_only(job_id, msgs)?;
+        self.mark_repeated_ids(job_id)
+    }
+
+    fn insert_only(&mut self, job_id: i64, msgs: &[NewMessage]) -> rusqlite::Result<()> {
         let mut other = self.tx.prepare_cached(
             "SELECT m.job_id FROM messages m JOIN jobs j ON j.id = m.job_id \
              WHERE m.correlation_id = ?1 AND m.number = ?2 AND m.job_id != ?3 AND m.final = 0 \
@@ -163,6 +186,22 @@ impl Tx<'_> {
                 untracked
             ])?;
         }
+        Ok(())
+    }
+
+    /// Marks ids repeated within the job as ambiguous.
+    fn mark_repeated_ids(&mut self, job_id: i64) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE messages SET untracked = 'ambiguous: correlation id \"' || correlation_id || \
+                 '\" is on lines ' || (SELECT group_concat(line, ', ') FROM \
+                     (SELECT line FROM messages m2 WHERE m2.job_id = messages.job_id \
+                      AND m2.correlation_id = messages.correlation_id ORDER BY line LIMIT 5)) || \
+                 ' of this input' \
+             WHERE job_id = ?1 AND untracked IS NULL AND correlation_id IN \
+                 (SELECT correlation_id FROM messages WHERE job_id = ?1 AND untracked IS NULL \
+                  GROUP BY correlation_id HAVING count(*) > 1)",
+            [job_id],
+        )?;
         Ok(())
     }
 
@@ -224,7 +263,40 @@ fn is_final(
         || (sent == Some(2) && carrier.is_some_and(no_dlr))
 }
 
+/// Messages recorded per transaction: SQLite keeps a transaction's pages in memory, so a
+/// million-row input is recorded in slices (about 300 bytes a row otherwise).
+const MESSAGES_PER_TX: usize = 20_000;
+
 impl Journal {
+    /// Records a job's messages (from an [`crate::status::ids::IdSink`]'s spool file) in
+    /// slices of [`MESSAGES_PER_TX`], replacing any recorded before (a conversion repeated after
+    /// a crash), then marks ids repeated within the job as ambiguous. Done before the job's
+    /// batches are recorded: until then no status can be for them.
+    ///
+    /// # Errors
+    /// When the journal or the spool file fails.
+    pub fn record_messages(
+        &mut self,
+        job_id: i64,
+        mut msgs: impl Iterator<Item = std::io::Result<NewMessage>>,
+    ) -> std::result::Result<(), InsertError> {
+        self.transaction(|t| {
+            t.tx.execute("DELETE FROM messages WHERE job_id = ?1", [job_id])?;
+            Ok(())
+        })?;
+        loop {
+            let mut slice = Vec::with_capacity(MESSAGES_PER_TX);
+            for m in msgs.by_ref().take(MESSAGES_PER_TX) {
+                slice.push(m.map_err(InsertError::Read)?);
+            }
+            if slice.is_empty() {
+                break;
+            }
+            self.transaction(|t| t.insert_only(job_id, &slice))?;
+        }
+        Ok(self.transaction(|t| t.mark_repeated_ids(job_id))?)
+    }
+
     /// Applies statuses in one transaction (durable when this returns).
     ///
     /// # Errors
@@ -276,6 +348,56 @@ impl Journal {
     pub fn messages(&self, job_id: i64) -> Result<Vec<Message>> {
         let sql = format!("SELECT {MSG_COLS} FROM messages WHERE job_id = ?1 ORDER BY line");
         self.query(&sql, [job_id], message_from_row)
+    }
+
+    /// Calls `f` with each of a job's messages in line order, one at a time (memory stays flat
+    /// for a million-row job); stops at `f`'s first error.
+    ///
+    /// # Errors
+    /// When the query fails, or `f` does (its error in [`EachError::Stopped`]).
+    pub fn each_message(
+        &self,
+        job_id: i64,
+        mut f: impl FnMut(Message) -> std::io::Result<()>,
+    ) -> std::result::Result<(), EachError> {
+        let sql = format!("SELECT {MSG_COLS} FROM messages WHERE job_id = ?1 ORDER BY line");
+        let mut stmt = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(|e| EachError::Journal(self.err(e)))?;
+        let mut rows = stmt
+            .query([job_id])
+            .map_err(|e| EachError::Journal(self.err(e)))?;
+        while let Some(r) = rows.next().map_err(|e| EachError::Journal(self.err(e)))? {
+            let m = message_from_row(r).map_err(|e| EachError::Journal(self.err(e)))?;
+            f(m).map_err(EachError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// A job's first `limit` failed messages (tracked, with a failing status), in line order.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn failed_messages(&self, job_id: i64, limit: u32) -> Result<Vec<Message>> {
+        let sql = format!(
+            "SELECT {MSG_COLS} FROM messages WHERE job_id = ?1 AND untracked IS NULL \
+             AND (coalesce(sent_code, 2) != 2 OR coalesce(delivered_code, 4) != 4) \
+             ORDER BY line LIMIT ?2"
+        );
+        self.query(&sql, params![job_id, limit], message_from_row)
+    }
+
+    /// A job's first `limit` sent messages that cannot be tracked, in line order.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn untracked_messages(&self, job_id: i64, limit: u32) -> Result<Vec<Message>> {
+        let sql = format!(
+            "SELECT {MSG_COLS} FROM messages WHERE job_id = ?1 AND untracked IS NOT NULL \
+             AND untracked NOT LIKE 'not sent%' ORDER BY line LIMIT ?2"
+        );
+        self.query(&sql, params![job_id, limit], message_from_row)
     }
 
     /// Whether any tracked message of the job still waits for its final status.

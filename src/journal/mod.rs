@@ -14,7 +14,9 @@ mod stats;
 mod tests;
 mod tx;
 
-pub use messages::{Applied, Message, MessageCounts, NewMessage, StatusUpdate};
+pub use messages::{
+    Applied, EachError, InsertError, Message, MessageCounts, NewMessage, StatusUpdate,
+};
 pub use schema::SCHEMA_VERSION;
 pub use state::{IllegalTransition, JobState, UnknownState};
 pub use stats::{Stats, JOB_STATES};

@@ -248,12 +248,7 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
                 .convert_report(id)?
                 .and_then(|s| serde_json::from_str(&s).ok());
             let counts = j.message_counts(id)?;
-            let failed: Vec<_> = j
-                .messages(id)?
-                .into_iter()
-                .filter(|m| m.untracked.is_none() && m.failed())
-                .take(1000)
-                .collect();
+            let failed = j.failed_messages(id, 1000)?;
             // Message texts only when the operator asked for them (read again from the input).
             let rows =
                 if o.cfg.http.show_messages && job.state != crate::journal::JobState::Rejected {

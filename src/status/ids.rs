@@ -9,15 +9,17 @@
 use crate::config::IdMode;
 use crate::convert::{RejectedRow, Row, RowSink};
 use crate::journal::NewMessage;
-use std::collections::HashMap;
-use std::io;
+use std::io::{self, BufRead, Seek, Write};
+use std::path::Path;
 
 /// smsdrop's id for a row.
 pub fn generated_id(journal_id: &str, job_id: i64, line: u64) -> String {
     format!("sd-{journal_id}-{job_id}-{line}")
 }
 
-/// A [`RowSink`] in front of the batch writer: gives ids, records messages.
+/// A [`RowSink`] in front of the batch writer: gives ids, and (when `record` is set) writes
+/// each row's message to a spool file, one JSON line each, so memory stays flat whatever the
+/// input's size; [`crate::journal::Tx::insert_messages_from`] records them.
 pub struct IdSink<'a, S: RowSink> {
     inner: &'a mut S,
     mode: IdMode,
@@ -26,18 +28,32 @@ pub struct IdSink<'a, S: RowSink> {
     max_rows: u64,
     written: u64,
     id: String,
-    messages: Vec<NewMessage>,
+    record: Option<io::BufWriter<tempfile::NamedTempFile>>,
 }
 
 impl<'a, S: RowSink> IdSink<'a, S> {
+    /// `record`: a folder for the messages' spool file, when they are to be recorded.
+    ///
+    /// # Errors
+    /// When the spool file cannot be created.
     pub fn new(
         inner: &'a mut S,
         mode: IdMode,
         journal_id: &'a str,
         job_id: i64,
         max_rows: usize,
-    ) -> Self {
-        IdSink {
+        record: Option<&Path>,
+    ) -> io::Result<Self> {
+        let record = match record {
+            Some(dir) => Some(io::BufWriter::with_capacity(
+                256 * 1024,
+                tempfile::Builder::new()
+                    .prefix(".smsdrop-messages-")
+                    .tempfile_in(dir)?,
+            )),
+            None => None,
+        };
+        Ok(IdSink {
             inner,
             mode,
             journal_id,
@@ -45,44 +61,34 @@ impl<'a, S: RowSink> IdSink<'a, S> {
             max_rows: max_rows.max(1) as u64,
             written: 0,
             id: String::new(),
-            messages: vec![],
-        }
+            record,
+        })
     }
 
-    /// The messages written, with ids repeated within the job marked as ambiguous.
-    pub fn finish(mut self) -> Vec<NewMessage> {
-        let mut lines: HashMap<&str, Vec<u64>> = HashMap::new();
-        for m in &self.messages {
-            if m.untracked.is_none() {
-                lines.entry(&m.correlation_id).or_default().push(m.line);
+    /// The messages' spool file, rewound for reading (when recording).
+    ///
+    /// # Errors
+    /// When flushing it fails.
+    pub fn finish(self) -> io::Result<Option<tempfile::NamedTempFile>> {
+        match self.record {
+            Some(w) => {
+                let mut f = w.into_inner().map_err(io::IntoInnerError::into_error)?;
+                f.as_file_mut().seek(io::SeekFrom::Start(0))?;
+                Ok(Some(f))
             }
+            None => Ok(None),
         }
-        let repeated: HashMap<String, String> = lines
-            .into_iter()
-            .filter(|(_, l)| l.len() > 1)
-            .map(|(id, l)| {
-                let shown: Vec<String> = l.iter().take(5).map(u64::to_string).collect();
-                let more = if l.len() > 5 { ", ..." } else { "" };
-                (
-                    id.to_owned(),
-                    format!(
-                        "ambiguous: correlation id {id:?} is on lines {}{more} of this input",
-                        shown.join(", ")
-                    ),
-                )
-            })
-            .collect();
-        if !repeated.is_empty() {
-            for m in &mut self.messages {
-                if m.untracked.is_none() {
-                    if let Some(why) = repeated.get(&m.correlation_id) {
-                        m.untracked = Some(why.clone());
-                    }
-                }
-            }
-        }
-        self.messages
     }
+}
+
+/// Reads back the messages an [`IdSink`] recorded.
+pub fn read_messages(
+    file: &tempfile::NamedTempFile,
+) -> impl Iterator<Item = io::Result<NewMessage>> + '_ {
+    io::BufReader::new(file.as_file()).lines().map(|l| {
+        let l = l?;
+        serde_json::from_str(&l).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    })
 }
 
 impl<S: RowSink> RowSink for IdSink<'_, S> {
@@ -105,17 +111,21 @@ impl<S: RowSink> RowSink for IdSink<'_, S> {
             text: row.text,
             correlation_id: &self.id,
         })?;
-        self.messages.push(NewMessage {
-            line: row.line,
-            part: (self.written / self.max_rows) as u32,
-            number: row.number.to_owned(),
-            correlation_id: self.id.clone(),
-            erp_id: row.correlation_id.to_owned(),
-            untracked: self
-                .id
-                .is_empty()
-                .then(|| "no correlation id: the row cannot be matched to statuses".to_owned()),
-        });
+        if let Some(w) = &mut self.record {
+            let m = NewMessage {
+                line: row.line,
+                part: (self.written / self.max_rows) as u32,
+                number: row.number.to_owned(),
+                correlation_id: self.id.clone(),
+                erp_id: row.correlation_id.to_owned(),
+                untracked: self
+                    .id
+                    .is_empty()
+                    .then(|| "no correlation id: the row cannot be matched to statuses".to_owned()),
+            };
+            serde_json::to_writer(&mut *w, &m).map_err(io::Error::other)?;
+            w.write_all(b"\n")?;
+        }
         self.written += 1;
         Ok(())
     }
@@ -139,8 +149,9 @@ mod tests {
     }
 
     fn feed(mode: IdMode, ids: &[&str]) -> (Vec<String>, Vec<NewMessage>) {
+        let dir = tempfile::tempdir().unwrap();
         let mut c = Collect::default();
-        let mut s = IdSink::new(&mut c, mode, "00ff", 7, 2);
+        let mut s = IdSink::new(&mut c, mode, "00ff", 7, 2, Some(dir.path())).unwrap();
         for (i, id) in ids.iter().enumerate() {
             s.row(&Row {
                 line: i as u64 + 2,
@@ -150,19 +161,21 @@ mod tests {
             })
             .unwrap();
         }
-        let m = s.finish();
+        let f = s.finish().unwrap().unwrap();
+        let m = read_messages(&f).collect::<io::Result<Vec<_>>>().unwrap();
         (c.0, m)
     }
 
     #[test]
     fn modes() {
-        let (ids, m) = feed(IdMode::Keep, &["a", "", "b"]);
-        assert_eq!(ids, ["a", "", "b"]);
+        let (ids, m) = feed(IdMode::Keep, &["a", "", "b\tc"]);
+        assert_eq!(ids, ["a", "", "b\tc"]);
         assert!(m[1]
             .untracked
             .as_deref()
             .unwrap()
             .starts_with("no correlation id"));
+        assert_eq!(m[2].correlation_id, "b\tc");
         assert_eq!(m.iter().map(|m| m.part).collect::<Vec<_>>(), [0, 0, 1]);
         let (ids, m) = feed(IdMode::GenerateMissing, &["a", "", "b"]);
         assert_eq!(ids, ["a", "sd-00ff-7-3", "b"]);
@@ -171,10 +184,6 @@ mod tests {
         let (ids, m) = feed(IdMode::Generate, &["a", "a"]);
         assert_eq!(ids, ["sd-00ff-7-2", "sd-00ff-7-3"]);
         assert_eq!(m[0].erp_id, "a");
-        assert!(m.iter().all(|m| m.untracked.is_none()));
-        let (_, m) = feed(IdMode::GenerateMissing, &["a", "b", "a"]);
-        assert!(m[0].untracked.as_deref().unwrap().contains("lines 2, 4"));
-        assert!(m[1].untracked.is_none());
         let long = generated_id("0123456789abcdef", i64::MAX, u64::MAX);
         assert!(long.len() <= 64, "{}", long.len());
         assert!(long.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));

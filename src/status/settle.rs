@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::fsutil::{sync_dir, sync_fs, write_replacing};
-use crate::journal::{Job, Journal, Message};
+use crate::journal::{EachError, Job, Journal, Message};
 use crate::report::{delivery_path, line_offset, report_paths, run_hook, write_json, Event};
 use crate::stage::{Ctx, StageError};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 /// The most failed messages listed one by one in a JSON report.
-const MAX_LISTED: usize = 10_000;
+const MAX_LISTED: u32 = 10_000;
 
 /// Ends the tracking of every job that is done or out of time. Returns how many ended.
 ///
@@ -63,10 +63,8 @@ fn finish(ctx: &mut Ctx<'_>, job: &Job, gave_up: bool) -> Result<(), StageError>
     let _g = span.enter();
     let header = ctx.journal.carries_header(job)?;
     let offset = line_offset(job, header);
-    let messages = ctx.journal.messages(job.id)?;
     let path = delivery_path(ctx.cfg, job);
-    write_delivery_csv(&path, &messages, offset)
-        .map_err(|e| StageError::local(format!("writing {}", path.display()), e))?;
+    write_delivery_csv(ctx.journal, job.id, &path, offset)?;
     let (json, csv) = report_paths(ctx.cfg, job);
     let batches = ctx.journal.batches(job.id)?;
     write_json(ctx.cfg, ctx.journal, job, &batches, &json, &csv, true)?;
@@ -96,15 +94,25 @@ fn iso(ms: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
-fn write_delivery_csv(path: &Path, messages: &[Message], offset: u64) -> io::Result<()> {
-    write_replacing(
+/// Writes the job's `.delivery.csv`, reading its messages one at a time.
+fn write_delivery_csv(
+    journal: &Journal,
+    job_id: i64,
+    path: &Path,
+    offset: u64,
+) -> Result<(), StageError> {
+    let mut failure = None;
+    let written = write_replacing(
         path,
         |w| {
             writeln!(
                 w,
                 "line;number;correlation_id;sent_status;sent_at;delivered_status;delivered_at;carrier"
             )?;
-            for m in messages.iter().filter(|m| was_sent(m)) {
+            let each = journal.each_message(job_id, |m| {
+                if !was_sent(&m) {
+                    return Ok(());
+                }
                 writeln!(
                     w,
                     "{};{};{};{};{};{};{};{}",
@@ -116,12 +124,24 @@ fn write_delivery_csv(path: &Path, messages: &[Message], offset: u64) -> io::Res
                     m.delivered_status.as_deref().unwrap_or(""),
                     iso(m.delivered_at),
                     csv_field(m.carrier.as_deref().unwrap_or(""))
-                )?;
+                )
+            });
+            match each {
+                Ok(()) => Ok(()),
+                Err(EachError::Stopped(e)) => Err(e),
+                Err(EachError::Journal(e)) => {
+                    failure = Some(e);
+                    Err(io::Error::other("the journal could not be read"))
+                }
             }
-            Ok(())
         },
         false,
-    )
+    );
+    match (written, failure) {
+        (_, Some(e)) => Err(StageError::Journal(e)),
+        (Err(e), None) => Err(StageError::local(format!("writing {}", path.display()), e)),
+        (Ok(()), None) => Ok(()),
+    }
 }
 
 fn csv_field(s: &str) -> String {
@@ -172,13 +192,11 @@ pub fn messages_json(
     let Some(counts) = journal.message_counts(job.id)? else {
         return Ok(serde_json::Value::Null);
     };
-    let messages = journal.messages(job.id)?;
     let header = journal.carries_header(job)?;
     let offset = line_offset(job, header);
-    let failed: Vec<_> = messages
+    let failed: Vec<_> = journal
+        .failed_messages(job.id, MAX_LISTED)?
         .iter()
-        .filter(|m| m.untracked.is_none() && m.failed())
-        .take(MAX_LISTED)
         .map(|m| {
             json!({
                 "line": m.line + offset, "number": m.number, "correlation_id": m.correlation_id,
@@ -189,10 +207,9 @@ pub fn messages_json(
             })
         })
         .collect();
-    let untracked: Vec<_> = messages
+    let untracked: Vec<_> = journal
+        .untracked_messages(job.id, MAX_LISTED)?
         .iter()
-        .filter(|m| was_sent(m) && m.untracked.is_some())
-        .take(MAX_LISTED)
         .map(|m| json!({"line": m.line + offset, "correlation_id": m.correlation_id, "reason": m.untracked}))
         .collect();
     let tracking = if ending {
