@@ -443,3 +443,41 @@ fn bad_webhook_requests_are_refused_and_change_nothing() {
     );
     assert!(stop(daemon).success(), "{}", show(&s.run(&["status"])));
 }
+
+#[test]
+fn check_tries_the_status_api_credentials() {
+    let (s, sim) = setup_with(|s| {
+        let sim = StatusSim::start(
+            &s.sshd.home(),
+            &s.path("sim"),
+            Duration::from_millis(300),
+            0,
+            None,
+        );
+        let cfg = sim.config("poll", "");
+        (sim, cfg)
+    });
+    let out = s.run(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("ok    status API"), "{}", show(&out));
+    let out = s
+        .command(&["check"])
+        .env("SMSDROP_TEST_STATUS_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        text.contains("FAIL  status API")
+            && text.contains("HTTP 401")
+            && text.contains("SMSDROP_TEST_STATUS_TOKEN"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong"), "the token was printed: {text}");
+    // `check` asked with `search` only: `list` would take statuses away from the daemon.
+    assert!(
+        sim.requests().iter().all(|r| r.1 == "POST search"),
+        "{:?}",
+        sim.requests()
+    );
+}
