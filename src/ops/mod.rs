@@ -25,6 +25,20 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// When work last made progress inside a long operation (ms; an upload moving bytes).
+static PROGRESS_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Work is moving (called from long operations, e.g. each chunk of an upload): counts as the
+/// engine turning for `/healthz`, and tells systemd's watchdog at most once a second.
+pub fn progress() {
+    let now = Utc::now().timestamp_millis();
+    let last = PROGRESS_MS.load(Ordering::Relaxed);
+    if now - last >= 1000 {
+        PROGRESS_MS.store(now, Ordering::Relaxed);
+        notify::alive_quiet();
+    }
+}
+
 /// What the engine tells the endpoint about itself.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -62,10 +76,11 @@ impl Health {
         {
             return Err(format!("the journal cannot be written: {p}"));
         }
-        let last = self.last_round_ms.load(Ordering::SeqCst);
-        if last == 0 {
+        let round = self.last_round_ms.load(Ordering::SeqCst);
+        if round == 0 {
             return Err("starting: the engine has not completed a round yet".into());
         }
+        let last = round.max(PROGRESS_MS.load(Ordering::Relaxed));
         let age = (Utc::now().timestamp_millis() - last) / 1000;
         if age > max_round.as_secs() as i64 {
             return Err(format!(

@@ -16,8 +16,11 @@ pub fn alive(status: &str) {
     let _ = sd_notify::notify(false, &[NotifyState::Watchdog, NotifyState::Status(status)]);
 }
 
-/// The engine is alive (no new status line).
+/// The engine is alive (no new status line). Without `NOTIFY_SOCKET` this does nothing.
 pub fn alive_quiet() {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
     let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
 }
 

@@ -191,6 +191,8 @@ impl SftpRemote {
                 return Err(self.fail_io("write", temp, &e));
             }
             sent += n as u64;
+            // A long upload is progress, not a hang (systemd's watchdog, /healthz).
+            crate::ops::progress();
         }
         remote.close().map_err(|e| self.fail("close", temp, &e))?;
         Ok(sent)
