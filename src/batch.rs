@@ -289,6 +289,10 @@ impl RowSink for BatchWriter {
         w.write_all(row.correlation_id.as_bytes())?;
         w.write_all(b";\n")?;
         *n += 1;
+        if n.is_multiple_of(4096) {
+            // A big input converting is progress (systemd's watchdog, /healthz).
+            crate::ops::progress();
+        }
         Ok(())
     }
 }

@@ -107,6 +107,9 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Writes shell completions and man pages generated from this CLI (for packagers).
+    #[command(hide = true)]
+    Generate(crate::generate::GenerateArgs),
 }
 
 /// A problem with how smsdrop was called or configured (exit code 2).
@@ -116,6 +119,11 @@ pub struct UsageError(String);
 
 /// Runs the chosen command.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    // Generated files come from the CLI definition alone: no config is read.
+    if let Command::Generate(args) = &cli.command {
+        crate::generate::run(args).context("generate")?;
+        return Ok(Outcome::Ok);
+    }
     // The sandbox and the demo bring their own settings: a broken ./smsdrop.toml must not stop them.
     #[cfg(feature = "sandbox")]
     match &cli.command {
@@ -198,6 +206,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         #[cfg(feature = "sandbox")]
         Command::Sandbox(_) | Command::Demo { .. } => unreachable!("handled above"),
+        Command::Generate(_) => unreachable!("handled above"),
     }
 }
 

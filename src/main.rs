@@ -2,6 +2,7 @@
 //! the result to an exit code. No business rules here.
 
 mod cli;
+mod generate;
 
 use clap::Parser;
 use smsdrop::Outcome;

@@ -293,6 +293,7 @@ impl Journal {
                 break;
             }
             self.transaction(|t| t.insert_only(job_id, &slice))?;
+            crate::ops::progress();
         }
         Ok(self.transaction(|t| t.mark_repeated_ids(job_id))?)
     }
