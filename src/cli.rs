@@ -58,7 +58,7 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         limit: u32,
         /// Refresh every SECS seconds (in place on a terminal) until Ctrl-C.
-        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2", conflicts_with = "json")]
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "5", conflicts_with = "json")]
         watch: Option<u64>,
     },
     /// Decides a batch whose outcome is unknown (its rename had begun when smsdrop stopped, and

@@ -317,13 +317,16 @@ impl Engine {
             self.absorb(r.map(drop))?;
         }
         if track_due && self.remote_ready() && !self.stopping() {
-            let r = track::poll(&mut self.ctx());
-            if r.is_ok() {
+            let r = track::poll_listed(&mut self.ctx());
+            if let Ok((_, listed)) = r {
                 self.backoff = Duration::ZERO;
                 self.last_remote_use = Instant::now();
-                crate::ops::metrics::sftp_connected(true);
+                if listed {
+                    crate::ops::metrics::sftp_connected(true);
+                }
                 crate::ops::metrics::polled(self.clock.now().timestamp_millis());
             }
+            let r = r.map(|(n, _)| n);
             self.absorb(r.map(drop))?;
         }
         let r = report::report_finished(&mut self.ctx());
@@ -415,9 +418,17 @@ impl Engine {
             })?)
         };
         let _poller = statuses.poller;
-        // No SFTP failure yet (the gauge drops to 0 on one, back to 1 on the next success).
-        crate::ops::metrics::sftp_connected(true);
         let watchdog = crate::ops::notify::watchdog_every();
+        if let (Some(every), Some(sftp)) = (watchdog, &self.cfg.sftp) {
+            if sftp.timeout >= every * 2 {
+                tracing::warn!(
+                    "[sftp] timeout_secs ({}s) is not below systemd's WatchdogSec ({}s): a stalled \
+                     transfer may get the daemon restarted before it times out",
+                    sftp.timeout.as_secs(),
+                    (every * 2).as_secs()
+                );
+            }
+        }
         let mut ready = false;
         let mut next_summary = Instant::now();
         let mut scanner = Scanner::new(inbox.clone());
@@ -430,6 +441,7 @@ impl Engine {
         let mut hinted = true;
         tracing::info!(inbox = %inbox.dir.display(), state = %self.cfg.state.dir.display(), "smsdrop running");
         while !self.stopping() {
+            self.health.round_starts();
             let now = Instant::now();
             if hinted || now >= next_scan {
                 next_scan = now + inbox.rescan;
@@ -438,6 +450,12 @@ impl Engine {
                     next_scan = next_scan.min(recheck);
                 }
             }
+            if !ready {
+                // Ready once the journal is open and the first scan is done, before the
+                // backlog is delivered (a long first round must not fail the start).
+                crate::ops::notify::ready(&self.summary_for_systemd().unwrap_or_default());
+                ready = true;
+            }
             let track_due = Instant::now() >= next_track;
             if track_due {
                 next_track = Instant::now() + track_every;
@@ -445,29 +463,31 @@ impl Engine {
             self.deliver(track_due)?;
             self.keepalive();
             self.health.round_done();
-            if !ready || Instant::now() >= next_summary {
-                // The summary for systemd's STATUS= (and the first READY=1, once the journal is
-                // open and the first scan is done).
-                next_summary = Instant::now() + Duration::from_secs(10);
-                let line = self.summary();
-                if ready {
+            // systemd's STATUS= line at most once a minute (it reads the journal's totals).
+            let line = (Instant::now() >= next_summary)
+                .then(|| self.summary_for_systemd())
+                .flatten();
+            match line {
+                Some(line) => {
+                    next_summary = Instant::now() + Duration::from_secs(60);
                     crate::ops::notify::alive(&line);
-                } else {
-                    crate::ops::notify::ready(&line);
-                    ready = true;
                 }
-            } else if watchdog.is_some() {
-                crate::ops::notify::alive_quiet();
+                None => crate::ops::notify::alive_quiet(),
             }
             let mut until = next_scan.min(next_track);
             if let Some(every) = watchdog {
                 until = until.min(Instant::now() + every);
+            }
+            // /healthz wants a round at least every health_round: an idle daemon still turns.
+            if self.cfg.http.listen.is_some() {
+                until = until.min(Instant::now() + self.cfg.http.health_round / 2);
             }
             if self.has_pending_uploads()? {
                 until = until.min(self.remote_at.max(Instant::now()));
             }
             if !self.stopping() {
                 hinted = self.wait(until);
+                crate::ops::notify::alive_quiet();
             }
         }
         crate::ops::notify::stopping();
@@ -475,14 +495,17 @@ impl Engine {
         Ok(())
     }
 
-    /// The one-line summary (`12 pending, 0 failed today, ...`).
-    fn summary(&self) -> String {
+    /// The one-line summary (`12 pending, 0 failed today, ...`) for systemd, when it listens.
+    fn summary_for_systemd(&self) -> Option<String> {
+        if !crate::ops::notify::enabled() {
+            return None;
+        }
         let now = self.clock.now();
         let today = crate::ops::today_start_ms(&self.cfg.batch.zone, now);
-        match self.journal.stats(today) {
+        Some(match self.journal.stats(today) {
             Ok(s) => crate::ops::page::summary_line(&s, now.timestamp_millis()),
             Err(e) => format!("journal unreadable: {e}"),
-        }
+        })
     }
 
     fn has_pending_uploads(&self) -> Result<bool, DaemonError> {
@@ -569,6 +592,7 @@ impl Engine {
             }
             let r = intake::take_all(&mut self.ctx(), group, Origin::Inbox);
             self.absorb(r.map(drop))?;
+            crate::ops::progress();
             if inputs.len() > GROUP {
                 self.deliver(false)?;
             }

@@ -229,18 +229,23 @@ pub fn sent_rows(
     struct Take(Vec<(u64, String, String)>, usize);
     impl RowSink for Take {
         fn row(&mut self, r: &Row<'_>) -> io::Result<()> {
-            if self.0.len() < self.1 {
-                self.0
-                    .push((r.line, r.number.to_owned(), r.text.to_owned()));
+            if self.0.len() >= self.1 {
+                // Enough: stop reading the input.
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "enough rows"));
             }
+            self.0
+                .push((r.line, r.number.to_owned(), r.text.to_owned()));
             Ok(())
         }
     }
     let offset = line_offset(job, header);
     let (prefix, body) = open_job_input(job, header)?;
     let mut take = Take(vec![], limit);
-    convert(std::io::Read::chain(prefix, body), &cfg.input, &mut take)
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    match convert(std::io::Read::chain(prefix, body), &cfg.input, &mut take) {
+        Ok(_) => {}
+        Err(crate::convert::ConvertError::Write(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+        Err(e) => return Err(io::Error::other(e.to_string())),
+    }
     Ok(take
         .0
         .into_iter()

@@ -27,6 +27,14 @@ pub const LATE_OUTCOME_DAYS: i64 = 7;
 /// # Errors
 /// [`StageError::Remote`] when a listing fails; [`StageError::Journal`] when the journal fails.
 pub fn poll(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
+    poll_listed(ctx).map(|(n, _)| n)
+}
+
+/// [`poll`], and whether the server was asked (with nothing awaited, no listing is needed).
+///
+/// # Errors
+/// As [`poll`].
+pub fn poll_listed(ctx: &mut Ctx<'_>) -> Result<(usize, bool), StageError> {
     let mut awaited = ctx.journal.batches_in(JobState::Uploaded)?;
     let since = ctx.clock.now() - chrono::Duration::days(LATE_OUTCOME_DAYS);
     awaited.extend(
@@ -35,6 +43,7 @@ pub fn poll(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
             .into_iter()
             .filter(|b| b.uploaded_at.is_some_and(|t| t > since)),
     );
+    let listed = !awaited.is_empty();
     let changed = if awaited.is_empty() {
         vec![]
     } else {
@@ -72,7 +81,7 @@ pub fn poll(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
             Ok(())
         })?;
     }
-    Ok(changed.len())
+    Ok((changed.len(), listed))
 }
 
 /// The server's answer for one batch.

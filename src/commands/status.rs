@@ -15,16 +15,21 @@ pub fn run(cfg: &Config, json_out: bool, limit: u32) -> Result<(), JournalError>
 }
 
 /// Prints the table again every `every` until interrupted: in place on a terminal (the screen
-/// is cleared first), one after the other otherwise.
+/// is cleared first), one after the other otherwise. A journal that cannot be read is said on
+/// screen and read again next time.
 ///
 /// # Errors
-/// As [`run`], when the journal cannot be read.
+/// None so far: the signature leaves room for one.
 pub fn watch(cfg: &Config, limit: u32, every: std::time::Duration) -> Result<(), JournalError> {
     use std::io::IsTerminal;
     let terminal = std::io::stdout().is_terminal();
     loop {
-        let mut buf = Vec::new();
-        print(cfg, false, limit, &mut buf)?;
+                let mut buf = Vec::new();
+        // A journal busy or briefly unreadable is shown, and tried again next time.
+        if let Err(e) = print(cfg, false, limit, &mut buf) {
+            buf.clear();
+            let _ = writeln!(buf, "cannot read the journal now: {e}");
+        }
         let mut out = std::io::stdout().lock();
         let _ = if terminal {
             write!(out, "\x1b[H\x1b[2J")

@@ -29,11 +29,36 @@ pub struct Stats {
     pub upload_bytes: u64,
     /// When the oldest job not yet final was created (ms), if any.
     pub oldest_pending_ms: Option<i64>,
-    /// Messages by state: delivered, failed, pending, untracked.
+    /// Messages by state: delivered, failed, pending, untracked (jobs of the last 7 days).
     pub messages: BTreeMap<&'static str, u64>,
+    /// Jobs that ended failed or expired today (by when they ended).
+    pub failed_today: u64,
 }
 
+/// How far back `smsdrop_messages` counts (a scrape must not read every message ever sent).
+const MESSAGES_WINDOW_MS: i64 = 7 * 86_400_000;
+
 impl Journal {
+    /// A page of jobs, newest first: in `state` when given, created in `[from_ms, to_ms)` when
+    /// given, at most `limit`.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn jobs_filtered(
+        &self,
+        state: Option<&str>,
+        range: Option<(i64, i64)>,
+        limit: u32,
+    ) -> Result<Vec<super::Job>> {
+        let (from, to) = range.unwrap_or((i64::MIN, i64::MAX));
+        let sql = format!(
+            "SELECT {} FROM jobs WHERE (?1 IS NULL OR state = ?1) AND created_at >= ?2 \
+             AND created_at < ?3 ORDER BY id DESC LIMIT ?4",
+            super::JOB_COLS
+        );
+        self.query_jobs(&sql, rusqlite::params![state, from, to, limit])
+    }
+
     /// Totals for operations; `today_ms` is when today began.
     ///
     /// # Errors
@@ -45,17 +70,20 @@ impl Journal {
             s.jobs_today.insert(st.as_str(), 0);
         }
         let by_state = self.query(
-            "SELECT state, count(*), sum(created_at >= ?1) FROM jobs GROUP BY state",
+            "SELECT state, count(*), sum(created_at >= ?1), \
+             sum(updated_at >= ?1 AND state IN ('failed', 'expired')) FROM jobs GROUP BY state",
             [today_ms],
             |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)? as u64,
                     r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+                    r.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64,
                 ))
             },
         )?;
-        for (state, all, today) in by_state {
+        for (state, all, today, failed_today) in by_state {
+            s.failed_today += failed_today;
             if let Some(st) = JOB_STATES.iter().find(|s| s.as_str() == state) {
                 s.jobs.insert(st.as_str(), all);
                 s.jobs_today.insert(st.as_str(), today);
@@ -99,8 +127,9 @@ impl Journal {
                    coalesce(sum(untracked IS NULL AND final = 0 AND job_id NOT IN \
                        (SELECT id FROM jobs WHERE tracking = 'done')), 0), \
                    coalesce(sum(untracked IS NOT NULL AND untracked NOT LIKE 'not sent%'), 0) \
-                 FROM messages",
-                [],
+                                  FROM messages WHERE job_id >= \
+                   (SELECT coalesce(min(id), 0) FROM jobs WHERE created_at >= ?1)",
+                [today_ms - MESSAGES_WINDOW_MS],
                 |r| {
                     Ok([
                         r.get::<_, i64>(0)? as u64,

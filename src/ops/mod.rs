@@ -47,14 +47,18 @@ pub struct Health {
 }
 
 impl Health {
-    /// The engine completed a round (and the journal took its writes).
-    pub fn round_done(&self) {
-        let now = Utc::now().timestamp_millis();
-        self.last_round_ms.store(now, Ordering::SeqCst);
+    /// A round begins: a journal problem is reported until a round gets through without one.
+    pub fn round_starts(&self) {
         *self
             .journal_problem
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The engine completed a round.
+    pub fn round_done(&self) {
+        let now = Utc::now().timestamp_millis();
+        self.last_round_ms.store(now, Ordering::SeqCst);
         metrics::round_done(now);
     }
 
@@ -77,10 +81,11 @@ impl Health {
             return Err(format!("the journal cannot be written: {p}"));
         }
         let round = self.last_round_ms.load(Ordering::SeqCst);
-        if round == 0 {
+        let progress = PROGRESS_MS.load(Ordering::Relaxed);
+        if round == 0 && progress == 0 {
             return Err("starting: the engine has not completed a round yet".into());
         }
-        let last = round.max(PROGRESS_MS.load(Ordering::Relaxed));
+        let last = round.max(progress);
         let age = (Utc::now().timestamp_millis() - last) / 1000;
         if age > max_round.as_secs() as i64 {
             return Err(format!(
@@ -98,22 +103,18 @@ pub(crate) struct Ops {
     pub cfg: Config,
     pub health: Arc<Health>,
     token: Option<String>,
-    journal: Mutex<Option<Journal>>,
     state_dir: PathBuf,
 }
 
 impl Ops {
-    /// Runs `f` on the read-only journal (opened when first needed).
+    /// Runs `f` on a read-only connection of its own (a slow page never holds up `/metrics`,
+    /// and neither holds up the engine: WAL readers do not block the writer).
     pub(crate) fn with_journal<T>(
         &self,
         f: impl FnOnce(&Journal) -> Result<T, crate::journal::JournalError>,
     ) -> Result<T, String> {
-        let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        if j.is_none() {
-            *j = Journal::open_read_only(&self.state_dir).map_err(|e| e.to_string())?;
-        }
-        match j.as_ref() {
-            Some(journal) => f(journal).map_err(|e| e.to_string()),
+        match Journal::open_read_only(&self.state_dir).map_err(|e| e.to_string())? {
+            Some(journal) => f(&journal).map_err(|e| e.to_string()),
             None => Err("the journal is not there yet".into()),
         }
     }
@@ -160,7 +161,6 @@ pub fn router(cfg: &Config, health: Arc<Health>) -> Result<Router, String> {
         cfg: cfg.clone(),
         health,
         token,
-        journal: Mutex::new(None),
         state_dir: cfg.state.dir.clone(),
     });
     let guarded = Router::new()
@@ -178,7 +178,7 @@ async fn bearer(State(ops): State<Arc<Ops>>, req: Request, next: Next) -> Respon
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(want.as_str()) {
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), want.as_bytes())) {
             tracing::warn!(path = %req.uri().path(), "HTTP: refused a request without the right bearer token (401)");
             return (
                 StatusCode::UNAUTHORIZED,
@@ -189,6 +189,11 @@ async fn bearer(State(ops): State<Arc<Ops>>, req: Request, next: Next) -> Respon
         }
     }
     next.run(req).await
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn healthz(State(ops): State<Arc<Ops>>) -> Response {

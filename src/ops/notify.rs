@@ -4,10 +4,19 @@
 //! does nothing.
 
 use sd_notify::NotifyState;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// Whether systemd is listening (`NOTIFY_SOCKET` set).
+pub fn enabled() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
 
 /// The engine is ready.
 pub fn ready(status: &str) {
+    READY.store(true, Ordering::SeqCst);
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
@@ -16,12 +25,17 @@ pub fn alive(status: &str) {
     let _ = sd_notify::notify(false, &[NotifyState::Watchdog, NotifyState::Status(status)]);
 }
 
-/// The engine is alive (no new status line). Without `NOTIFY_SOCKET` this does nothing.
+/// The engine is alive (no new status line); before it is ready (a big backlog on the first
+/// scan), systemd's start timeout is extended instead. Without `NOTIFY_SOCKET` this does nothing.
 pub fn alive_quiet() {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+    if !enabled() {
         return;
     }
-    let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+    if READY.load(Ordering::SeqCst) {
+        let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+    } else {
+        let _ = sd_notify::notify(false, &[NotifyState::ExtendTimeoutUsec(120_000_000)]);
+    }
 }
 
 /// Stopping.

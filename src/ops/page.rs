@@ -35,6 +35,46 @@ pub fn mask(number: &str) -> String {
     s
 }
 
+/// Free text (reasons, notes, errors) with every phone number in it masked: a run of digits and
+/// `()+-` separators holding 10 or more digits keeps, as [`mask`], at most its first 5 digits
+/// and its last 4, hiding at least 4; batch names' 8-digit dates stay readable.
+pub fn mask_text(text: &str) -> String {
+    let phone_char = |c: char| c.is_ascii_digit() || "()+- ".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let trimmed = run.trim_end();
+        let digits = trimmed.chars().filter(char::is_ascii_digit).count();
+        if digits >= 10 {
+            let keep_head = (digits - 8).min(5);
+            let mut seen = 0;
+            for c in trimmed.chars() {
+                if c.is_ascii_digit() {
+                    seen += 1;
+                    let shown = seen <= keep_head || seen > digits - 4;
+                    out.push(if shown { c } else { '*' });
+                } else {
+                    out.push(c);
+                }
+            }
+            out.push_str(&run[trimmed.len()..]);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if phone_char(c) && (c.is_ascii_digit() || !run.is_empty()) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 /// The one-line summary (page, `status`, systemd's `STATUS=`): jobs pending, failed today, the
 /// oldest pending job's age, and messages awaited.
 pub fn summary_line(s: &Stats, now_ms: i64) -> String {
@@ -45,8 +85,7 @@ pub fn summary_line(s: &Stats, now_ms: i64) -> String {
         .filter(|(k, _)| !finals.contains(k))
         .map(|(_, v)| v)
         .sum();
-    let failed_today = s.jobs_today.get("failed").copied().unwrap_or(0)
-        + s.jobs_today.get("expired").copied().unwrap_or(0);
+    let failed_today = s.failed_today;
     let mut line = format!("{pending} pending, {failed_today} failed today");
     if let Some(t) = s.oldest_pending_ms {
         line.push_str(&format!(
@@ -149,7 +188,12 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 /// `GET /`: the jobs, newest first.
-pub(crate) async fn index(State(ops): State<Arc<Ops>>, Query(f): Query<Filter>) -> Response {
+pub(crate) async fn index(
+    State(ops): State<Arc<Ops>>,
+    f: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    // A filter that cannot be read is no filter (never a 400 for a person's typo).
+    let f = f.map(|Query(f)| f).unwrap_or_default();
     let o = ops.clone();
     let r = tokio::task::spawn_blocking(move || {
         let now = Utc::now();
@@ -163,16 +207,19 @@ pub(crate) async fn index(State(ops): State<Arc<Ops>>, Query(f): Query<Filter>) 
             .state
             .clone()
             .filter(|s| JOB_STATES.iter().any(|j| j.as_str() == s));
+        // A day in the batch timezone (the day in file names), not UTC.
+        let range = day.map(|d| {
+            let zone = &o.cfg.batch.zone;
+            let at = |d: NaiveDate| {
+                let noon = d.and_hms_opt(12, 0, 0).expect("noon exists").and_utc();
+                super::today_start_ms(zone, noon)
+            };
+            (at(d), at(d.succ_opt().unwrap_or(d)))
+        });
         o.with_journal(|j| {
             let stats = j.stats(today)?;
             let mut rows = vec![];
-            for job in j.recent_jobs(MAX_JOBS)? {
-                if state.as_deref().is_some_and(|s| s != job.state.as_str()) {
-                    continue;
-                }
-                if day.is_some_and(|d| job.created_at.date_naive() != d) {
-                    continue;
-                }
+            for job in j.jobs_filtered(state.as_deref(), range, MAX_JOBS)? {
                 let files = j.batches(job.id)?.into_iter().map(|b| b.name).collect();
                 let messages = j.message_counts(job.id)?;
                 rows.push(Row {
@@ -201,7 +248,7 @@ pub(crate) async fn index(State(ops): State<Arc<Ops>>, Query(f): Query<Filter>) 
                     option value=(s.as_str()) selected[state.as_deref() == Some(s.as_str())] { (s.as_str()) }
                 }
             } }
-            label { "Day (UTC) " input type="date" name="day" value=(day.map(|d| d.to_string()).unwrap_or_default()); }
+                        label { "Day " input type="date" name="day" value=(day.map(|d| d.to_string()).unwrap_or_default()); }
             button type="submit" { "Filter" }
             a href="/" { "clear" }
         }
@@ -279,14 +326,14 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
         h1 { "Job " (job.id) ": " (job.input_name) }
         dl {
             dt { "State" } dd { (state_badge(job.state.as_str())) }
-            @if let Some(r) = &job.reason { dt { "Reason" } dd { (r) } }
+                        @if let Some(r) = &job.reason { dt { "Reason" } dd { (mask_text(r)) } }
             dt { "Input" } dd { (job.input_path.display()) }
             dt { "Subaccount" } dd { (job.subaccount) }
             dt { "Rows" } dd { (job.rows_read) " read, " (job.rows_sent) " sent, " (job.rows_rejected) " rejected" }
             dt { "SHA-256" } dd { code { (job.hash) } }
             dt { "Created (UTC)" } dd { (time(job.created_at)) }
             dt { "Updated (UTC)" } dd { (time(job.updated_at)) }
-            @if let Some(l) = &job.late { dt { "Late write" } dd { (l) } }
+                        @if let Some(l) = &job.late { dt { "Late write" } dd { (mask_text(l)) } }
             @if let Some(p) = job.parent_job { dt { "Continues" } dd { a href={ "/jobs/" (p) } { "job " (p) } } }
             @if let Some(c) = &counts {
                 dt { "Messages" } dd { (c.delivered) " delivered, " (c.failed) " failed, " (c.pending) " pending, " (c.untracked) " untracked" }
@@ -299,7 +346,7 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
                 tbody { @for b in &batches { tr {
                     td { (b.name) } td.n { (b.rows) } td.n { (b.bytes) } td { (state_badge(b.state.as_str())) }
                     td { (b.uploaded_at.map(time).unwrap_or_default()) } td.n { (b.attempts) }
-                    td { (b.last_error.clone().unwrap_or_default()) @if let Some(n) = &b.note { " " (n) } }
+                    td { (mask_text(b.last_error.as_deref().unwrap_or_default())) @if let Some(n) = &b.note { " " (mask_text(n)) } }
                 } } }
             } }
         }
@@ -309,7 +356,7 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
                 div.scroll { table id="rejected" {
                     thead { tr { th { "Line" } th { "Number" } th { "Reason" } } }
                     tbody { @for r in &c.rejected { tr {
-                        td.n { (r.line) } td { (mask(&r.number)) } td { (r.reason) }
+                        td.n { (r.line) } td { (mask(&r.number)) } td { (mask_text(&r.reason)) }
                     } } }
                 } }
                 @if (c.rejected.len() as u64) < c.rows_rejected { p { "(the first " (c.rejected.len()) " of " (c.rows_rejected) "; the JSON report has the result CSV with all)" } }
@@ -346,7 +393,7 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
         div.scroll { table id="history" {
             thead { tr { th { "When (UTC)" } th { "State" } th { "Note" } } }
             tbody { @for h in &history { tr {
-                td { (time(h.at)) } td { (state_badge(&h.state)) } td { (h.note.clone().unwrap_or_default()) }
+                td { (time(h.at)) } td { (state_badge(&h.state)) } td { (mask_text(h.note.as_deref().unwrap_or_default())) }
             } } }
         } }
     };
@@ -365,6 +412,12 @@ mod tests {
         assert_eq!(mask("1198765432"), "11****5432");
         assert_eq!(mask("12345678"), "12****78");
         assert_eq!(mask("123"), "***");
+        assert_eq!(
+            mask_text("number \"(11) 98765-4321\" has 11 digits; in ACME.20261203.01.txt"),
+            "number \"(11) 9****-4321\" has 11 digits; in ACME.20261203.01.txt"
+        );
+        assert_eq!(mask_text("5511987654321x"), "55119****4321x");
+        assert_eq!(mask_text("line 12: 3 rows"), "line 12: 3 rows");
         assert_eq!(mask(""), "");
     }
 }
