@@ -13,8 +13,8 @@ pub use delivery::{
     StateConfig, TrackConfig,
 };
 pub use validate::{
-    BatchConfig, ColumnRef, Columns, Config, Delimiter, EncodingChoice, HeaderChoice, InputConfig,
-    InvalidRows, Sanitize, Zone, DELIMITERS,
+    BatchConfig, ColumnRef, Columns, Config, Delimiter, EncodingChoice, ExtraFields, HeaderChoice,
+    InputConfig, InvalidRows, Sanitize, SubaccountConfig, Zone, DELIMITERS,
 };
 
 use std::path::{Path, PathBuf};

@@ -374,7 +374,8 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
         ctx.cfg.batch.header_line,
     )
     .without_sync();
-    let report = match convert(prefix.chain(hasher), &ctx.cfg.input, &mut writer) {
+    let input_cfg = ctx.cfg.input_for(Some(&job.subaccount));
+    let report = match convert(prefix.chain(hasher), &input_cfg, &mut writer) {
         Ok(r) => r,
         Err(ConvertError::Read(e)) => {
             let why = format!("reading the file failed: {e}");

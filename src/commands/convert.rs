@@ -183,7 +183,8 @@ fn convert_one(cfg: &Config, input: &Path, namer: &mut Namer<'_>) -> io::Result<
         cfg.batch.max_rows_per_file,
         cfg.batch.header_line,
     );
-    match convert(file, &cfg.input, &mut writer) {
+    let input_cfg = cfg.input_for(Some(&namer.next.subaccount));
+    match convert(file, &input_cfg, &mut writer) {
         Ok(report) => result.report = report,
         Err(ConvertError::Read(e)) => {
             result.report.input_rejected = Some(format!("reading the file failed: {e}"));
@@ -244,6 +245,9 @@ fn print_human(out: &mut impl Write, r: &InputResult) -> io::Result<()> {
             b.parts, b.gsm7_messages, b.ucs2_messages, b.concatenated_messages
         )?;
     }
+    if let Some(m) = &rep.first_message {
+        writeln!(out, "  first message: {m}")?;
+    }
     for o in &r.outputs {
         writeln!(out, "  wrote {} ({} rows)", o.path.display(), o.rows)?;
     }
@@ -262,9 +266,14 @@ fn print_human(out: &mut impl Write, r: &InputResult) -> io::Result<()> {
         )?;
     }
     for row in rep.changed.iter().take(SHOWN) {
+        let note = row
+            .note
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
         writeln!(
             out,
-            "  line {}: changed: {}",
+            "  line {}: changed: {}{note}",
             row.line,
             row.fields.join(", ")
         )?;

@@ -13,6 +13,14 @@ pub struct RawConfig {
     pub track: super::delivery::RawTrack,
     pub state: super::delivery::RawState,
     pub report: super::delivery::RawReport,
+    pub subaccounts: BTreeMap<String, RawSubaccount>,
+}
+
+/// `[subaccounts.NAME]`: settings for the files in `inbox/NAME/`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSubaccount {
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -26,6 +34,9 @@ pub struct RawInput {
     pub national_lengths: Vec<i64>,
     pub sanitize: String,
     pub invalid_rows: String,
+    pub extra_fields: String,
+    pub absorb_column: Option<RawColumn>,
+    pub template: Option<String>,
 }
 
 impl Default for RawInput {
@@ -39,6 +50,9 @@ impl Default for RawInput {
             national_lengths: vec![10, 11],
             sanitize: "replace".into(),
             invalid_rows: "skip".into(),
+            extra_fields: "join-text".into(),
+            absorb_column: None,
+            template: None,
         }
     }
 }

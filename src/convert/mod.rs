@@ -10,8 +10,9 @@ pub mod billing;
 pub mod dialect;
 pub mod reader;
 pub mod rules;
+pub mod template;
 
-use crate::config::{Delimiter, HeaderChoice, InputConfig, InvalidRows};
+use crate::config::{ColumnRef, Delimiter, ExtraFields, HeaderChoice, InputConfig, InvalidRows};
 use billing::Billing;
 use dialect::{FieldDecoder, Layout};
 use reader::{Bom, Next, RawRecord, RecordReader};
@@ -46,6 +47,9 @@ pub struct RejectedRow {
 pub struct ChangedRow {
     pub line: u64,
     pub fields: Vec<&'static str>,
+    /// What was done beyond sanitising, e.g. a text rebuilt from unquoted delimiters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Where good rows go; the batch writer in production, a vector in tests.
@@ -106,6 +110,9 @@ pub struct ConvertReport {
     pub billing: Billing,
     /// Set when the whole input is rejected: nothing of it may be sent.
     pub input_rejected: Option<String>,
+    /// With a template: the first message it rendered, for people to check before sending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_message: Option<String>,
 }
 
 /// Conversion could not finish: the input could not be read or the output not written.
@@ -162,6 +169,10 @@ pub fn convert<R: Read + 'static>(
         }),
         report,
         width: usual_fields,
+        delimiter: delimiter as char,
+        absorb: Err(String::new()),
+        template: None,
+        scratch: vec![],
         bufs: Default::default(),
         text: String::new(),
         id: String::new(),
@@ -190,6 +201,14 @@ struct Run<'c> {
     report: ConvertReport,
     /// Fields a row should have: the header's, or the usual count of a headerless file.
     width: usize,
+    delimiter: char,
+    /// The template resolved against this input's columns.
+    template: Option<template::Resolved>,
+    /// One buffer per placeholder, reused from row to row.
+    scratch: Vec<String>,
+    /// The one column that takes a row's surplus fields (an unquoted delimiter inside it), or
+    /// why no column can.
+    absorb: Result<usize, String>,
     /// Decoding buffers for number, correlation id and text.
     bufs: [String; 3],
     text: String,
@@ -292,12 +311,107 @@ impl Run<'_> {
                         || names.iter().all(|n| !n.chars().any(|c| c.is_ascii_digit())))
             }
         };
-        let layout = dialect::resolve_layout(&self.cfg.columns, is_header.then_some(&names[..]))?;
+        let header = is_header.then_some(&names[..]);
+        let layout =
+            dialect::resolve_layout(&self.cfg.columns, header, self.cfg.template.is_some())?;
         if is_header {
             self.width = names.len();
+        }
+        if let Some(t) = &self.cfg.template {
+            let resolved = t.resolve(header, self.width.max(rec.len()))?;
+            self.scratch = vec![String::new(); resolved.placeholders()];
+            self.template = Some(resolved);
+        }
+        self.absorb = match &self.cfg.absorb_column {
+            _ if self.cfg.extra_fields == ExtraFields::Reject => {
+                Err("[input] extra_fields = \"reject\"".into())
+            }
+            Some(col) => Ok(column_index(col, header, "absorb_column")?),
+            None => self.absorbing_column(&layout, header),
+        };
+        if is_header {
             self.report.header = Some(names);
         }
         Ok((layout, is_header))
+    }
+
+    /// The column that may hold unquoted delimiters: the text, when every other column is the
+    /// number or the correlation id (each anchored by position to the left or the right of it).
+    /// Another column could hold them as well, and then nothing says which did.
+    fn absorbing_column(
+        &self,
+        layout: &Layout,
+        header: Option<&[String]>,
+    ) -> Result<usize, String> {
+        let Some(text) = layout.text else {
+            return Err(
+                "with a template there is no text column to take them; if one column may hold \
+                 the delimiter (e.g. a name written \"Surname, Name\"), name it in [input] \
+                 absorb_column"
+                    .into(),
+            );
+        };
+        let mapped = |i: usize| i == layout.number || i == text || layout.correlation_id == Some(i);
+        let others: Vec<String> = (0..self.width)
+            .filter(|&i| !mapped(i))
+            .map(|i| match header.and_then(|h| h.get(i)) {
+                Some(name) if !name.is_empty() => format!("{name:?}"),
+                _ => format!("column {}", i + 1),
+            })
+            .collect();
+        if others.is_empty() {
+            Ok(text)
+        } else {
+            Err(format!(
+                "besides the text, {} could hold it, so the columns are ambiguous",
+                others.join(", ")
+            ))
+        }
+    }
+
+    /// Where a row's columns lie: with more fields than the header, the surplus joins the
+    /// absorbing column, the columns before it counted from the left and those after it from the
+    /// right. Empty fields past the header are trailing delimiters and ignored, as before.
+    fn place(&self, rec: &RawRecord, layout: &Layout) -> Result<Placement, String> {
+        let used = [Some(layout.number), layout.text, layout.correlation_id]
+            .into_iter()
+            .flatten()
+            .chain(self.template.iter().flat_map(|t| t.columns()))
+            .max()
+            .map_or(0, |i| i + 1);
+        let width = self.width.max(used);
+        let Some(last) = (width..rec.len())
+            .rev()
+            .find(|&i| !rec.get(i).unwrap_or_default().is_empty())
+        else {
+            return Ok(Placement::default());
+        };
+        let surplus = last + 1 - width;
+        match &self.absorb {
+            Ok(column) => Ok(Placement {
+                column: *column,
+                surplus,
+            }),
+            Err(why) => {
+                let base = format!(
+                    "the row has {} fields where the {} has {width}: a {:?} inside a field without \
+                     quotes shifts the columns",
+                    last + 1,
+                    if self.report.header.is_some() { "header" } else { "file usually" },
+                    self.report.delimiter,
+                );
+                Err(
+                    if why.is_empty() || self.cfg.extra_fields == ExtraFields::Reject {
+                        format!("{base}; quote the field (\"...\") or remove the character in the export")
+                    } else {
+                        format!(
+                        "{base} and cannot be rebuilt ({why}); quote the field (\"...\") or remove \
+                         the character in the export"
+                    )
+                    },
+                )
+            }
+        }
     }
 
     fn number_rules(&self) -> NumberRules<'_> {
@@ -316,23 +430,57 @@ impl Run<'_> {
         // Buffers reused from row to row: no allocation per row on the common path.
         let mut bufs = std::mem::take(&mut self.bufs);
         let whole = self.decoder.whole(rec.bytes());
+        let placed = self.place(rec, layout);
+        let at = placed.clone().unwrap_or_default();
         let [nbuf, ibuf, tbuf] = &mut bufs;
-        let d = &mut self.decoder;
-        let number = field_str(d, whole, rec, Some(layout.number), nbuf);
-        let id = field_str(d, whole, rec, layout.correlation_id, ibuf);
-        let text = field_str(d, whole, rec, Some(layout.text), tbuf);
+        let (d, delim) = (&mut self.decoder, self.delimiter);
+        let number = column_str(d, whole, rec, at.fields(Some(layout.number)), delim, nbuf);
+        let id = column_str(d, whole, rec, at.fields(layout.correlation_id), delim, ibuf);
+        let text = match &self.template {
+            Some(t) => {
+                tbuf.clear();
+                t.render(
+                    |i, buf| {
+                        column_str(d, whole, rec, at.fields(Some(i)), delim, buf)
+                            .map_err(|e| bad_encoding(&format!("column {}", i + 1), &e))
+                    },
+                    &mut self.scratch,
+                    tbuf,
+                )
+                .map(|()| tbuf.as_str())
+            }
+            None => column_str(d, whole, rec, at.fields(layout.text), delim, tbuf)
+                .map_err(|e| bad_encoding("text", &e)),
+        };
         let (raw_number, raw_id) = (
             number.as_ref().map_or("", |s| *s),
             id.as_ref().map_or("", |s| *s),
         );
-        let checked = match (number, text, id) {
-            (Err(e), _, _) => Err(bad_encoding("number", &e)),
-            (_, Err(e), _) => Err(bad_encoding("text", &e)),
-            (_, _, Err(e)) => Err(bad_encoding("correlation id", &e)),
-            (Ok(n), Ok(t), Ok(i)) => self.check(rec, layout, n, t, i),
+        let checked = match (placed, number, text, id) {
+            (Err(why), ..) => Err(why),
+            (_, Err(e), _, _) => Err(bad_encoding("number", &e)),
+            (_, _, Err(why), _) => Err(why),
+            (_, _, _, Err(e)) => Err(bad_encoding("correlation id", &e)),
+            (Ok(_), Ok(n), Ok(t), Ok(i)) => self.check(rec, layout, &at, n, t, i),
         };
         let result = match checked {
-            Ok((number, changed)) => {
+            Ok((number, mut changed)) => {
+                let note = (at.surplus > 0).then(|| {
+                    let what = match (&self.report.header, layout.text == Some(at.column)) {
+                        (_, true) => "text".to_owned(),
+                        (Some(h), false) => format!("column {:?}", h[at.column]),
+                        (None, false) => format!("column {}", at.column + 1),
+                    };
+                    changed.insert(0, "text");
+                    changed.dedup();
+                    format!(
+                        "{what} contained {} unquoted '{}'; rebuilt",
+                        at.surplus, self.report.delimiter
+                    )
+                });
+                if self.template.is_some() && self.report.first_message.is_none() {
+                    self.report.first_message = Some(self.text.clone());
+                }
                 let row = Row {
                     line: rec.line,
                     number: &number,
@@ -348,6 +496,7 @@ impl Run<'_> {
                         self.report.changed.push(ChangedRow {
                             line: rec.line,
                             fields: changed,
+                            note,
                         });
                     }
                 }
@@ -367,17 +516,18 @@ impl Run<'_> {
         &mut self,
         rec: &RawRecord,
         layout: &Layout,
+        at: &Placement,
         raw_number: &str,
         raw_text: &str,
         raw_id: &str,
     ) -> Result<(String, Vec<&'static str>), String> {
-        let needed = layout.number.max(layout.text) + 1;
+        let needed = layout.number.max(layout.text.unwrap_or(0)) + 1;
         if rec.len() < needed {
             return Err(format!(
                 "the row has {} field(s) but the {} is in column {needed}; check the delimiter \
                  (read as {:?}) and the column settings",
                 rec.len(),
-                if layout.text >= layout.number {
+                if layout.text.is_some_and(|t| t >= layout.number) {
                     "text"
                 } else {
                     "number"
@@ -385,20 +535,17 @@ impl Run<'_> {
                 self.report.delimiter
             ));
         }
-        let used = needed.max(layout.correlation_id.map_or(0, |i| i + 1));
-        let mut extra = (self.width.max(used)..rec.len())
-            .filter(|&i| !rec.get(i).unwrap_or_default().is_empty());
-        if let Some(last) = extra.next_back() {
-            return Err(format!(
-                "the row has {} fields where the {} has {}: a {:?} inside a field without quotes \
-                 shifts the columns; quote the field (\"...\") or remove the character in the export",
-                last + 1,
-                if self.report.header.is_some() { "header" } else { "file usually" },
-                self.width.max(used),
-                self.report.delimiter
-            ));
-        }
-        let number = rules::normalize_number(raw_number, self.number_rules()).map_err(say)?;
+        let number = rules::normalize_number(raw_number, self.number_rules()).map_err(|p| {
+            if at.surplus == 0 {
+                return say(p);
+            }
+            format!(
+                "{p}: the row has {} unquoted {:?} more than the header, and rebuilding the text \
+                 from them leaves this in the number column, so they are elsewhere; quote the \
+                 fields (\"...\") in the export",
+                at.surplus, self.report.delimiter
+            )
+        })?;
         self.check_swallowed_rows(raw_text, rec.line)?;
         let mode = self.cfg.sanitize;
         let mut changed = vec![];
@@ -470,6 +617,55 @@ impl Run<'_> {
     }
 }
 
+/// Which fields of a row make up each column (see [`Run::place`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Placement {
+    /// The column that takes the surplus.
+    column: usize,
+    /// Fields more than the header has (unquoted delimiters inside `column`).
+    surplus: usize,
+}
+
+impl Placement {
+    /// The fields column `col` spans.
+    fn fields(&self, col: Option<usize>) -> Option<std::ops::Range<usize>> {
+        let col = col?;
+        Some(if self.surplus == 0 || col < self.column {
+            col..col + 1
+        } else if col == self.column {
+            col..col + 1 + self.surplus
+        } else {
+            col + self.surplus..col + self.surplus + 1
+        })
+    }
+}
+
+/// A column as text: one field as [`field_str`] reads it, or several joined back with the
+/// delimiter they were split at.
+fn column_str<'a>(
+    decoder: &mut FieldDecoder,
+    whole: Option<&'a str>,
+    rec: &'a RawRecord,
+    fields: Option<std::ops::Range<usize>>,
+    delimiter: char,
+    buf: &'a mut String,
+) -> Result<&'a str, dialect::BadEncoding> {
+    let Some(fields) = fields else {
+        return Ok("");
+    };
+    if fields.len() == 1 {
+        return field_str(decoder, whole, rec, Some(fields.start), buf);
+    }
+    buf.clear();
+    for (k, i) in fields.enumerate() {
+        if k > 0 {
+            buf.push(delimiter);
+        }
+        decoder.decode_into(rec.get(i).unwrap_or_default(), buf)?;
+    }
+    Ok(buf.as_str())
+}
+
 /// Field `i` as text: a slice of the whole record when it is UTF-8, else decoded into `buf`.
 /// A missing field is empty.
 fn field_str<'a>(
@@ -488,6 +684,28 @@ fn field_str<'a>(
     match whole.and_then(|w| w.get(range.clone())) {
         Some(s) => Ok(s),
         None => decoder.decode(&rec.bytes()[range], buf),
+    }
+}
+
+/// Column `col` of the input (0-based), found by name in the header or by position.
+fn column_index(col: &ColumnRef, header: Option<&[String]>, key: &str) -> Result<usize, String> {
+    match col {
+        ColumnRef::Index(i) => Ok(*i),
+        ColumnRef::Name(name) => {
+            let want = dialect::fold_name(name);
+            header
+                .and_then(|h| h.iter().position(|n| dialect::fold_name(n) == want))
+                .ok_or_else(|| match header {
+                    Some(h) => format!(
+                        "[input] {key} names the column {name:?}, which is not in the header ({})",
+                        h.join(", ")
+                    ),
+                    None => format!(
+                        "[input] {key} names the column {name:?}, but this file has no header \
+                         row; give the column's position (1, 2, ...) instead"
+                    ),
+                })
+        }
     }
 }
 
