@@ -344,7 +344,11 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
     // Without a view of the writer (`watch = "poll"`), a file still being written may end in the
     // middle of a row: read up to its last line break, and leave the rest to the late-write
     // watch (sent when complete, or when the watch ends).
-    let limit = if !ctx.cfg.inbox.use_events && watch_until(ctx.cfg, ctx.clock, &job).is_some() {
+    // A workbook is never cut: it is read whole, from its kept copy.
+    let limit = if !ctx.cfg.inbox.use_events
+        && watch_until(ctx.cfg, ctx.clock, &job).is_some()
+        && !crate::convert::sheet::is_workbook_file(job.source())
+    {
         crate::claim::last_line_break(job.source(), job.start_offset).unwrap_or(None)
     } else {
         None

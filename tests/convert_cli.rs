@@ -151,11 +151,17 @@ fn json_summary_counts_rows_and_billing() {
             i["rows_sent"].as_u64(),
             i["rows_rejected"].as_u64()
         ),
-        (Some(11), Some(3), Some(8))
+        (Some(11), Some(4), Some(7))
     );
     assert_eq!(i["rejected"][0]["line"], 3);
-    assert_eq!(i["billing"]["parts"], 3);
-    assert_eq!(i["outputs"][0]["rows"], 3);
+    assert_eq!(i["billing"]["parts"], 4);
+    assert_eq!(i["outputs"][0]["rows"], 4);
+    // Line 12's text held an unquoted `;`: rebuilt, and said so.
+    assert_eq!(i["changed"][0]["line"], 12);
+    assert_eq!(
+        i["changed"][0]["note"],
+        "text contained 1 unquoted ';'; rebuilt"
+    );
 }
 
 #[test]

@@ -262,7 +262,7 @@ fn files_never_taken_are_reported_once() {
     let s = setup("notify", "");
     std::fs::create_dir_all(s.path("inbox/ACME/deeper")).unwrap();
     std::fs::write(s.path("inbox/ACME/deeper/f.csv"), rows("X", 0, 1, true)).unwrap();
-    std::fs::write(s.path("inbox/planilha.xlsx"), b"PK\x03\x04").unwrap();
+    std::fs::write(s.path("inbox/relatorio.pdf"), b"%PDF-1.4").unwrap();
     let daemon = s.daemon();
     let start = Instant::now();
     let mut st = s.status();

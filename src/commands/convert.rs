@@ -231,11 +231,15 @@ fn print_human(out: &mut impl Write, r: &InputResult) -> io::Result<()> {
             Some(h) => format!("header: {}", h.join(", ")),
             None => "no header".into(),
         };
-        writeln!(
-            out,
-            "  read as {}, delimiter {:?}, {header}",
-            rep.encoding, rep.delimiter
-        )?;
+        if rep.delimiter.is_empty() {
+            writeln!(out, "  read as {}, {header}", rep.encoding)?;
+        } else {
+            writeln!(
+                out,
+                "  read as {}, delimiter {:?}, {header}",
+                rep.encoding, rep.delimiter
+            )?;
+        }
     }
     if rep.rows_sent > 0 {
         let b = &rep.billing;

@@ -37,6 +37,9 @@ pub struct RawInput {
     pub extra_fields: String,
     pub absorb_column: Option<RawColumn>,
     pub template: Option<String>,
+    pub sheet: Option<String>,
+    pub date_format: String,
+    pub max_workbook_mb: i64,
 }
 
 impl Default for RawInput {
@@ -53,6 +56,9 @@ impl Default for RawInput {
             extra_fields: "join-text".into(),
             absorb_column: None,
             template: None,
+            sheet: None,
+            date_format: "%d/%m/%Y".into(),
+            max_workbook_mb: 50,
         }
     }
 }

@@ -83,6 +83,12 @@ pub struct InputConfig {
     pub absorb_column: Option<ColumnRef>,
     /// Builds each row's text from its columns; the text column is then not needed.
     pub template: Option<Template>,
+    /// The sheet of a workbook to read (default: the first).
+    pub sheet: Option<String>,
+    /// How date cells of a workbook are written (chrono `strftime`), for templates.
+    pub date_format: String,
+    /// Largest workbook read, in bytes; a workbook is read whole into memory.
+    pub max_workbook_bytes: u64,
 }
 
 /// What a row with more fields than the header (an unquoted delimiter inside a field) gets.
@@ -358,6 +364,31 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         .as_deref()
         .map(|t| Template::parse(t).map_err(|m| bad("input.template", m)))
         .transpose()?;
+    if chrono::format::StrftimeItems::new(&i.date_format)
+        .any(|item| matches!(item, chrono::format::Item::Error))
+        || i.date_format.is_empty()
+    {
+        return Err(bad(
+            "input.date_format",
+            format!(
+                "{:?} is not a date format; use strftime fields such as \"%d/%m/%Y\"",
+                i.date_format
+            ),
+        ));
+    }
+    let max_workbook_mb = delivery::ranged(
+        &bad,
+        "input.max_workbook_mb",
+        i.max_workbook_mb,
+        1..=1024,
+        "1 to 1024 MB",
+    )?;
+    if i.sheet.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        return Err(bad(
+            "input.sheet",
+            "a sheet name cannot be empty; leave the key out to read the first sheet".into(),
+        ));
+    }
     let mut subaccounts = BTreeMap::new();
     for (name, sub) in raw.subaccounts {
         check_subaccount(&name).map_err(|m| bad(&format!("subaccounts.{name}"), m))?;
@@ -409,6 +440,9 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
             extra_fields,
             absorb_column,
             template,
+            sheet: i.sheet,
+            date_format: i.date_format,
+            max_workbook_bytes: max_workbook_mb * 1024 * 1024,
         },
         batch: BatchConfig {
             subaccount: b.subaccount,
@@ -480,6 +514,9 @@ mod tests {
             ("[input]\nextra_fields = \"guess\"", "input.extra_fields"),
             ("[input]\ntemplate = \"Olá {nome\"", "input.template"),
             ("[input]\nabsorb_column = 0", "input.absorb_column"),
+            ("[input]\ndate_format = \"%Q\"", "input.date_format"),
+            ("[input]\nmax_workbook_mb = 0", "input.max_workbook_mb"),
+            ("[input]\nsheet = \"\"", "input.sheet"),
             (
                 "[subaccounts.ACME]\ntemplate = \"}\"",
                 "subaccounts.ACME.template",

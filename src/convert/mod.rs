@@ -10,6 +10,7 @@ pub mod billing;
 pub mod dialect;
 pub mod reader;
 pub mod rules;
+pub mod sheet;
 pub mod template;
 
 use crate::config::{ColumnRef, Delimiter, ExtraFields, HeaderChoice, InputConfig, InvalidRows};
@@ -133,10 +134,19 @@ pub enum ConvertError {
 /// # Errors
 /// [`ConvertError`] when reading the input or writing to the sink fails.
 pub fn convert<R: Read + 'static>(
-    input: R,
+    mut input: R,
     cfg: &InputConfig,
     sink: &mut dyn RowSink,
 ) -> Result<ConvertReport, ConvertError> {
+    let mut signature = Vec::with_capacity(sheet::SIGNATURE_BYTES);
+    (&mut input)
+        .take(sheet::SIGNATURE_BYTES as u64)
+        .read_to_end(&mut signature)
+        .map_err(ConvertError::Read)?;
+    if sheet::is_workbook(&signature) {
+        return convert_workbook(signature, input, cfg, sink);
+    }
+    let input = io::Cursor::new(signature).chain(input);
     let mut report = ConvertReport::default();
     let opened = match reader::open(input).map_err(ConvertError::Read)? {
         Ok(o) => o,
@@ -151,36 +161,95 @@ pub fn convert<R: Read + 'static>(
     };
     let whole = opened.head.len() < reader::HEAD_BYTES;
     let (delimiter, usual_fields) = dialect::sniff(&opened.head, whole, fixed);
-    report.delimiter = match delimiter {
-        b'\t' => "tab".into(),
-        d => (d as char).to_string(),
-    };
     let utf16 = match opened.bom {
         Bom::Utf16Le => Some("utf-16le"),
         Bom::Utf16Be => Some("utf-16be"),
         _ => None,
     };
-    let mut run = Run {
-        cfg,
-        decoder: FieldDecoder::new(if utf16.is_some() {
-            crate::config::EncodingChoice::Utf8
-        } else {
-            cfg.encoding
-        }),
-        report,
-        width: usual_fields,
-        delimiter: delimiter as char,
-        absorb: Err(String::new()),
-        template: None,
-        scratch: vec![],
-        bufs: Default::default(),
-        text: String::new(),
-        id: String::new(),
+    let encoding = if utf16.is_some() {
+        crate::config::EncodingChoice::Utf8
+    } else {
+        cfg.encoding
     };
-    let result = run.rows(RecordReader::new(opened.stream, delimiter), sink);
+    let mut run = Run::new(cfg, FieldDecoder::new(encoding), usual_fields, delimiter);
+    let mut records = RecordReader::new(opened.stream, delimiter);
+    let mut rec = RawRecord::default();
+    let mut layout = None;
+    let result = loop {
+        match records.read(&mut rec) {
+            Ok(next) => match run.take(next, &rec, &mut layout, sink) {
+                Ok(Flow::Go) => {}
+                Ok(Flow::Stop) => break Ok(()),
+                Err(e) => break Err(e),
+            },
+            Err(e) => break Err(ConvertError::Read(e)),
+        }
+    };
     let mut report = run.report;
     report.encoding = run.decoder.describe(utf16);
     result?;
+    Ok(finish(report))
+}
+
+/// Reads a workbook (its signature already read) whole, up to `[input] max_workbook_mb`, and
+/// converts its sheet's rows like a CSV's.
+fn convert_workbook(
+    mut data: Vec<u8>,
+    input: impl Read,
+    cfg: &InputConfig,
+    sink: &mut dyn RowSink,
+) -> Result<ConvertReport, ConvertError> {
+    let limit = cfg.max_workbook_bytes;
+    input
+        .take((limit + 1).saturating_sub(data.len() as u64))
+        .read_to_end(&mut data)
+        .map_err(ConvertError::Read)?;
+    if data.len() as u64 > limit {
+        let report = ConvertReport {
+            input_rejected: Some(format!(
+                "the workbook is larger than [input] max_workbook_mb ({} MB), and a workbook is \
+                 read whole into memory; split it, save it as CSV (read as a stream, any size), \
+                 or raise the limit",
+                limit / (1024 * 1024)
+            )),
+            ..ConvertReport::default()
+        };
+        return Ok(report);
+    }
+    // Cells are text already: UTF-8 whatever [input] encoding says, and never split.
+    let decoder = FieldDecoder::new(crate::config::EncodingChoice::Utf8);
+    let mut run = Run::new(cfg, decoder, 0, b',');
+    run.sheet = true;
+    run.report.delimiter = String::new();
+    let mut layout = None;
+    let format = sheet::CellFormat {
+        date_format: &cfg.date_format,
+    };
+    let read = sheet::read(&data, cfg.sheet.as_deref(), &format, &mut |rec, note| {
+        let next = match note {
+            sheet::RowNote::Cells(errors) => {
+                run.cell_errors.clear();
+                run.cell_errors.extend_from_slice(errors);
+                Next::Record
+            }
+            sheet::RowNote::TooLarge { bytes, fields } => Next::TooLarge {
+                line: rec.line,
+                bytes,
+                fields,
+            },
+        };
+        Ok::<_, ConvertError>(matches!(run.take(next, rec, &mut layout, sink)?, Flow::Go))
+    })?;
+    let mut report = run.report;
+    match read {
+        Ok(described) => report.encoding = described,
+        Err(why) => report.input_rejected = Some(why),
+    }
+    Ok(finish(report))
+}
+
+/// An input with no sendable row is rejected as a whole.
+fn finish(mut report: ConvertReport) -> ConvertReport {
     if report.input_rejected.is_none() && report.rows_sent == 0 {
         report.input_rejected = Some(if report.rows_read == 0 {
             "the file has no data rows (it is empty or holds only a header)".into()
@@ -191,7 +260,13 @@ pub fn convert<R: Read + 'static>(
             )
         });
     }
-    Ok(report)
+    report
+}
+
+/// Whether to read on.
+enum Flow {
+    Go,
+    Stop,
 }
 
 /// The state of one conversion.
@@ -206,6 +281,10 @@ struct Run<'c> {
     template: Option<template::Resolved>,
     /// One buffer per placeholder, reused from row to row.
     scratch: Vec<String>,
+    /// Reading a workbook: cells are exact, no delimiter can shift them.
+    sheet: bool,
+    /// Columns of the current spreadsheet row holding formula errors, with the error.
+    cell_errors: Vec<(usize, String)>,
     /// The one column that takes a row's surplus fields (an unquoted delimiter inside it), or
     /// why no column can.
     absorb: Result<usize, String>,
@@ -221,68 +300,97 @@ enum RowResult {
     Rejected,
 }
 
-impl Run<'_> {
-    fn rows(
+impl<'c> Run<'c> {
+    fn new(cfg: &'c InputConfig, decoder: FieldDecoder, width: usize, delimiter: u8) -> Self {
+        let report = ConvertReport {
+            delimiter: match delimiter {
+                b'\t' => "tab".into(),
+                d => (d as char).to_string(),
+            },
+            ..ConvertReport::default()
+        };
+        Run {
+            cfg,
+            decoder,
+            report,
+            width,
+            delimiter: delimiter as char,
+            absorb: Err(String::new()),
+            template: None,
+            scratch: vec![],
+            sheet: false,
+            cell_errors: vec![],
+            bufs: Default::default(),
+            text: String::new(),
+            id: String::new(),
+        }
+    }
+
+    /// Takes one record (or the end): the header, a data row, or a row too large to hold.
+    fn take(
         &mut self,
-        mut records: RecordReader<Box<dyn io::BufRead>>,
+        next: Next,
+        rec: &RawRecord,
+        layout: &mut Option<Layout>,
         sink: &mut dyn RowSink,
-    ) -> Result<(), ConvertError> {
-        let mut rec = RawRecord::default();
-        let mut layout: Option<Layout> = None;
-        loop {
-            match records.read(&mut rec).map_err(ConvertError::Read)? {
-                Next::End => return Ok(()),
-                Next::Record if rec.is_blank() => self.report.blank_rows += 1,
-                Next::TooLarge {
-                    line,
-                    bytes,
-                    fields,
-                } => {
-                    let reason = format!(
-                        "the row is too large ({bytes} bytes, {fields} fields); a row holds at most \
-                         {} bytes and {} fields. An unclosed quote (\") makes the rest of a file one \
-                         row: check the quotes from line {line} on",
-                        reader::MAX_RECORD_BYTES,
-                        reader::MAX_FIELDS
-                    );
-                    if layout.is_none() {
-                        self.report.input_rejected = Some(format!("line {line}: {reason}"));
-                        return Ok(());
-                    }
-                    self.report.rows_read += 1;
-                    self.reject(sink, line, "", "", reason)?;
+    ) -> Result<Flow, ConvertError> {
+        match next {
+            Next::End => Ok(Flow::Stop),
+            Next::Record if rec.is_blank() => {
+                self.report.blank_rows += 1;
+                Ok(Flow::Go)
+            }
+            Next::TooLarge {
+                line,
+                bytes,
+                fields,
+            } => {
+                let reason = format!(
+                    "the row is too large ({bytes} bytes, {fields} fields); a row holds at most \
+                     {} bytes and {} fields. An unclosed quote (\") makes the rest of a file one \
+                     row: check the quotes from line {line} on",
+                    reader::MAX_RECORD_BYTES,
+                    reader::MAX_FIELDS
+                );
+                if layout.is_none() {
+                    self.report.input_rejected = Some(format!("line {line}: {reason}"));
+                    return Ok(Flow::Stop);
                 }
-                Next::Record => {
-                    let layout = match &layout {
-                        Some(l) => l,
-                        None => match self.first_record(&rec) {
-                            Ok((l, is_header)) => {
-                                self.report.warnings.extend(l.warnings.iter().cloned());
-                                layout = Some(l);
-                                if is_header {
-                                    continue;
-                                }
-                                layout.as_ref().expect("just set")
+                self.report.rows_read += 1;
+                self.reject(sink, line, "", "", reason)?;
+                Ok(Flow::Go)
+            }
+            Next::Record => {
+                let layout = match layout {
+                    Some(l) => &*l,
+                    None => match self.first_record(rec) {
+                        Ok((l, is_header)) => {
+                            self.report.warnings.extend(l.warnings.iter().cloned());
+                            let l = layout.insert(l);
+                            if is_header {
+                                return Ok(Flow::Go);
                             }
-                            Err(why) => {
-                                self.report.input_rejected = Some(why);
-                                return Ok(());
-                            }
-                        },
-                    };
-                    self.report.rows_read += 1;
-                    if let RowResult::Rejected = self.row(&rec, layout, sink)? {
-                        if self.cfg.invalid_rows == InvalidRows::RejectFile {
-                            let first = &self.report.rejected[0];
-                            self.report.input_rejected = Some(format!(
-                                "line {} was rejected ({}) and invalid_rows = \"reject-file\"; \
-                                 fix the row and drop the file again",
-                                first.line, first.reason
-                            ));
-                            return Ok(());
+                            &*l
                         }
+                        Err(why) => {
+                            self.report.input_rejected = Some(why);
+                            return Ok(Flow::Stop);
+                        }
+                    },
+                };
+                self.report.rows_read += 1;
+                if let RowResult::Rejected = self.row(rec, layout, sink)? {
+                    if self.cfg.invalid_rows == InvalidRows::RejectFile {
+                        let first = &self.report.rejected[0];
+                        self.report.input_rejected = Some(format!(
+                            "line {} was rejected ({}) and invalid_rows = \"reject-file\"; \
+                             fix the row and drop the file again",
+                            first.line, first.reason
+                        ));
+                        return Ok(Flow::Stop);
                     }
                 }
+                Ok(Flow::Go)
             }
         }
     }
@@ -314,7 +422,7 @@ impl Run<'_> {
         let header = is_header.then_some(&names[..]);
         let layout =
             dialect::resolve_layout(&self.cfg.columns, header, self.cfg.template.is_some())?;
-        if is_header {
+        if is_header || self.sheet {
             self.width = names.len();
         }
         if let Some(t) = &self.cfg.template {
@@ -386,6 +494,9 @@ impl Run<'_> {
         else {
             return Ok(Placement::default());
         };
+        if self.sheet {
+            return Ok(Placement::default()); // cells past the header are separate: ignored
+        }
         let surplus = last + 1 - width;
         match &self.absorb {
             Ok(column) => Ok(Placement {
@@ -456,7 +567,28 @@ impl Run<'_> {
             number.as_ref().map_or("", |s| *s),
             id.as_ref().map_or("", |s| *s),
         );
+        let used = |c: usize| {
+            c == layout.number
+                || Some(c) == layout.text
+                || Some(c) == layout.correlation_id
+                || self
+                    .template
+                    .as_ref()
+                    .is_some_and(|t| t.columns().any(|t| t == c))
+        };
+        let cell_error = self
+            .cell_errors
+            .iter()
+            .find(|(c, _)| used(*c))
+            .map(|(c, e)| {
+                format!(
+                    "the cell in column {} holds the error {e} (a formula that failed); fix the \
+                 formula or the data it uses and save the workbook again",
+                    c + 1
+                )
+            });
         let checked = match (placed, number, text, id) {
+            _ if cell_error.is_some() => Err(cell_error.unwrap_or_default()),
             (Err(why), ..) => Err(why),
             (_, Err(e), _, _) => Err(bad_encoding("number", &e)),
             (_, _, Err(why), _) => Err(why),
@@ -729,5 +861,7 @@ fn say(p: FieldProblem) -> String {
     p.to_string()
 }
 
+#[cfg(test)]
+mod sheet_tests;
 #[cfg(test)]
 mod tests;
