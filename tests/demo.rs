@@ -35,6 +35,9 @@ fn the_demo_shows_every_sample_ending_as_expected() {
         "excel-utf8-bom.csv",
         "lembretes-tab.txt",
         "com-erros.csv",
+        "campanha-virgulas.csv",
+        "contatos.xlsx",
+        "faturas-dados.csv",
     ] {
         let line = text
             .lines()
@@ -47,12 +50,12 @@ fn the_demo_shows_every_sample_ending_as_expected() {
     }
     assert!(text.contains("every sample ended as expected"), "{text}");
     let reports = std::fs::read_dir(ws.join("state/reports")).unwrap().count();
-    assert_eq!(reports, 8, "a JSON and a CSV report per sample");
+    assert_eq!(reports, 14, "a JSON and a CSV report per sample");
     assert_eq!(
         std::fs::read_dir(ws.join("sandbox/success"))
             .unwrap()
             .count(),
-        4
+        7
     );
     eprintln!("demo took {:.1}s", start.elapsed().as_secs_f64());
 }

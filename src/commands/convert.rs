@@ -223,7 +223,7 @@ fn print_human(out: &mut impl Write, r: &InputResult) -> io::Result<()> {
     }
     writeln!(
         out,
-        "  {} rows read, {} to send, {} rejected, {} changed by sanitising",
+        "  {} rows read, {} to send, {} rejected, {} changed (sanitised or rebuilt)",
         rep.rows_read, rep.rows_sent, rep.rows_rejected, rep.rows_changed
     )?;
     if !rep.encoding.is_empty() {

@@ -43,7 +43,7 @@ pub struct RejectedRow {
     pub reason: String,
 }
 
-/// A row that was sent changed by sanitising.
+/// A row that was sent changed by sanitising or a rebuild.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChangedRow {
     pub line: u64,
@@ -97,7 +97,7 @@ pub struct ConvertReport {
     pub rows_sent: u64,
     /// Rows not sent.
     pub rows_rejected: u64,
-    /// Sent rows changed by sanitising.
+    /// Sent rows changed by sanitising or a rebuild.
     pub rows_changed: u64,
     /// Blank lines and rows of only delimiters, ignored.
     pub blank_rows: u64,
