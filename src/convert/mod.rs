@@ -224,6 +224,7 @@ fn convert_workbook(
     let mut layout = None;
     let format = sheet::CellFormat {
         date_format: &cfg.date_format,
+        max_held_bytes: limit.saturating_mul(2),
     };
     let read = sheet::read(&data, cfg.sheet.as_deref(), &format, &mut |rec, note| {
         let next = match note {

@@ -35,11 +35,17 @@ pub fn is_workbook_file(path: &std::path::Path) -> bool {
         .is_ok_and(|()| is_workbook(&head))
 }
 
-/// How a sheet's cells are written as text.
+/// How a workbook is read and its cells written as text.
 pub struct CellFormat<'a> {
     /// chrono format for dates, e.g. `%d/%m/%Y`.
     pub date_format: &'a str,
+    /// Most bytes a part that calamine holds in memory whole (`xl/sharedStrings.xml`, an
+    /// `.ods`'s `content.xml`) may unpack to.
+    pub max_held_bytes: u64,
 }
+
+/// The parts of a ZIP workbook that calamine unpacks whole into memory.
+const HELD_PARTS: [&str; 2] = ["xl/sharedStrings.xml", "content.xml"];
 
 /// What to do with each row: `Ok(true)` goes on, `Ok(false)` stops reading.
 pub type OnRow<'f, E> = dyn FnMut(&RawRecord, RowNote<'_>) -> Result<bool, E> + 'f;
@@ -79,6 +85,9 @@ pub fn read<E>(
             }
         }
     } else {
+        if let Some(why) = oversized_part(data, format.max_held_bytes) {
+            return Ok(Err(why));
+        }
         match Xlsx::new(cursor.clone()) {
             Ok(x) => Book::Xlsx(x),
             Err(XlsxError::Password) => return Ok(Err(password())),
@@ -182,6 +191,22 @@ impl Book<'_> {
         rows.flush(on_row)?;
         Ok(Ok(describe(kind, &name)))
     }
+}
+
+/// A part calamine would unpack whole whose declared size is over `max`, named with what to do.
+fn oversized_part(data: &[u8], max: u64) -> Option<String> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(data)).ok()?;
+    HELD_PARTS.iter().find_map(|name| {
+        let size = archive.by_name(name).ok()?.size();
+        (size > max).then(|| {
+            format!(
+                "the workbook's {name} unpacks to {} MB, over the {} MB smsdrop holds in memory \
+                 (twice [input] max_workbook_mb); split the sheet or save it as CSV",
+                size / (1024 * 1024),
+                max / (1024 * 1024)
+            )
+        })
+    })
 }
 
 fn describe(kind: &str, sheet: &str) -> String {

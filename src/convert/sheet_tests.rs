@@ -195,9 +195,30 @@ fn unusable_workbooks_are_rejected_with_what_to_do() {
     small.max_workbook_bytes = 1000;
     let (_, rep) = run_with(billing_workbook(), &small);
     assert!(
-        rep.input_rejected.unwrap().contains("max_workbook_mb"),
+        rep.input_rejected
+            .unwrap()
+            .contains("larger than [input] max_workbook_mb"),
         "size limit"
     );
+    // A small file whose shared strings unpack to far more (a bomb, or just too much): refused
+    // before calamine unpacks them.
+    let mut book = Workbook::new();
+    let s = book.add_worksheet();
+    s.write_string(0, 0, "celular").unwrap();
+    s.write_string(0, 1, "texto").unwrap();
+    for i in 1..200u32 {
+        s.write_number(i, 0, 5511900000000.0 + f64::from(i))
+            .unwrap();
+        s.write_string(i, 1, format!("{i} {}", "a".repeat(1000)))
+            .unwrap();
+    }
+    let bytes = book.save_to_buffer().unwrap();
+    let mut tight = cfg.clone();
+    tight.max_workbook_bytes = bytes.len() as u64 * 2;
+    let (rows, rep) = run_with(bytes, &tight);
+    assert!(rows.is_empty());
+    let why = rep.input_rejected.unwrap();
+    assert!(why.contains("xl/sharedStrings.xml unpacks to"), "{why}");
 }
 
 #[test]
@@ -229,4 +250,37 @@ fn huge_and_odd_sheets_stay_bounded() {
     let (rows, rep) = run_with(book.save_to_buffer().unwrap(), &Config::defaults().input);
     assert_eq!(rows, vec![row(1, "5511999999999", "TRUE", "")]);
     assert!(rep.rejected[0].reason.contains("text is empty"));
+}
+
+/// Writes the workbook the README's memory figure was measured on (`ROWS` rows, every text a
+/// distinct shared string: the worst case for calamine's in-memory string table):
+/// `SMSDROP_BIG_XLSX=/tmp/big.xlsx ROWS=500000 cargo test --lib big_workbook -- --ignored`,
+/// then `/usr/bin/time -v smsdrop convert --subaccount X --out /tmp/o /tmp/big.xlsx`.
+#[test]
+#[ignore = "a measuring aid, not a test"]
+fn big_workbook_for_measuring() {
+    let path = std::env::var("SMSDROP_BIG_XLSX").unwrap_or_else(|_| "/tmp/big.xlsx".into());
+    let rows: u32 = std::env::var("ROWS").map_or(500_000, |r| r.parse().unwrap());
+    let mut book = Workbook::new();
+    let s = book.add_worksheet();
+    for (c, h) in ["celular", "nome", "valor", "mensagem", "id"]
+        .iter()
+        .enumerate()
+    {
+        s.write_string(0, c as u16, *h).unwrap();
+    }
+    for i in 1..=rows {
+        s.write_number(i, 0, 5511900000000.0 + f64::from(i))
+            .unwrap();
+        s.write_string(i, 1, format!("Cliente {i}")).unwrap();
+        s.write_number(i, 2, 100.5 + f64::from(i)).unwrap();
+        s.write_string(
+            i,
+            3,
+            format!("Sua fatura número {i} vence amanhã, pague pelo app"),
+        )
+        .unwrap();
+        s.write_string(i, 4, format!("ID-{i}")).unwrap();
+    }
+    book.save(&path).unwrap();
 }
