@@ -3,14 +3,17 @@
 //!
 //! Each input is converted twice: with `Config::defaults()`, and with a variant of the `[input]`
 //! settings picked by its first two bytes (delimiter, encoding, header, sanitize, invalid_rows,
-//! columns, country code). The whole input is the file both times, so plain CSV seeds work.
+//! columns, country code, extra_fields, template, absorb_column). The whole input is the file
+//! both times, so plain CSV seeds work; workbook seeds (`PK..`, OLE) go through calamine.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use smsdrop::batch::{check_batch, check_line, BatchCheck, HEADER_LINE, TRAILER};
 use smsdrop::config::{
-    ColumnRef, Config, Delimiter, EncodingChoice, HeaderChoice, InputConfig, InvalidRows, Sanitize,
+    ColumnRef, Config, Delimiter, EncodingChoice, ExtraFields, HeaderChoice, InputConfig,
+    InvalidRows, Sanitize,
 };
+use smsdrop::convert::template::Template;
 use smsdrop::convert::{convert, RejectedRow, Row, RowSink};
 use std::io::{self, Cursor};
 use std::sync::OnceLock;
@@ -102,6 +105,27 @@ fn variant(a: u8, b: u8) -> InputConfig {
             cfg.national_lengths = vec![4, 14];
         }
         3 => cfg.national_lengths = vec![],
+        _ => {}
+    }
+    // The repair of unquoted delimiters, templates and the column that may absorb a surplus.
+    let template = |t: &str| Some(Template::parse(t).expect("a valid template"));
+    match b >> 5 {
+        1 => cfg.extra_fields = ExtraFields::Reject,
+        2 => cfg.template = template("Olá {1}, {3}!"),
+        3 => {
+            cfg.template = template("{nome} deve {valor} {{ok}}");
+            cfg.absorb_column = Some(ColumnRef::Name("nome".into()));
+        }
+        4 => cfg.absorb_column = Some(ColumnRef::Index(1)),
+        5 => {
+            cfg.template = template("{2}{2}{2}");
+            cfg.absorb_column = Some(ColumnRef::Index(1));
+        }
+        6 => cfg.max_workbook_bytes = 4096,
+        7 => {
+            cfg.sheet = Some("Plan2".into());
+            cfg.date_format = "%Y-%m-%d %H:%M".into();
+        }
         _ => {}
     }
     cfg
