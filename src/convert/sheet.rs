@@ -267,13 +267,30 @@ fn value(v: &Data) -> Value<'_> {
     }
 }
 
-/// Writes a whole number without a fraction or exponent: `5511999999999`, never `5.5E+12`.
+/// Writes a whole number without a fraction or exponent (`5511999999999`, never `5.5E+12`),
+/// and any other to 15 significant digits as a spreadsheet shows it, without trailing zeros
+/// (`=1.1*100` is `110`, not `110.00000000000001`).
 fn write_number(f: f64, out: &mut String) {
     use std::fmt::Write;
-    if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e17 {
+    if !f.is_finite() {
+        let _ = write!(out, "{f}");
+    } else if f == 0.0 {
+        out.push('0'); // also -0.0
+    } else if f.fract() == 0.0 && f.abs() < 1e17 {
         let _ = write!(out, "{f:.0}");
     } else {
-        let _ = write!(out, "{f}");
+        let magnitude = f.abs().log10().floor() as i32;
+        let decimals = (14 - magnitude).clamp(0, 30) as usize;
+        let start = out.len();
+        let _ = write!(out, "{f:.decimals$}");
+        if out[start..].contains('.') {
+            let kept = out.trim_end_matches('0').trim_end_matches('.').len();
+            out.truncate(kept);
+        }
+        if &out[start..] == "-0" {
+            out.truncate(start);
+            out.push('0'); // a tiny negative rounded away
+        }
     }
 }
 
@@ -390,4 +407,30 @@ fn iso_date(s: &str) -> Option<chrono::NaiveDateTime> {
         .and_then(|t| chrono::NaiveTime::parse_from_str(t, "%H:%M:%S").ok())
         .unwrap_or_default();
     Some(date.and_time(time))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_read_as_a_spreadsheet_shows_them() {
+        let cases: [(f64, &str); 12] = [
+            (5511999999999.0, "5511999999999"),
+            (150.5, "150.5"),
+            (1.1 * 100.0, "110"),
+            (0.1 + 0.2, "0.3"),
+            (-2.5, "-2.5"),
+            (1e-7, "0.0000001"),
+            (-1e-20, "-0.00000000000000000001"),
+            (-0.0, "0"),
+            (-1e-40, "0"),
+            (123_456_789.123_456_7, "123456789.123457"),
+            (1e20, "100000000000000000000"),
+            (f64::NAN, "NaN"),
+        ];
+        for (f, want) in cases {
+            let mut s = String::new();
+            super::write_number(f, &mut s);
+            assert_eq!(s, want, "{f:?}");
+        }
+    }
 }
