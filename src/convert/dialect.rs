@@ -232,6 +232,36 @@ pub fn resolve_layout(
     })
 }
 
+/// Column `col` of the input (0-based), found by name in the header or by position; `key` names
+/// the setting for messages.
+///
+/// # Errors
+/// The name is not in the header, or there is no header.
+pub fn column_index(
+    col: &ColumnRef,
+    header: Option<&[String]>,
+    key: &str,
+) -> Result<usize, String> {
+    match col {
+        ColumnRef::Index(i) => Ok(*i),
+        ColumnRef::Name(name) => {
+            let want = fold_name(name);
+            header
+                .and_then(|h| h.iter().position(|n| fold_name(n) == want))
+                .ok_or_else(|| match header {
+                    Some(h) => format!(
+                        "[input] {key} names the column {name:?}, which is not in the header ({})",
+                        h.join(", ")
+                    ),
+                    None => format!(
+                        "[input] {key} names the column {name:?}, but this file has no header \
+                         row; give the column's position (1, 2, ...) instead"
+                    ),
+                })
+        }
+    }
+}
+
 /// How each field's bytes become text; tracks what an `auto` input turned out to be.
 #[derive(Debug, Clone)]
 pub struct FieldDecoder {

@@ -1,22 +1,26 @@
 //! Convert: bytes of an ERP export in, validated gateway rows out.
 //!
-//! [`convert`] reads any dialect the ERP wrote (see [`dialect`]), applies the field rules of
-//! [`rules`] to every row, counts billable parts ([`billing`]) and hands each good row to a
-//! [`RowSink`]. It is pure: no I/O beyond the reader and sink it is given, never a panic on input,
-//! and memory bounded whatever the input's size. What happened to every row ends in a
+//! [`convert`] reads any dialect the ERP wrote (see [`dialect`]), or a workbook ([`sheet`]),
+//! places fields into columns (rebuilding texts split by unquoted delimiters, `repair`), builds
+//! texts from [`template`]s, applies the field rules of [`rules`] to every row, counts billable
+//! parts ([`billing`]) and hands each good row to a [`RowSink`]. It is pure: no I/O beyond the
+//! reader and sink it is given, never a panic on input, and memory bounded whatever the input's
+//! size (a workbook: up to `[input] max_workbook_mb`). What happened to every row ends in a
 //! [`ConvertReport`].
 
 pub mod billing;
 pub mod dialect;
 pub mod reader;
+mod repair;
 pub mod rules;
 pub mod sheet;
 pub mod template;
 
-use crate::config::{ColumnRef, Delimiter, ExtraFields, HeaderChoice, InputConfig, InvalidRows};
+use crate::config::{Delimiter, ExtraFields, HeaderChoice, InputConfig, InvalidRows};
 use billing::Billing;
 use dialect::{FieldDecoder, Layout};
 use reader::{Bom, Next, RawRecord, RecordReader};
+use repair::{column_str, Placement, Repair};
 use rules::{FieldProblem, NumberRules, MAX_ID_CHARS, MAX_TEXT_CHARS};
 use serde::Serialize;
 use std::io::{self, Read};
@@ -219,7 +223,7 @@ fn convert_workbook(
     // Cells are text already: UTF-8 whatever [input] encoding says, and never split.
     let decoder = FieldDecoder::new(crate::config::EncodingChoice::Utf8);
     let mut run = Run::new(cfg, decoder, 0, b',');
-    run.sheet = true;
+    run.repair.sheet = true;
     run.report.delimiter = String::new();
     let mut layout = None;
     let format = sheet::CellFormat {
@@ -282,13 +286,10 @@ struct Run<'c> {
     template: Option<template::Resolved>,
     /// One buffer per placeholder, reused from row to row.
     scratch: Vec<String>,
-    /// Reading a workbook: cells are exact, no delimiter can shift them.
-    sheet: bool,
     /// Columns of the current spreadsheet row holding formula errors, with the error.
     cell_errors: Vec<(usize, String)>,
-    /// The one column that takes a row's surplus fields (an unquoted delimiter inside it), or
-    /// why no column can.
-    absorb: Result<usize, String>,
+    /// Which column takes a row's surplus fields, if any.
+    repair: Repair,
     /// Decoding buffers for number, correlation id and text.
     bufs: [String; 3],
     text: String,
@@ -316,10 +317,9 @@ impl<'c> Run<'c> {
             report,
             width,
             delimiter: delimiter as char,
-            absorb: Err(String::new()),
+            repair: Repair::default(),
             template: None,
             scratch: vec![],
-            sheet: false,
             cell_errors: vec![],
             bufs: Default::default(),
             text: String::new(),
@@ -423,7 +423,7 @@ impl<'c> Run<'c> {
         let header = is_header.then_some(&names[..]);
         let layout =
             dialect::resolve_layout(&self.cfg.columns, header, self.cfg.template.is_some())?;
-        if is_header || self.sheet {
+        if is_header || self.repair.sheet {
             self.width = names.len();
         }
         if let Some(t) = &self.cfg.template {
@@ -431,99 +431,15 @@ impl<'c> Run<'c> {
             self.scratch = vec![String::new(); resolved.placeholders()];
             self.template = Some(resolved);
         }
-        self.absorb = match &self.cfg.absorb_column {
-            _ if self.cfg.extra_fields == ExtraFields::Reject => {
-                Err("[input] extra_fields = \"reject\"".into())
-            }
-            Some(col) => Ok(column_index(col, header, "absorb_column")?),
-            None => self.absorbing_column(&layout, header),
+        self.repair.absorb = match &self.cfg.absorb_column {
+            _ if self.cfg.extra_fields == ExtraFields::Reject => Err(String::new()),
+            Some(col) => Ok(dialect::column_index(col, header, "absorb_column")?),
+            None => repair::absorbing_column(&layout, header, self.width),
         };
         if is_header {
             self.report.header = Some(names);
         }
         Ok((layout, is_header))
-    }
-
-    /// The column that may hold unquoted delimiters: the text, when every other column is the
-    /// number or the correlation id (each anchored by position to the left or the right of it).
-    /// Another column could hold them as well, and then nothing says which did.
-    fn absorbing_column(
-        &self,
-        layout: &Layout,
-        header: Option<&[String]>,
-    ) -> Result<usize, String> {
-        let Some(text) = layout.text else {
-            return Err(
-                "with a template there is no text column to take them; if one column may hold \
-                 the delimiter (e.g. a name written \"Surname, Name\"), name it in [input] \
-                 absorb_column"
-                    .into(),
-            );
-        };
-        let mapped = |i: usize| i == layout.number || i == text || layout.correlation_id == Some(i);
-        let others: Vec<String> = (0..self.width)
-            .filter(|&i| !mapped(i))
-            .map(|i| match header.and_then(|h| h.get(i)) {
-                Some(name) if !name.is_empty() => format!("{name:?}"),
-                _ => format!("column {}", i + 1),
-            })
-            .collect();
-        if others.is_empty() {
-            Ok(text)
-        } else {
-            Err(format!(
-                "besides the text, {} could hold it, so the columns are ambiguous",
-                others.join(", ")
-            ))
-        }
-    }
-
-    /// Where a row's columns lie: with more fields than the header, the surplus joins the
-    /// absorbing column, the columns before it counted from the left and those after it from the
-    /// right. Empty fields past the header are trailing delimiters and ignored, as before.
-    fn place(&self, rec: &RawRecord, layout: &Layout) -> Result<Placement, String> {
-        let used = [Some(layout.number), layout.text, layout.correlation_id]
-            .into_iter()
-            .flatten()
-            .chain(self.template.iter().flat_map(|t| t.columns()))
-            .max()
-            .map_or(0, |i| i + 1);
-        let width = self.width.max(used);
-        let Some(last) = (width..rec.len())
-            .rev()
-            .find(|&i| !rec.get(i).unwrap_or_default().is_empty())
-        else {
-            return Ok(Placement::default());
-        };
-        if self.sheet {
-            return Ok(Placement::default()); // cells past the header are separate: ignored
-        }
-        let surplus = last + 1 - width;
-        match &self.absorb {
-            Ok(column) => Ok(Placement {
-                column: *column,
-                surplus,
-            }),
-            Err(why) => {
-                let base = format!(
-                    "the row has {} fields where the {} has {width}: a {:?} inside a field without \
-                     quotes shifts the columns",
-                    last + 1,
-                    if self.report.header.is_some() { "header" } else { "file usually" },
-                    self.report.delimiter,
-                );
-                Err(
-                    if why.is_empty() || self.cfg.extra_fields == ExtraFields::Reject {
-                        format!("{base}; quote the field (\"...\") or remove the character in the export")
-                    } else {
-                        format!(
-                        "{base} and cannot be rebuilt ({why}); quote the field (\"...\") or remove \
-                         the character in the export"
-                    )
-                    },
-                )
-            }
-        }
     }
 
     fn number_rules(&self) -> NumberRules<'_> {
@@ -542,7 +458,18 @@ impl<'c> Run<'c> {
         // Buffers reused from row to row: no allocation per row on the common path.
         let mut bufs = std::mem::take(&mut self.bufs);
         let whole = self.decoder.whole(rec.bytes());
-        let placed = self.place(rec, layout);
+        let used = [Some(layout.number), layout.text, layout.correlation_id]
+            .into_iter()
+            .flatten()
+            .chain(self.template.iter().flat_map(|t| t.columns()))
+            .max()
+            .map_or(0, |i| i + 1);
+        let placed = self.repair.place(
+            rec,
+            self.width.max(used),
+            self.report.header.is_some(),
+            &self.report.delimiter,
+        );
         let at = placed.clone().unwrap_or_default();
         let [nbuf, ibuf, tbuf] = &mut bufs;
         let (d, delim) = (&mut self.decoder, self.delimiter);
@@ -747,98 +674,6 @@ impl<'c> Run<'c> {
             self.report.rejected.push(row);
         }
         Ok(())
-    }
-}
-
-/// Which fields of a row make up each column (see [`Run::place`]).
-#[derive(Debug, Clone, Copy, Default)]
-struct Placement {
-    /// The column that takes the surplus.
-    column: usize,
-    /// Fields more than the header has (unquoted delimiters inside `column`).
-    surplus: usize,
-}
-
-impl Placement {
-    /// The fields column `col` spans.
-    fn fields(&self, col: Option<usize>) -> Option<std::ops::Range<usize>> {
-        let col = col?;
-        Some(if self.surplus == 0 || col < self.column {
-            col..col + 1
-        } else if col == self.column {
-            col..col + 1 + self.surplus
-        } else {
-            col + self.surplus..col + self.surplus + 1
-        })
-    }
-}
-
-/// A column as text: one field as [`field_str`] reads it, or several joined back with the
-/// delimiter they were split at.
-fn column_str<'a>(
-    decoder: &mut FieldDecoder,
-    whole: Option<&'a str>,
-    rec: &'a RawRecord,
-    fields: Option<std::ops::Range<usize>>,
-    delimiter: char,
-    buf: &'a mut String,
-) -> Result<&'a str, dialect::BadEncoding> {
-    let Some(fields) = fields else {
-        return Ok("");
-    };
-    if fields.len() == 1 {
-        return field_str(decoder, whole, rec, Some(fields.start), buf);
-    }
-    buf.clear();
-    for (k, i) in fields.enumerate() {
-        if k > 0 {
-            buf.push(delimiter);
-        }
-        decoder.decode_into(rec.get(i).unwrap_or_default(), buf)?;
-    }
-    Ok(buf.as_str())
-}
-
-/// Field `i` as text: a slice of the whole record when it is UTF-8, else decoded into `buf`.
-/// A missing field is empty.
-fn field_str<'a>(
-    decoder: &mut FieldDecoder,
-    whole: Option<&'a str>,
-    rec: &'a RawRecord,
-    i: Option<usize>,
-    buf: &'a mut String,
-) -> Result<&'a str, dialect::BadEncoding> {
-    let Some(range) = i.and_then(|i| rec.range(i)) else {
-        return Ok("");
-    };
-    // The record holds its fields without delimiters or quotes, so bytes of two fields can join
-    // into one character (`\xCE` ends one, `\xB0` starts the next): the whole record is UTF-8
-    // but the field is not. Such a field is decoded on its own.
-    match whole.and_then(|w| w.get(range.clone())) {
-        Some(s) => Ok(s),
-        None => decoder.decode(&rec.bytes()[range], buf),
-    }
-}
-
-/// Column `col` of the input (0-based), found by name in the header or by position.
-fn column_index(col: &ColumnRef, header: Option<&[String]>, key: &str) -> Result<usize, String> {
-    match col {
-        ColumnRef::Index(i) => Ok(*i),
-        ColumnRef::Name(name) => {
-            let want = dialect::fold_name(name);
-            header
-                .and_then(|h| h.iter().position(|n| dialect::fold_name(n) == want))
-                .ok_or_else(|| match header {
-                    Some(h) => format!(
-                        "[input] {key} names the column {name:?}, which is not in the header ({})",
-                        h.join(", ")
-                    ),
-                    None => format!(
-                        "[input] {key} names the column {name:?}, but this file has no header \
-                         row; give the column's position (1, 2, ...) instead"
-                    ),
-                })
-        }
     }
 }
 
