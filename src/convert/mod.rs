@@ -606,7 +606,10 @@ impl<'c> Run<'c> {
                 at.surplus, self.report.delimiter
             )
         })?;
-        self.check_swallowed_rows(raw_text, rec.line)?;
+        if !self.repair.sheet {
+            // A cell's line breaks are its own: no quote can have swallowed a row.
+            self.check_swallowed_rows(raw_text, rec.line)?;
+        }
         let mode = self.cfg.sanitize;
         let mut changed = vec![];
         self.text.clear();

@@ -147,11 +147,18 @@ pub(super) fn column_str<'a>(
         return field_str(decoder, whole, rec, Some(fields.start), buf);
     }
     buf.clear();
+    let mut blank = true;
     for (k, i) in fields.enumerate() {
         if k > 0 {
             buf.push(delimiter);
         }
+        let at = buf.len();
         decoder.decode_into(rec.get(i).unwrap_or_default(), buf)?;
+        blank &= buf[at..].trim().is_empty();
+    }
+    // Only delimiters and blanks: the column is empty, not a message of commas.
+    if blank {
+        buf.clear();
     }
     Ok(buf.as_str())
 }

@@ -240,6 +240,18 @@ fn huge_and_odd_sheets_stay_bounded() {
     assert_eq!(rep.rows_rejected, 2, "{:?}", rep.rejected);
     assert!(rep.rejected.iter().all(|r| r.reason.contains("too large")));
 
+    // A cell's own line breaks are sanitised, never taken for a row an unclosed quote swallowed.
+    let mut book = Workbook::new();
+    let s = book.add_worksheet();
+    s.write_number(0, 0, 11999999999.0).unwrap();
+    s.write_string(0, 1, "Pedido:\n11988888888;1 item").unwrap();
+    let (rows, rep) = run_with(book.save_to_buffer().unwrap(), &Config::defaults().input);
+    assert_eq!(
+        rows,
+        vec![row(1, "5511999999999", "Pedido: 11988888888,1 item", "")]
+    );
+    assert_eq!(rep.rows_changed, 1);
+
     // A headerless sheet, booleans and a text that is all spaces.
     let mut book = Workbook::new();
     let s = book.add_worksheet();

@@ -271,6 +271,13 @@ fn unquoted_delimiters_are_joined_back_into_the_text_when_unambiguous() {
             ],
             "text contained 1 unquoted ';'; rebuilt",
         ),
+        // Only delimiters: an empty text, not a message of commas.
+        (
+            "celular,texto,id\n5521980000001, , ,X\n",
+            false,
+            vec![],
+            "text is empty",
+        ),
         // Empty fields past the header are trailing delimiters: nothing to rebuild.
         (
             "telefone;mensagem;id\n11988888888;ok;P2;;\n",
