@@ -131,7 +131,12 @@ impl Book<'_> {
                 Some(n) => n.clone(),
                 None => return Ok(Err("the workbook has no sheet".into())),
             },
-            Some(want) => match names.iter().find(|n| n.as_str() == want) {
+            Some(want) => match names.iter().find(|n| n.as_str() == want).or_else(|| {
+                let folded = super::dialect::fold_name(want);
+                names
+                    .iter()
+                    .find(|n| super::dialect::fold_name(n) == folded)
+            }) {
                 Some(n) => n.clone(),
                 None => {
                     return Ok(Err(format!(
@@ -233,6 +238,8 @@ enum Value<'a> {
     Float(f64),
     Bool(bool),
     Date(Option<chrono::NaiveDateTime>),
+    /// A time of day alone (a date cell below 1: `10:30`).
+    Time(Option<chrono::NaiveDateTime>),
     Iso(&'a str),
     Error(String),
     Empty,
@@ -246,6 +253,7 @@ fn value_ref<'a>(v: &'a DataRef<'_>) -> Value<'a> {
         DataRef::Float(f) => Value::Float(*f),
         DataRef::Bool(b) => Value::Bool(*b),
         DataRef::DateTime(d) if d.is_duration() => Value::Float(d.as_f64()),
+        DataRef::DateTime(d) if (0.0..1.0).contains(&d.as_f64()) => Value::Time(d.as_datetime()),
         DataRef::DateTime(d) => Value::Date(d.as_datetime()),
         DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => Value::Iso(s),
         DataRef::Error(e) => Value::Error(e.to_string()),
@@ -260,6 +268,7 @@ fn value(v: &Data) -> Value<'_> {
         Data::Float(f) => Value::Float(*f),
         Data::Bool(b) => Value::Bool(*b),
         Data::DateTime(d) if d.is_duration() => Value::Float(d.as_f64()),
+        Data::DateTime(d) if (0.0..1.0).contains(&d.as_f64()) => Value::Time(d.as_datetime()),
         Data::DateTime(d) => Value::Date(d.as_datetime()),
         Data::DateTimeIso(s) | Data::DurationIso(s) => Value::Iso(s),
         Data::Error(e) => Value::Error(e.to_string()),
@@ -346,7 +355,11 @@ impl<'f> Rows<'f> {
             Value::Float(f) => write_number(f, &mut self.cell),
             Value::Bool(b) => self.cell.push_str(if b { "TRUE" } else { "FALSE" }),
             Value::Date(Some(d)) => self.push_date(d),
-            Value::Date(None) => {
+            Value::Time(Some(t)) => {
+                use std::fmt::Write;
+                let _ = write!(self.cell, "{}", t.format("%H:%M"));
+            }
+            Value::Date(None) | Value::Time(None) => {
                 let e = "#DATE! (a date out of range)";
                 self.errors.push((col as usize, e.into()));
                 self.cell.push_str(e);

@@ -136,6 +136,11 @@ fn the_date_format_and_the_sheet_are_settings() {
     assert_eq!(rows, vec![row(2, "5511911112222", "resumo", "")]);
     assert_eq!(rep.encoding, "xlsx workbook, sheet \"Resumo\"");
 
+    // A sheet name is matched as written, else as header names are (case, accents).
+    cfg.sheet = Some("RESUMO".into());
+    let (rows, _) = run_with(billing_workbook(), &cfg);
+    assert_eq!(rows.len(), 1);
+
     cfg.sheet = Some("Plan9".into());
     let (rows, rep) = run_with(billing_workbook(), &cfg);
     assert!(rows.is_empty());
@@ -262,6 +267,25 @@ fn huge_and_odd_sheets_stay_bounded() {
     let (rows, rep) = run_with(book.save_to_buffer().unwrap(), &Config::defaults().input);
     assert_eq!(rows, vec![row(1, "5511999999999", "TRUE", "")]);
     assert!(rep.rejected[0].reason.contains("text is empty"));
+}
+
+#[test]
+fn a_time_of_day_is_written_as_one() {
+    let mut book = Workbook::new();
+    let s = book.add_worksheet();
+    s.write_string(0, 0, "celular").unwrap();
+    s.write_string(0, 1, "hora").unwrap();
+    s.write_number(1, 0, 11999999999.0).unwrap();
+    let t = ExcelDateTime::from_hms(9, 30, 0).unwrap();
+    s.write_datetime_with_format(1, 1, &t, &Format::new().set_num_format("hh:mm"))
+        .unwrap();
+    let mut cfg = Config::defaults().input;
+    cfg.template = Some(template::Template::parse("Sua consulta é às {hora}.").unwrap());
+    let (rows, _) = run_with(book.save_to_buffer().unwrap(), &cfg);
+    assert_eq!(
+        rows,
+        vec![row(2, "5511999999999", "Sua consulta é às 09:30.", "")]
+    );
 }
 
 /// Writes the workbook the README's memory figure was measured on (`ROWS` rows, every text a
