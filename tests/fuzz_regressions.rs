@@ -104,3 +104,21 @@ fn a_batch_name_date_is_eight_digits() {
     let n = BatchName::parse("ACME.00000101.01.txt").expect("the year 0 is 8 digits");
     assert_eq!(n.to_string(), "ACME.00000101.01.txt");
 }
+
+/// `reader` crash (issue 12): a truncated `.xls` (an OLE file whose sector table points past its
+/// end) made calamine panic slicing it (`cfb.rs`: "slice index starts at 4096 but ends at 3826").
+/// A panic inside the spreadsheet reader now rejects the workbook as damaged.
+#[test]
+fn a_damaged_workbook_that_panics_calamine_is_rejected() {
+    let found = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sheets/fuzz-cfb-slice.xls"
+    ))
+    .unwrap();
+    for header in [HeaderChoice::Auto, HeaderChoice::No] {
+        let (report, rows) = convert_checked(&found, &input_config(EncodingChoice::Auto, header));
+        assert!(rows.is_empty());
+        let why = report.input_rejected.unwrap_or_default();
+        assert!(why.contains("the workbook is damaged"), "{why}");
+    }
+}

@@ -168,7 +168,26 @@ fn check(data: &[u8], cfg: &InputConfig) {
     );
 }
 
+/// calamine can panic on damaged workbooks; `convert` catches that and rejects the workbook.
+/// libFuzzer's panic hook aborts at once, before the catch: let panics raised inside calamine
+/// unwind to it (a rejection the target then checks), and abort on any other.
+fn let_calamine_panics_unwind() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_calamine = info
+                .location()
+                .is_some_and(|l| l.file().contains("/calamine-"));
+            if !in_calamine {
+                abort(info);
+            }
+        }));
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
+    let_calamine_panics_unwind();
     check(data, defaults());
     if let [a, rest @ ..] = data {
         check(data, &variant(*a, rest.first().copied().unwrap_or(0)));

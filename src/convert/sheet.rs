@@ -62,10 +62,38 @@ pub enum RowNote<'a> {
 /// Reads `sheet` (or the first) of the workbook in `data`, handing each non-empty row to
 /// `on_row`. Returns a description for the report (`xlsx, sheet "Plan1"`).
 ///
+/// calamine can panic on a damaged file (the `reader` fuzz target found a truncated `.xls`
+/// whose sector table slices out of bounds): a panic while reading is caught and the workbook
+/// rejected as damaged, so no input can stop the daemon. Rows already handed on must then be
+/// discarded, as for any rejected input.
+///
 /// # Errors
 /// `Ok(Err(reason))` when the workbook cannot be used (corrupt, password-protected, no such
 /// sheet): the whole input is rejected with the reason. `Err` when `on_row` fails.
 pub fn read<E>(
+    data: &[u8],
+    sheet: Option<&str>,
+    format: &CellFormat<'_>,
+    on_row: &mut OnRow<'_, E>,
+) -> Result<Result<String, String>, E> {
+    let reading = std::panic::AssertUnwindSafe(|| read_unguarded(data, sheet, format, on_row));
+    match std::panic::catch_unwind(reading) {
+        Ok(read) => read,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Ok(Err(format!(
+                "the workbook is damaged: the spreadsheet reader failed on it ({what}); open it \
+                 in a spreadsheet, save it again and drop it again, or save it as CSV"
+            )))
+        }
+    }
+}
+
+fn read_unguarded<E>(
     data: &[u8],
     sheet: Option<&str>,
     format: &CellFormat<'_>,
