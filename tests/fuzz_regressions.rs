@@ -105,20 +105,30 @@ fn a_batch_name_date_is_eight_digits() {
     assert_eq!(n.to_string(), "ACME.00000101.01.txt");
 }
 
-/// `reader` crash (issue 12): a truncated `.xls` (an OLE file whose sector table points past its
-/// end) made calamine panic slicing it (`cfb.rs`: "slice index starts at 4096 but ends at 3826").
-/// A panic inside the spreadsheet reader now rejects the workbook as damaged.
+/// `reader` crashes (issue 12), both `.xls` files (OLE containers) damaged by the fuzzer:
+/// - a sector table pointing past the file's end made calamine panic slicing it (`cfb.rs`:
+///   "slice index starts at 4096 but ends at 3826");
+/// - a cyclic sector chain made calamine read it forever: 4 GB asked for by a 5 KB file.
+///
+/// Both are now refused by the `cfb` crate's check of the container before calamine reads it;
+/// a panic inside calamine would still reject the workbook as damaged.
 #[test]
-fn a_damaged_workbook_that_panics_calamine_is_rejected() {
-    let found = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/sheets/fuzz-cfb-slice.xls"
-    ))
-    .unwrap();
-    for header in [HeaderChoice::Auto, HeaderChoice::No] {
-        let (report, rows) = convert_checked(&found, &input_config(EncodingChoice::Auto, header));
-        assert!(rows.is_empty());
-        let why = report.input_rejected.unwrap_or_default();
-        assert!(why.contains("the workbook is damaged"), "{why}");
+fn damaged_xls_containers_are_rejected_before_calamine_reads_them() {
+    for name in ["fuzz-cfb-slice.xls", "fuzz-cfb-cycle.xls"] {
+        let found = std::fs::read(format!(
+            "{}/tests/fixtures/sheets/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        for header in [HeaderChoice::Auto, HeaderChoice::No] {
+            let (report, rows) =
+                convert_checked(&found, &input_config(EncodingChoice::Auto, header));
+            assert!(rows.is_empty());
+            let why = report.input_rejected.unwrap_or_default();
+            assert!(
+                why.contains("looks like an old Excel (.xls) workbook but cannot be read"),
+                "{name}: {why}"
+            );
+        }
     }
 }

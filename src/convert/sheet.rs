@@ -101,6 +101,10 @@ fn read_unguarded<E>(
 ) -> Result<Result<String, String>, E> {
     let cursor = Cursor::new(data);
     let book = if data.starts_with(OLE) {
+        // Sector chains proven finite and inside the file before calamine follows them.
+        if let Err(e) = cfb::CompoundFile::open(cursor.clone()) {
+            return Ok(Err(corrupt("an old Excel (.xls) workbook", &e)));
+        }
         match Xls::new(cursor.clone()) {
             Ok(x) => Book::Xls(x),
             Err(XlsError::Password) => return Ok(Err(password())),
