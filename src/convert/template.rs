@@ -130,7 +130,16 @@ impl Template {
                         }
                     };
                     match found {
-                        Some(i) => parts.push(ResolvedPart::Column(i, shown)),
+                        Some(i) => {
+                            // A position is named by its header too, for the row's message.
+                            let named = match (col, header.and_then(|h| h.get(i))) {
+                                (ColumnRef::Index(_), Some(name)) if !name.is_empty() => {
+                                    format!("{shown} ({name:?})")
+                                }
+                                _ => shown,
+                            };
+                            parts.push(ResolvedPart::Column(i, named))
+                        }
                         None if !missing.contains(&shown) => missing.push(shown),
                         None => {}
                     }
@@ -309,5 +318,7 @@ mod tests {
             err.contains("{nome} is empty in this row (column 1)"),
             "{err}"
         );
+        let err = render("Olá {1}", &["Nome", "Celular"], &["", "1"]).unwrap_err();
+        assert!(err.contains("{1} (\"Nome\") is empty"), "{err}");
     }
 }
