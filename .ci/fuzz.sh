@@ -12,6 +12,9 @@
 #   listing  any remote listing through BatchName::parse, and the bytes through check_batch
 #   config   any text through Config::parse (an accepted config converts a small export) and
 #            parse_duration
+#   template any text through Template::parse; an accepted one resolved against a header and
+#            rendered with a row (the repair of unquoted delimiters, templates with absorb_column
+#            and workbooks are in reader's config variants and seeds)
 #
 # Seeds: fuzz/seeds/<target>, plus samples/ and tests/corpus/ for reader and config/ for config.
 #
@@ -45,7 +48,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 secs=${FUZZ_SECS:-60}
-all=(reader rules listing config)
+all=(reader rules listing config template)
 if [ "$#" -gt 0 ]; then
   targets=("$@")
 else
@@ -81,7 +84,7 @@ for t in "${targets[@]}"; do
   seeds=()
   [ -d "seeds/$t" ] && seeds+=("seeds/$t")
   case "$t" in
-    reader) seeds+=("$root/samples" "$root/tests/corpus") ;;
+    reader) seeds+=("$root/samples" "$root/tests/corpus" "$root/tests/fixtures/sheets") ;;
     config) seeds+=("$root/config") ;;
   esac
   echo "=== fuzz $t: ${secs}s (seeds: ${seeds[*]:-none}) ==="

@@ -17,8 +17,8 @@ pub use delivery::{
 pub use http::HttpConfig;
 pub use status::{IdMode, StatusConfig, StatusMode, TokenSource, DEFAULT_API_URL};
 pub use validate::{
-    BatchConfig, ColumnRef, Columns, Config, Delimiter, EncodingChoice, HeaderChoice, InputConfig,
-    InvalidRows, Sanitize, Zone, DELIMITERS,
+    BatchConfig, ColumnRef, Columns, Config, Delimiter, EncodingChoice, ExtraFields, HeaderChoice,
+    InputConfig, InvalidRows, Sanitize, SubaccountConfig, Zone, DELIMITERS,
 };
 
 use std::path::{Path, PathBuf};

@@ -369,7 +369,11 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
     // Without a view of the writer (`watch = "poll"`), a file still being written may end in the
     // middle of a row: read up to its last line break, and leave the rest to the late-write
     // watch (sent when complete, or when the watch ends).
-    let limit = if !ctx.cfg.inbox.use_events && watch_until(ctx.cfg, ctx.clock, &job).is_some() {
+    // A workbook is never cut: it is read whole, from its kept copy.
+    let limit = if !ctx.cfg.inbox.use_events
+        && watch_until(ctx.cfg, ctx.clock, &job).is_some()
+        && !crate::convert::sheet::is_workbook_file(job.source())
+    {
         crate::claim::last_line_break(job.source(), job.start_offset).unwrap_or(None)
     } else {
         None
@@ -407,6 +411,7 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
     } else {
         None
     };
+    let input_cfg = ctx.cfg.input_for(Some(&job.subaccount));
     let input = prefix.chain(hasher);
     let (converted, messages) = match journal_id.as_deref() {
         Some(jid) => {
@@ -421,10 +426,10 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
                 record,
             )
             .map_err(local)?;
-            let converted = convert(input, &ctx.cfg.input, &mut ids);
+            let converted = convert(input, &input_cfg, &mut ids);
             (converted, ids.finish().map_err(local)?)
         }
-        None => (convert(input, &ctx.cfg.input, &mut writer), None),
+        None => (convert(input, &input_cfg, &mut writer), None),
     };
     let report = match converted {
         Ok(r) => r,

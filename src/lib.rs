@@ -30,7 +30,8 @@
 //!
 //! Around them:
 //! - [`config`]: the TOML schema, defaults and validation into typed values.
-//! - [`convert`]: ERP export bytes in, validated rows out (dialects, field rules, billing).
+//! - [`convert`]: ERP export bytes in, validated rows out (dialects, field rules, billing, the
+//!   repair of unquoted delimiters, message templates, spreadsheets).
 //! - [`batch`]: the gateway's batch file: names, line format, safe writing.
 //! - [`commands`]: what each CLI subcommand does, on top of the stages above.
 //! - [`crash`]: crash points for the crash tests (feature `crash-points`, never in a release).

@@ -181,7 +181,8 @@ fn write_result_csv(
                 "line;number;correlation_id;status;reason;remote_file"
             )?;
             let read = open_job_input(job, header).map(|(prefix, body)| {
-                convert(std::io::Read::chain(prefix, body), &cfg.input, &mut sink)
+                let input_cfg = cfg.input_for(Some(&job.subaccount));
+                convert(std::io::Read::chain(prefix, body), &input_cfg, &mut sink)
             });
             let wrote_rows = matches!(&read, Ok(Ok(r)) if r.rows_read > 0);
             if !wrote_rows {

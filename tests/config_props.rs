@@ -30,6 +30,7 @@ const KEYS: &[Key] = &[
     Key { section: "sftp", name: "keepalive_secs", lo: 0, hi: 3600 },
     Key { section: "track", name: "poll_secs", lo: 1, hi: 3600 },
     Key { section: "batch", name: "max_rows_per_file", lo: 1, hi: 1_000_000 },
+    Key { section: "input", name: "max_workbook_mb", lo: 1, hi: 1024 },
 ];
 
 /// `[track] give_up_after`: 1s to 30d.
@@ -237,6 +238,11 @@ fn convert_sample(cfg: &Config) -> Result<(), TestCaseError> {
     let rows: u64 = pending.iter().map(|b| b.rows).sum();
     prop_assert_eq!(rows, report.rows_sent);
     let _ = cfg.batch.zone.today();
+    // And a workbook, under the config's size limit.
+    let book: &[u8] = include_bytes!("../samples/contatos.xlsx");
+    let mut rows: Vec<(u64, String, String, String)> = vec![];
+    let report = convert(std::io::Cursor::new(book), &cfg.input, &mut rows).unwrap();
+    prop_assert_eq!(report.rows_read, report.rows_sent + report.rows_rejected);
     Ok(())
 }
 

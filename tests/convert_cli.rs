@@ -24,16 +24,28 @@ fn convert(dir: &Dir, extra: &[&str], inputs: &[&str]) -> std::process::Output {
 
 #[test]
 fn samples_convert_byte_for_byte() {
+    let template = root().join("config/faturas-template.toml");
+    let template = template.to_str().unwrap();
     let cases = [
-        ("protheus-cobranca.csv", 0),
-        ("excel-utf8-bom.csv", 0),
-        ("lembretes-tab.txt", 0),
-        ("com-erros.csv", 3),
+        ("protheus-cobranca.csv", 0, None),
+        ("excel-utf8-bom.csv", 0, None),
+        ("lembretes-tab.txt", 0, None),
+        ("com-erros.csv", 3, None),
+        // Unquoted commas in the texts, rebuilt.
+        ("campanha-virgulas.csv", 0, None),
+        // Phones stored as numbers in a workbook: exact digits.
+        ("contatos.xlsx", 0, None),
+        // Data only: the text comes from the template; the row without an amount is rejected.
+        ("faturas-dados.csv", 3, Some(template)),
     ];
-    for (sample, code) in cases {
+    for (sample, code, config) in cases {
         let dir = Dir::new();
         let input = root().join("samples").join(sample);
-        let out = convert(&dir, &[], &[input.to_str().unwrap()]);
+        let extra = match config {
+            Some(c) => vec!["--config", c],
+            None => vec![],
+        };
+        let out = convert(&dir, &extra, &[input.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(code), "{sample}: {}", show(&out));
         assert_eq!(dir.list("out"), vec!["ACME.20261125.01.txt"], "{sample}");
         let got = std::fs::read(dir.path().join("out/ACME.20261125.01.txt")).unwrap();
@@ -151,11 +163,17 @@ fn json_summary_counts_rows_and_billing() {
             i["rows_sent"].as_u64(),
             i["rows_rejected"].as_u64()
         ),
-        (Some(11), Some(3), Some(8))
+        (Some(11), Some(4), Some(7))
     );
     assert_eq!(i["rejected"][0]["line"], 3);
-    assert_eq!(i["billing"]["parts"], 3);
-    assert_eq!(i["outputs"][0]["rows"], 3);
+    assert_eq!(i["billing"]["parts"], 4);
+    assert_eq!(i["outputs"][0]["rows"], 4);
+    // Line 12's text held an unquoted `;`: rebuilt, and said so.
+    assert_eq!(i["changed"][0]["line"], 12);
+    assert_eq!(
+        i["changed"][0]["note"],
+        "text contained 1 unquoted ';'; rebuilt"
+    );
 }
 
 #[test]
@@ -302,4 +320,45 @@ fn a_name_that_is_not_utf8_is_reported_not_a_crash() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["inputs"][0]["input"], "caf\u{fffd}.csv");
+}
+
+#[test]
+fn convert_shows_repairs_and_the_first_rendered_message() {
+    let dir = Dir::new();
+    let template = root().join("config/faturas-template.toml");
+    let out = convert(
+        &dir,
+        &["--config", template.to_str().unwrap()],
+        &[
+            root().join("samples/faturas-dados.csv").to_str().unwrap(),
+            root()
+                .join("samples/campanha-virgulas.csv")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "  first message: Olá Maria Souza, sua fatura de R$ 89,90 vence em 10/12/2026. Código FAT-2001.",
+        "  line 4: rejected: the template's {valor} is empty in this row (column 2)",
+        // The template applies to every input: the campaign export lacks its columns.
+        "REJECTED: the template ([input] template) names {nome}, {valor}, {vencimento}, {codigo} \
+         that this input lacks; its columns are celular, texto, correlationId",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+    let out = convert(
+        &dir,
+        &[],
+        &[root()
+            .join("samples/campanha-virgulas.csv")
+            .to_str()
+            .unwrap()],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("  line 3: changed: text (text contained 2 unquoted ','; rebuilt)"),
+        "{text}"
+    );
 }

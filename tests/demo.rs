@@ -35,6 +35,9 @@ fn the_demo_shows_every_sample_ending_as_expected() {
         "excel-utf8-bom.csv",
         "lembretes-tab.txt",
         "com-erros.csv",
+        "campanha-virgulas.csv",
+        "contatos.xlsx",
+        "faturas-dados.csv",
     ] {
         let line = text
             .lines()
@@ -46,17 +49,28 @@ fn the_demo_shows_every_sample_ending_as_expected() {
         );
     }
     assert!(text.contains("every sample ended as expected"), "{text}");
-    let reports = std::fs::read_dir(ws.join("state/reports")).unwrap().count();
+    let names: Vec<String> = std::fs::read_dir(ws.join("state/reports"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let count = |suffix: &str| names.iter().filter(|n| n.ends_with(suffix)).count();
+    assert_eq!(count(".json"), 7, "a JSON report per sample: {names:?}");
     assert_eq!(
-        reports, 12,
-        "a JSON, a result CSV and a delivery CSV per sample"
+        count(".result.csv"),
+        7,
+        "a result CSV per sample: {names:?}"
     );
+    // A delivery CSV per sample that sent messages (a rejected input sends none).
+    let sent = std::fs::read_dir(ws.join("sandbox/success"))
+        .unwrap()
+        .count();
+    assert_eq!(count(".delivery.csv"), sent, "{names:?}");
     check_deliveries_against_the_simulator(&ws);
     assert_eq!(
         std::fs::read_dir(ws.join("sandbox/success"))
             .unwrap()
             .count(),
-        4
+        7
     );
     eprintln!("demo took {:.1}s", start.elapsed().as_secs_f64());
 }

@@ -104,3 +104,31 @@ fn a_batch_name_date_is_eight_digits() {
     let n = BatchName::parse("ACME.00000101.01.txt").expect("the year 0 is 8 digits");
     assert_eq!(n.to_string(), "ACME.00000101.01.txt");
 }
+
+/// `reader` crashes (issue 12), both `.xls` files (OLE containers) damaged by the fuzzer:
+/// - a sector table pointing past the file's end made calamine panic slicing it (`cfb.rs`:
+///   "slice index starts at 4096 but ends at 3826");
+/// - a cyclic sector chain made calamine read it forever: 4 GB asked for by a 5 KB file.
+///
+/// Both are now refused by the `cfb` crate's check of the container before calamine reads it;
+/// a panic inside calamine would still reject the workbook as damaged.
+#[test]
+fn damaged_xls_containers_are_rejected_before_calamine_reads_them() {
+    for name in ["fuzz-cfb-slice.xls", "fuzz-cfb-cycle.xls"] {
+        let found = std::fs::read(format!(
+            "{}/tests/fixtures/sheets/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        for header in [HeaderChoice::Auto, HeaderChoice::No] {
+            let (report, rows) =
+                convert_checked(&found, &input_config(EncodingChoice::Auto, header));
+            assert!(rows.is_empty());
+            let why = report.input_rejected.unwrap_or_default();
+            assert!(
+                why.contains("looks like an old Excel (.xls) workbook but cannot be read"),
+                "{name}: {why}"
+            );
+        }
+    }
+}

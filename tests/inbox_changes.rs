@@ -262,7 +262,7 @@ fn files_never_taken_are_reported_once() {
     let s = setup("notify", "");
     std::fs::create_dir_all(s.path("inbox/ACME/deeper")).unwrap();
     std::fs::write(s.path("inbox/ACME/deeper/f.csv"), rows("X", 0, 1, true)).unwrap();
-    std::fs::write(s.path("inbox/planilha.xlsx"), b"PK\x03\x04").unwrap();
+    std::fs::write(s.path("inbox/relatorio.pdf"), b"%PDF-1.4").unwrap();
     let daemon = s.daemon();
     let start = Instant::now();
     let mut st = s.status();
@@ -288,4 +288,40 @@ fn files_never_taken_are_reported_once() {
     );
     let table = s.run(&["status"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("will not take"));
+}
+
+/// Issue 12: a spreadsheet dropped into a polled inbox (a network share) is taken whole. A CSV
+/// taken while its late-write watch runs is read up to its last line break; a workbook's bytes
+/// are not lines, and cutting one there (before the fix) left calamine a truncated ZIP.
+#[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
+fn a_workbook_in_a_polled_inbox_is_read_whole() {
+    let s = setup("poll", "");
+    let sample = std::fs::read(support::setup::root().join("samples/contatos.xlsx")).unwrap();
+    let last_break = sample.iter().rposition(|&b| b == b'\n').unwrap();
+    assert!(
+        last_break + 1 < sample.len(),
+        "the sample must not end on a line break"
+    );
+    std::fs::write(s.path("inbox/.contatos.xlsx.tmp"), &sample).unwrap();
+    std::fs::rename(
+        s.path("inbox/.contatos.xlsx.tmp"),
+        s.path("inbox/contatos.xlsx"),
+    )
+    .unwrap();
+    let daemon = s.daemon();
+    let st = s.wait_final(1, Duration::from_secs(30));
+    assert!(stop(daemon).success());
+    let job = &st["jobs"][0];
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{}", s.log());
+    assert_eq!(
+        (job["rows"].as_u64(), job["rows_rejected"].as_u64()),
+        (Some(3), Some(0))
+    );
+    for id in ["X-1", "X-2", "X-3"] {
+        assert_eq!(s.gateway.messages().get(id).copied(), Some(1), "{id}");
+    }
 }

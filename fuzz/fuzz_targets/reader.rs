@@ -3,14 +3,17 @@
 //!
 //! Each input is converted twice: with `Config::defaults()`, and with a variant of the `[input]`
 //! settings picked by its first two bytes (delimiter, encoding, header, sanitize, invalid_rows,
-//! columns, country code). The whole input is the file both times, so plain CSV seeds work.
+//! columns, country code, extra_fields, template, absorb_column). The whole input is the file
+//! both times, so plain CSV seeds work; workbook seeds (`PK..`, OLE) go through calamine.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use smsdrop::batch::{check_batch, check_line, BatchCheck, HEADER_LINE, TRAILER};
 use smsdrop::config::{
-    ColumnRef, Config, Delimiter, EncodingChoice, HeaderChoice, InputConfig, InvalidRows, Sanitize,
+    ColumnRef, Config, Delimiter, EncodingChoice, ExtraFields, HeaderChoice, InputConfig,
+    InvalidRows, Sanitize,
 };
+use smsdrop::convert::template::Template;
 use smsdrop::convert::{convert, RejectedRow, Row, RowSink};
 use std::io::{self, Cursor};
 use std::sync::OnceLock;
@@ -104,6 +107,27 @@ fn variant(a: u8, b: u8) -> InputConfig {
         3 => cfg.national_lengths = vec![],
         _ => {}
     }
+    // The repair of unquoted delimiters, templates and the column that may absorb a surplus.
+    let template = |t: &str| Some(Template::parse(t).expect("a valid template"));
+    match b >> 5 {
+        1 => cfg.extra_fields = ExtraFields::Reject,
+        2 => cfg.template = template("Olá {1}, {3}!"),
+        3 => {
+            cfg.template = template("{nome} deve {valor} {{ok}}");
+            cfg.absorb_column = Some(ColumnRef::Name("nome".into()));
+        }
+        4 => cfg.absorb_column = Some(ColumnRef::Index(1)),
+        5 => {
+            cfg.template = template("{2}{2}{2}");
+            cfg.absorb_column = Some(ColumnRef::Index(1));
+        }
+        6 => cfg.max_workbook_bytes = 4096,
+        7 => {
+            cfg.sheet = Some("Plan2".into());
+            cfg.date_format = "%Y-%m-%d %H:%M".into();
+        }
+        _ => {}
+    }
     cfg
 }
 
@@ -144,7 +168,26 @@ fn check(data: &[u8], cfg: &InputConfig) {
     );
 }
 
+/// calamine can panic on damaged workbooks; `convert` catches that and rejects the workbook.
+/// libFuzzer's panic hook aborts at once, before the catch: let panics raised inside calamine
+/// unwind to it (a rejection the target then checks), and abort on any other.
+fn let_calamine_panics_unwind() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_calamine = info
+                .location()
+                .is_some_and(|l| l.file().contains("/calamine-"));
+            if !in_calamine {
+                abort(info);
+            }
+        }));
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
+    let_calamine_panics_unwind();
     check(data, defaults());
     if let [a, rest @ ..] = data {
         check(data, &variant(*a, rest.first().copied().unwrap_or(0)));

@@ -183,7 +183,8 @@ fn convert_one(cfg: &Config, input: &Path, namer: &mut Namer<'_>) -> io::Result<
         cfg.batch.max_rows_per_file,
         cfg.batch.header_line,
     );
-    match convert(file, &cfg.input, &mut writer) {
+    let input_cfg = cfg.input_for(Some(&namer.next.subaccount));
+    match convert(file, &input_cfg, &mut writer) {
         Ok(report) => result.report = report,
         Err(ConvertError::Read(e)) => {
             result.report.input_rejected = Some(format!("reading the file failed: {e}"));
@@ -222,7 +223,7 @@ fn print_human(out: &mut impl Write, r: &InputResult) -> io::Result<()> {
     }
     writeln!(
         out,
-        "  {} rows read, {} to send, {} rejected, {} changed by sanitising",
+        "  {} rows read, {} to send, {} rejected, {} changed (sanitised or rebuilt)",
         rep.rows_read, rep.rows_sent, rep.rows_rejected, rep.rows_changed
     )?;
     if !rep.encoding.is_empty() {
@@ -230,11 +231,15 @@ fn print_human(out: &mut impl Write, r: &InputResult) -> io::Result<()> {
             Some(h) => format!("header: {}", h.join(", ")),
             None => "no header".into(),
         };
-        writeln!(
-            out,
-            "  read as {}, delimiter {:?}, {header}",
-            rep.encoding, rep.delimiter
-        )?;
+        if rep.delimiter.is_empty() {
+            writeln!(out, "  read as {}, {header}", rep.encoding)?;
+        } else {
+            writeln!(
+                out,
+                "  read as {}, delimiter {:?}, {header}",
+                rep.encoding, rep.delimiter
+            )?;
+        }
     }
     if rep.rows_sent > 0 {
         let b = &rep.billing;
@@ -243,6 +248,9 @@ fn print_human(out: &mut impl Write, r: &InputResult) -> io::Result<()> {
             "  billing: {} SMS parts ({} GSM-7 messages, {} UCS-2, {} concatenated)",
             b.parts, b.gsm7_messages, b.ucs2_messages, b.concatenated_messages
         )?;
+    }
+    if let Some(m) = &rep.first_message {
+        writeln!(out, "  first message: {m}")?;
     }
     for o in &r.outputs {
         writeln!(out, "  wrote {} ({} rows)", o.path.display(), o.rows)?;
@@ -262,9 +270,14 @@ fn print_human(out: &mut impl Write, r: &InputResult) -> io::Result<()> {
         )?;
     }
     for row in rep.changed.iter().take(SHOWN) {
+        let note = row
+            .note
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
         writeln!(
             out,
-            "  line {}: changed: {}",
+            "  line {}: changed: {}{note}",
             row.line,
             row.fields.join(", ")
         )?;

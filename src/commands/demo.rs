@@ -15,25 +15,48 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The samples, built in so the demo works from any folder.
-const SAMPLES: [(&str, &[u8]); 4] = [
+/// The samples, built in so the demo works from any folder: name, bytes, and the subaccount
+/// folder of the inbox they are dropped into (`""`: the inbox itself).
+const SAMPLES: [(&str, &[u8], &str); 7] = [
     (
         "protheus-cobranca.csv",
         include_bytes!("../../samples/protheus-cobranca.csv"),
+        "",
     ),
     (
         "excel-utf8-bom.csv",
         include_bytes!("../../samples/excel-utf8-bom.csv"),
+        "",
     ),
     (
         "lembretes-tab.txt",
         include_bytes!("../../samples/lembretes-tab.txt"),
+        "",
     ),
     (
         "com-erros.csv",
         include_bytes!("../../samples/com-erros.csv"),
+        "",
+    ),
+    (
+        "campanha-virgulas.csv",
+        include_bytes!("../../samples/campanha-virgulas.csv"),
+        "",
+    ),
+    (
+        "contatos.xlsx",
+        include_bytes!("../../samples/contatos.xlsx"),
+        "",
+    ),
+    // Data without a message: COBRANCA's template (below) writes the texts.
+    (
+        "faturas-dados.csv",
+        include_bytes!("../../samples/faturas-dados.csv"),
+        "COBRANCA",
     ),
 ];
+/// The template `config/faturas-template.toml` shows, set for the COBRANCA folder.
+const TEMPLATE: &str = "Olá {nome}, sua fatura de {valor} vence em {vencimento}. Código {codigo}.";
 const EXPECTED: &str = include_str!("../../samples/expected.tsv");
 /// Longest the demo waits for outcomes.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -123,17 +146,20 @@ pub fn run(dir: Option<&Path>) -> Result<Outcome, DemoError> {
          [track]\npoll_secs = 1\n\
          [state]\ndir = \"state\"\n\
          [status]\nmode = \"poll\"\napi_url = \"http://{status_addr}\"\nusername = \"demo\"\n\
-         token_file = \"status-token\"\npoll_secs = 1\nsearch_after = \"10s\"\n",
+         token_file = \"status-token\"\npoll_secs = 1\nsearch_after = \"10s\"\n\
+         [subaccounts.COBRANCA]\ntemplate = {TEMPLATE:?}\n",
         addr.port(),
         sb.known_hosts_path()
     );
     std::fs::write(&config_path, config).map_err(io)?;
     let cfg = Config::load(&config_path).map_err(|e| DemoError::Setup(e.to_string()))?;
-    for (name, bytes) in SAMPLES {
+    for (name, bytes, folder) in SAMPLES {
         // Written under an ignored name, then renamed: the inbox never sees half a file.
-        let tmp = ws.join("inbox").join(format!(".{name}.tmp"));
+        let dir = ws.join("inbox").join(folder);
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, ws.join("inbox").join(name)).map_err(io)?;
+        std::fs::rename(&tmp, dir.join(name)).map_err(io)?;
     }
     println!(
         "  copied {} samples into {}",

@@ -24,7 +24,7 @@ pub fn watch(cfg: &Config, limit: u32, every: std::time::Duration) -> Result<(),
     use std::io::IsTerminal;
     let terminal = std::io::stdout().is_terminal();
     loop {
-                let mut buf = Vec::new();
+        let mut buf = Vec::new();
         // A journal busy or briefly unreadable is shown, and tried again next time.
         if let Err(e) = print(cfg, false, limit, &mut buf) {
             buf.clear();

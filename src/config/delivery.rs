@@ -25,7 +25,9 @@ impl Default for RawInbox {
     fn default() -> Self {
         RawInbox {
             dir: "inbox".into(),
-            patterns: vec!["*.csv".into(), "*.txt".into()],
+            patterns: ["*.csv", "*.txt", "*.xlsx", "*.xls", "*.ods"]
+                .map(String::from)
+                .to_vec(),
             watch: "notify".into(),
             rescan_secs: 30,
             stable_secs: 5,

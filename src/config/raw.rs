@@ -15,6 +15,14 @@ pub struct RawConfig {
     pub report: super::delivery::RawReport,
     pub status: super::status::RawStatus,
     pub http: super::http::RawHttp,
+    pub subaccounts: BTreeMap<String, RawSubaccount>,
+}
+
+/// `[subaccounts.NAME]`: settings for the files in `inbox/NAME/`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSubaccount {
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +36,12 @@ pub struct RawInput {
     pub national_lengths: Vec<i64>,
     pub sanitize: String,
     pub invalid_rows: String,
+    pub extra_fields: String,
+    pub absorb_column: Option<RawColumn>,
+    pub template: Option<String>,
+    pub sheet: Option<String>,
+    pub date_format: String,
+    pub max_workbook_mb: i64,
 }
 
 impl Default for RawInput {
@@ -41,6 +55,12 @@ impl Default for RawInput {
             national_lengths: vec![10, 11],
             sanitize: "replace".into(),
             invalid_rows: "skip".into(),
+            extra_fields: "join-text".into(),
+            absorb_column: None,
+            template: None,
+            sheet: None,
+            date_format: "%d/%m/%Y".into(),
+            max_workbook_mb: 50,
         }
     }
 }

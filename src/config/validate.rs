@@ -4,7 +4,10 @@ use super::delivery::{self, InboxConfig, ReportConfig, SftpConfig, StateConfig, 
 use super::raw::{RawColumn, RawConfig, RawHeader};
 use super::ConfigError;
 use crate::batch::check_subaccount;
+use crate::convert::template::Template;
 use chrono::{NaiveDate, TimeZone, Utc};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The validated configuration.
@@ -28,8 +31,34 @@ pub struct Config {
     pub status: super::StatusConfig,
     /// The operations endpoint (`[http]`).
     pub http: super::HttpConfig,
+    /// Settings per subaccount folder (`[subaccounts.NAME]`).
+    pub subaccounts: BTreeMap<String, SubaccountConfig>,
     /// Where this configuration came from, for messages.
     pub source: PathBuf,
+}
+
+/// `[subaccounts.NAME]`: what differs for the files of one subaccount.
+#[derive(Debug, Clone, Default)]
+pub struct SubaccountConfig {
+    /// Overrides `[input] template` for this subaccount's files.
+    pub template: Option<Template>,
+}
+
+impl Config {
+    /// How the files of `subaccount` are read: `[input]` with that subaccount's overrides.
+    pub fn input_for(&self, subaccount: Option<&str>) -> Cow<'_, InputConfig> {
+        match subaccount
+            .and_then(|s| self.subaccounts.get(s))
+            .and_then(|s| s.template.clone())
+        {
+            Some(t) => {
+                let mut input = self.input.clone();
+                input.template = Some(t);
+                Cow::Owned(input)
+            }
+            None => Cow::Borrowed(&self.input),
+        }
+    }
 }
 
 /// `[input]`: reading ERP exports.
@@ -51,6 +80,29 @@ pub struct InputConfig {
     pub sanitize: Sanitize,
     /// What a bad row does to the rest of its file.
     pub invalid_rows: InvalidRows,
+    /// What a row with more fields than the header gets.
+    pub extra_fields: ExtraFields,
+    /// The one column that may hold unquoted delimiters (default: the text column, when every
+    /// other column is the number or the correlation id).
+    pub absorb_column: Option<ColumnRef>,
+    /// Builds each row's text from its columns; the text column is then not needed.
+    pub template: Option<Template>,
+    /// The sheet of a workbook to read (default: the first).
+    pub sheet: Option<String>,
+    /// How date cells of a workbook are written (chrono `strftime`), for templates.
+    pub date_format: String,
+    /// Largest workbook read, in bytes; a workbook is read whole into memory.
+    pub max_workbook_bytes: u64,
+}
+
+/// What a row with more fields than the header (an unquoted delimiter inside a field) gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraFields {
+    /// Joined back into the one free-text column when every other column is anchored to the
+    /// left or the right of it; the row is reported as changed. Ambiguous rows are rejected.
+    JoinText,
+    /// Always rejected.
+    Reject,
 }
 
 /// The field delimiter.
@@ -232,14 +284,12 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
             ))
         }
     };
-    let mut columns = Columns::default();
-    for (name, col) in i.columns {
-        let key = format!("input.columns.{name}");
-        let col = match col {
+    let column = |key: &str, col: RawColumn| -> Result<ColumnRef, ConfigError> {
+        Ok(match col {
             RawColumn::Index(n) => {
                 let n = delivery::ranged(
                     &bad,
-                    &key,
+                    key,
                     n,
                     1..=10_000,
                     "a position from 1 to 10000 (columns count from 1) or a header name",
@@ -247,10 +297,15 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
                 ColumnRef::Index(n as usize - 1)
             }
             RawColumn::Name(s) if s.trim().is_empty() => {
-                return Err(bad(&key, "a column name cannot be empty".into()))
+                return Err(bad(key, "a column name cannot be empty".into()))
             }
             RawColumn::Name(s) => ColumnRef::Name(s),
-        };
+        })
+    };
+    let mut columns = Columns::default();
+    for (name, col) in i.columns {
+        let key = format!("input.columns.{name}");
+        let col = column(&key, col)?;
         let slot = match name.as_str() {
             "number" => &mut columns.number,
             "text" => &mut columns.text,
@@ -305,6 +360,64 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         }
     };
 
+    let extra_fields = match i.extra_fields.as_str() {
+        "join-text" => ExtraFields::JoinText,
+        "reject" => ExtraFields::Reject,
+        other => {
+            return Err(bad(
+                "input.extra_fields",
+                format!("{other:?} is not allowed; use \"join-text\" or \"reject\""),
+            ))
+        }
+    };
+
+    let absorb_column = i
+        .absorb_column
+        .map(|c| column("input.absorb_column", c))
+        .transpose()?;
+    let template = i
+        .template
+        .as_deref()
+        .map(|t| Template::parse(t).map_err(|m| bad("input.template", m)))
+        .transpose()?;
+    if chrono::format::StrftimeItems::new(&i.date_format)
+        .any(|item| matches!(item, chrono::format::Item::Error))
+        || i.date_format.is_empty()
+    {
+        return Err(bad(
+            "input.date_format",
+            format!(
+                "{:?} is not a date format; use strftime fields such as \"%d/%m/%Y\"",
+                i.date_format
+            ),
+        ));
+    }
+    let max_workbook_mb = delivery::ranged(
+        &bad,
+        "input.max_workbook_mb",
+        i.max_workbook_mb,
+        1..=1024,
+        "1 to 1024 MB",
+    )?;
+    if i.sheet.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        return Err(bad(
+            "input.sheet",
+            "a sheet name cannot be empty; leave the key out to read the first sheet".into(),
+        ));
+    }
+    let mut subaccounts = BTreeMap::new();
+    for (name, sub) in raw.subaccounts {
+        check_subaccount(&name).map_err(|m| bad(&format!("subaccounts.{name}"), m))?;
+        let template = sub
+            .template
+            .as_deref()
+            .map(|t| {
+                Template::parse(t).map_err(|m| bad(&format!("subaccounts.{name}.template"), m))
+            })
+            .transpose()?;
+        subaccounts.insert(name, SubaccountConfig { template });
+    }
+
     let b = raw.batch;
     if let Some(s) = &b.subaccount {
         check_subaccount(s).map_err(|m| bad("batch.subaccount", m))?;
@@ -342,6 +455,12 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
             national_lengths,
             sanitize,
             invalid_rows,
+            extra_fields,
+            absorb_column,
+            template,
+            sheet: i.sheet,
+            date_format: i.date_format,
+            max_workbook_bytes: max_workbook_mb * 1024 * 1024,
         },
         batch: BatchConfig {
             subaccount: b.subaccount,
@@ -349,6 +468,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
             max_rows_per_file: max_rows_per_file as usize,
             header_line: b.header_line,
         },
+        subaccounts,
         source: path.to_owned(),
     })
 }
@@ -409,6 +529,17 @@ mod tests {
             ),
             ("[input]\nsanitize = \"drop\"", "input.sanitize"),
             ("[input]\ninvalid_rows = \"ignore\"", "input.invalid_rows"),
+            ("[input]\nextra_fields = \"guess\"", "input.extra_fields"),
+            ("[input]\ntemplate = \"Olá {nome\"", "input.template"),
+            ("[input]\nabsorb_column = 0", "input.absorb_column"),
+            ("[input]\ndate_format = \"%Q\"", "input.date_format"),
+            ("[input]\nmax_workbook_mb = 0", "input.max_workbook_mb"),
+            ("[input]\nsheet = \"\"", "input.sheet"),
+            (
+                "[subaccounts.ACME]\ntemplate = \"}\"",
+                "subaccounts.ACME.template",
+            ),
+            ("[subaccounts.\"a b\"]\ntemplate = \"x\"", "subaccounts.a b"),
             ("[batch]\nsubaccount = \"../etc\"", "batch.subaccount"),
             ("[batch]\ntimezone = \"Mars/Base\"", "batch.timezone"),
             ("[batch]\nmax_rows_per_file = 0", "batch.max_rows_per_file"),

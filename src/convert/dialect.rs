@@ -104,7 +104,8 @@ pub fn fold_name(name: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     pub number: usize,
-    pub text: usize,
+    /// `None` with a template: the text is built from other columns.
+    pub text: Option<usize>,
     pub correlation_id: Option<usize>,
     /// Notes for the report, e.g. a header whose names were not recognised.
     pub warnings: Vec<String>,
@@ -133,11 +134,16 @@ pub fn names_a_column(header: &[String]) -> bool {
 }
 
 /// Resolves where number, text and correlation id are, from config and the header (if any).
+/// With a `template` no text column is needed, and only the number is found by position.
 ///
 /// # Errors
 /// A reason the whole input is rejected: a configured column is missing, or the header names
 /// some columns but not the number or the text.
-pub fn resolve_layout(columns: &Columns, header: Option<&[String]>) -> Result<Layout, String> {
+pub fn resolve_layout(
+    columns: &Columns,
+    header: Option<&[String]>,
+    template: bool,
+) -> Result<Layout, String> {
     const KEYS: [&str; 3] = ["number", "text", "correlation_id"];
     let mut found: [Option<usize>; 3] = [None; 3];
     let mut warnings = vec![];
@@ -190,7 +196,7 @@ pub fn resolve_layout(columns: &Columns, header: Option<&[String]>) -> Result<La
     }
     if !named_any {
         // Position order: number, text, correlation id, skipping columns configured elsewhere.
-        let roles = if any_configured { 2 } else { 3 };
+        let roles = if any_configured || template { 2 } else { 3 };
         let limit = header.map_or(usize::MAX, <[String]>::len);
         for role in 0..roles {
             if found[role].is_none() {
@@ -207,8 +213,12 @@ pub fn resolve_layout(columns: &Columns, header: Option<&[String]>) -> Result<La
         )
     };
     let number = found[0].ok_or_else(|| missing(0, "phone number"))?;
-    let text = found[1].ok_or_else(|| missing(1, "message text"))?;
-    if number == text || found[2].is_some_and(|i| i == number || i == text) {
+    let text = if template {
+        None
+    } else {
+        Some(found[1].ok_or_else(|| missing(1, "message text"))?)
+    };
+    if Some(number) == text || found[2].is_some_and(|i| i == number || Some(i) == text) {
         return Err(format!(
             "two fields are read from the same column ({}); fix [input] columns",
             number + 1
@@ -220,6 +230,36 @@ pub fn resolve_layout(columns: &Columns, header: Option<&[String]>) -> Result<La
         correlation_id: found[2],
         warnings,
     })
+}
+
+/// Column `col` of the input (0-based), found by name in the header or by position; `key` names
+/// the setting for messages.
+///
+/// # Errors
+/// The name is not in the header, or there is no header.
+pub fn column_index(
+    col: &ColumnRef,
+    header: Option<&[String]>,
+    key: &str,
+) -> Result<usize, String> {
+    match col {
+        ColumnRef::Index(i) => Ok(*i),
+        ColumnRef::Name(name) => {
+            let want = fold_name(name);
+            header
+                .and_then(|h| h.iter().position(|n| fold_name(n) == want))
+                .ok_or_else(|| match header {
+                    Some(h) => format!(
+                        "[input] {key} names the column {name:?}, which is not in the header ({})",
+                        h.join(", ")
+                    ),
+                    None => format!(
+                        "[input] {key} names the column {name:?}, but this file has no header \
+                         row; give the column's position (1, 2, ...) instead"
+                    ),
+                })
+        }
+    }
 }
 
 /// How each field's bytes become text; tracks what an `auto` input turned out to be.
@@ -384,10 +424,10 @@ mod tests {
             (&["Número", "Message Text", "Referência"], (0, 1, Some(2))),
         ];
         for (names, (n, t, id)) in cases {
-            let l = resolve_layout(&none, Some(&header(names))).unwrap();
+            let l = resolve_layout(&none, Some(&header(names)), false).unwrap();
             assert_eq!(
                 (l.number, l.text, l.correlation_id),
-                (n, t, id),
+                (n, Some(t), id),
                 "{names:?}"
             );
         }
@@ -396,22 +436,28 @@ mod tests {
     #[test]
     fn layout_errors_and_fallbacks() {
         let none = Columns::default();
-        let err = resolve_layout(&none, Some(&header(&["Telefone", "Nome"]))).unwrap_err();
+        let err = resolve_layout(&none, Some(&header(&["Telefone", "Nome"])), false).unwrap_err();
         assert!(err.contains("no message text column"), "{err}");
-        let l = resolve_layout(&none, Some(&header(&["a", "b"]))).unwrap();
-        assert_eq!((l.number, l.text, l.correlation_id), (0, 1, None));
+        // With a template the text column is not needed, and no id is taken by position.
+        let l = resolve_layout(&none, Some(&header(&["Telefone", "Nome"])), true).unwrap();
+        assert_eq!((l.number, l.text, l.correlation_id), (0, None, None));
+        let l = resolve_layout(&none, None, true).unwrap();
+        assert_eq!((l.number, l.text, l.correlation_id), (0, None, None));
+        let l = resolve_layout(&none, Some(&header(&["a", "b"])), false).unwrap();
+        assert_eq!((l.number, l.text, l.correlation_id), (0, Some(1), None));
         assert!(l.warnings[0].contains("header = false"));
 
         let by_name = Columns {
             number: Some(ColumnRef::Name("cel".into())),
             ..Columns::default()
         };
-        let err = resolve_layout(&by_name, None).unwrap_err();
+        let err = resolve_layout(&by_name, None, false).unwrap_err();
         assert!(err.contains("no header"), "{err}");
-        let err = resolve_layout(&by_name, Some(&header(&["Telefone", "Mensagem"]))).unwrap_err();
+        let err =
+            resolve_layout(&by_name, Some(&header(&["Telefone", "Mensagem"])), false).unwrap_err();
         assert!(err.contains("not in the header"), "{err}");
-        let l = resolve_layout(&by_name, Some(&header(&["Msg", "CEL"]))).unwrap();
-        assert_eq!((l.number, l.text), (1, 0));
+        let l = resolve_layout(&by_name, Some(&header(&["Msg", "CEL"])), false).unwrap();
+        assert_eq!((l.number, l.text), (1, Some(0)));
     }
 
     #[test]

@@ -1,20 +1,26 @@
 //! Convert: bytes of an ERP export in, validated gateway rows out.
 //!
-//! [`convert`] reads any dialect the ERP wrote (see [`dialect`]), applies the field rules of
-//! [`rules`] to every row, counts billable parts ([`billing`]) and hands each good row to a
-//! [`RowSink`]. It is pure: no I/O beyond the reader and sink it is given, never a panic on input,
-//! and memory bounded whatever the input's size. What happened to every row ends in a
+//! [`convert`] reads any dialect the ERP wrote (see [`dialect`]), or a workbook ([`sheet`]),
+//! places fields into columns (rebuilding texts split by unquoted delimiters, `repair`), builds
+//! texts from [`template`]s, applies the field rules of [`rules`] to every row, counts billable
+//! parts ([`billing`]) and hands each good row to a [`RowSink`]. It is pure: no I/O beyond the
+//! reader and sink it is given, never a panic on input, and memory bounded whatever the input's
+//! size (a workbook: up to `[input] max_workbook_mb`). What happened to every row ends in a
 //! [`ConvertReport`].
 
 pub mod billing;
 pub mod dialect;
 pub mod reader;
+mod repair;
 pub mod rules;
+pub mod sheet;
+pub mod template;
 
-use crate::config::{Delimiter, HeaderChoice, InputConfig, InvalidRows};
+use crate::config::{Delimiter, ExtraFields, HeaderChoice, InputConfig, InvalidRows};
 use billing::Billing;
 use dialect::{FieldDecoder, Layout};
 use reader::{Bom, Next, RawRecord, RecordReader};
+use repair::{column_str, Placement, Repair};
 use rules::{FieldProblem, NumberRules, MAX_ID_CHARS, MAX_TEXT_CHARS};
 use serde::Serialize;
 use std::io::{self, Read};
@@ -41,11 +47,14 @@ pub struct RejectedRow {
     pub reason: String,
 }
 
-/// A row that was sent changed by sanitising.
+/// A row that was sent changed by sanitising or a rebuild.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChangedRow {
     pub line: u64,
     pub fields: Vec<&'static str>,
+    /// What was done beyond sanitising, e.g. a text rebuilt from unquoted delimiters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Where good rows go; the batch writer in production, a vector in tests.
@@ -92,7 +101,7 @@ pub struct ConvertReport {
     pub rows_sent: u64,
     /// Rows not sent.
     pub rows_rejected: u64,
-    /// Sent rows changed by sanitising.
+    /// Sent rows changed by sanitising or a rebuild.
     pub rows_changed: u64,
     /// Blank lines and rows of only delimiters, ignored.
     pub blank_rows: u64,
@@ -106,6 +115,9 @@ pub struct ConvertReport {
     pub billing: Billing,
     /// Set when the whole input is rejected: nothing of it may be sent.
     pub input_rejected: Option<String>,
+    /// With a template: the first message it rendered, for people to check before sending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_message: Option<String>,
 }
 
 /// Conversion could not finish: the input could not be read or the output not written.
@@ -126,10 +138,19 @@ pub enum ConvertError {
 /// # Errors
 /// [`ConvertError`] when reading the input or writing to the sink fails.
 pub fn convert<R: Read + 'static>(
-    input: R,
+    mut input: R,
     cfg: &InputConfig,
     sink: &mut dyn RowSink,
 ) -> Result<ConvertReport, ConvertError> {
+    let mut signature = Vec::with_capacity(sheet::SIGNATURE_BYTES);
+    (&mut input)
+        .take(sheet::SIGNATURE_BYTES as u64)
+        .read_to_end(&mut signature)
+        .map_err(ConvertError::Read)?;
+    if sheet::is_workbook(&signature) {
+        return convert_workbook(signature, input, cfg, sink);
+    }
+    let input = io::Cursor::new(signature).chain(input);
     let mut report = ConvertReport::default();
     let opened = match reader::open(input).map_err(ConvertError::Read)? {
         Ok(o) => o,
@@ -144,32 +165,96 @@ pub fn convert<R: Read + 'static>(
     };
     let whole = opened.head.len() < reader::HEAD_BYTES;
     let (delimiter, usual_fields) = dialect::sniff(&opened.head, whole, fixed);
-    report.delimiter = match delimiter {
-        b'\t' => "tab".into(),
-        d => (d as char).to_string(),
-    };
     let utf16 = match opened.bom {
         Bom::Utf16Le => Some("utf-16le"),
         Bom::Utf16Be => Some("utf-16be"),
         _ => None,
     };
-    let mut run = Run {
-        cfg,
-        decoder: FieldDecoder::new(if utf16.is_some() {
-            crate::config::EncodingChoice::Utf8
-        } else {
-            cfg.encoding
-        }),
-        report,
-        width: usual_fields,
-        bufs: Default::default(),
-        text: String::new(),
-        id: String::new(),
+    let encoding = if utf16.is_some() {
+        crate::config::EncodingChoice::Utf8
+    } else {
+        cfg.encoding
     };
-    let result = run.rows(RecordReader::new(opened.stream, delimiter), sink);
+    let mut run = Run::new(cfg, FieldDecoder::new(encoding), usual_fields, delimiter);
+    let mut records = RecordReader::new(opened.stream, delimiter);
+    let mut rec = RawRecord::default();
+    let mut layout = None;
+    let result = loop {
+        match records.read(&mut rec) {
+            Ok(next) => match run.take(next, &rec, &mut layout, sink) {
+                Ok(Flow::Go) => {}
+                Ok(Flow::Stop) => break Ok(()),
+                Err(e) => break Err(e),
+            },
+            Err(e) => break Err(ConvertError::Read(e)),
+        }
+    };
     let mut report = run.report;
     report.encoding = run.decoder.describe(utf16);
     result?;
+    Ok(finish(report))
+}
+
+/// Reads a workbook (its signature already read) whole, up to `[input] max_workbook_mb`, and
+/// converts its sheet's rows like a CSV's.
+fn convert_workbook(
+    mut data: Vec<u8>,
+    input: impl Read,
+    cfg: &InputConfig,
+    sink: &mut dyn RowSink,
+) -> Result<ConvertReport, ConvertError> {
+    let limit = cfg.max_workbook_bytes;
+    input
+        .take((limit + 1).saturating_sub(data.len() as u64))
+        .read_to_end(&mut data)
+        .map_err(ConvertError::Read)?;
+    if data.len() as u64 > limit {
+        let report = ConvertReport {
+            input_rejected: Some(format!(
+                "the workbook is larger than [input] max_workbook_mb ({} MB), and a workbook is \
+                 read whole into memory; split it, save it as CSV (read as a stream, any size), \
+                 or raise the limit",
+                limit / (1024 * 1024)
+            )),
+            ..ConvertReport::default()
+        };
+        return Ok(report);
+    }
+    // Cells are text already: UTF-8 whatever [input] encoding says, and never split.
+    let decoder = FieldDecoder::new(crate::config::EncodingChoice::Utf8);
+    let mut run = Run::new(cfg, decoder, 0, b',');
+    run.repair.sheet = true;
+    run.report.delimiter = String::new();
+    let mut layout = None;
+    let format = sheet::CellFormat {
+        date_format: &cfg.date_format,
+        max_held_bytes: limit.saturating_mul(2),
+    };
+    let read = sheet::read(&data, cfg.sheet.as_deref(), &format, &mut |rec, note| {
+        let next = match note {
+            sheet::RowNote::Cells(errors) => {
+                run.cell_errors.clear();
+                run.cell_errors.extend_from_slice(errors);
+                Next::Record
+            }
+            sheet::RowNote::TooLarge { bytes, fields } => Next::TooLarge {
+                line: rec.line,
+                bytes,
+                fields,
+            },
+        };
+        Ok::<_, ConvertError>(matches!(run.take(next, rec, &mut layout, sink)?, Flow::Go))
+    })?;
+    let mut report = run.report;
+    match read {
+        Ok(described) => report.encoding = described,
+        Err(why) => report.input_rejected = Some(why),
+    }
+    Ok(finish(report))
+}
+
+/// An input with no sendable row is rejected as a whole.
+fn finish(mut report: ConvertReport) -> ConvertReport {
     if report.input_rejected.is_none() && report.rows_sent == 0 {
         report.input_rejected = Some(if report.rows_read == 0 {
             "the file has no data rows (it is empty or holds only a header)".into()
@@ -180,7 +265,13 @@ pub fn convert<R: Read + 'static>(
             )
         });
     }
-    Ok(report)
+    report
+}
+
+/// Whether to read on.
+enum Flow {
+    Go,
+    Stop,
 }
 
 /// The state of one conversion.
@@ -190,6 +281,15 @@ struct Run<'c> {
     report: ConvertReport,
     /// Fields a row should have: the header's, or the usual count of a headerless file.
     width: usize,
+    delimiter: char,
+    /// The template resolved against this input's columns.
+    template: Option<template::Resolved>,
+    /// One buffer per placeholder, reused from row to row.
+    scratch: Vec<String>,
+    /// Columns of the current spreadsheet row holding formula errors, with the error.
+    cell_errors: Vec<(usize, String)>,
+    /// Which column takes a row's surplus fields, if any.
+    repair: Repair,
     /// Decoding buffers for number, correlation id and text.
     bufs: [String; 3],
     text: String,
@@ -202,68 +302,96 @@ enum RowResult {
     Rejected,
 }
 
-impl Run<'_> {
-    fn rows(
+impl<'c> Run<'c> {
+    fn new(cfg: &'c InputConfig, decoder: FieldDecoder, width: usize, delimiter: u8) -> Self {
+        let report = ConvertReport {
+            delimiter: match delimiter {
+                b'\t' => "tab".into(),
+                d => (d as char).to_string(),
+            },
+            ..ConvertReport::default()
+        };
+        Run {
+            cfg,
+            decoder,
+            report,
+            width,
+            delimiter: delimiter as char,
+            repair: Repair::default(),
+            template: None,
+            scratch: vec![],
+            cell_errors: vec![],
+            bufs: Default::default(),
+            text: String::new(),
+            id: String::new(),
+        }
+    }
+
+    /// Takes one record (or the end): the header, a data row, or a row too large to hold.
+    fn take(
         &mut self,
-        mut records: RecordReader<Box<dyn io::BufRead>>,
+        next: Next,
+        rec: &RawRecord,
+        layout: &mut Option<Layout>,
         sink: &mut dyn RowSink,
-    ) -> Result<(), ConvertError> {
-        let mut rec = RawRecord::default();
-        let mut layout: Option<Layout> = None;
-        loop {
-            match records.read(&mut rec).map_err(ConvertError::Read)? {
-                Next::End => return Ok(()),
-                Next::Record if rec.is_blank() => self.report.blank_rows += 1,
-                Next::TooLarge {
-                    line,
-                    bytes,
-                    fields,
-                } => {
-                    let reason = format!(
-                        "the row is too large ({bytes} bytes, {fields} fields); a row holds at most \
-                         {} bytes and {} fields. An unclosed quote (\") makes the rest of a file one \
-                         row: check the quotes from line {line} on",
-                        reader::MAX_RECORD_BYTES,
-                        reader::MAX_FIELDS
-                    );
-                    if layout.is_none() {
-                        self.report.input_rejected = Some(format!("line {line}: {reason}"));
-                        return Ok(());
-                    }
-                    self.report.rows_read += 1;
-                    self.reject(sink, line, "", "", reason)?;
+    ) -> Result<Flow, ConvertError> {
+        match next {
+            Next::End => Ok(Flow::Stop),
+            Next::Record if rec.is_blank() => {
+                self.report.blank_rows += 1;
+                Ok(Flow::Go)
+            }
+            Next::TooLarge {
+                line,
+                bytes,
+                fields,
+            } => {
+                let reason = format!(
+                    "the row is too large ({bytes} bytes, {fields} fields); a row holds at most \
+                     {} bytes and {} fields. An unclosed quote (\") makes the rest of a file one \
+                     row: check the quotes from line {line} on",
+                    reader::MAX_RECORD_BYTES,
+                    reader::MAX_FIELDS
+                );
+                if layout.is_none() {
+                    self.report.input_rejected = Some(format!("line {line}: {reason}"));
+                    return Ok(Flow::Stop);
                 }
-                Next::Record => {
-                    let layout = match &layout {
-                        Some(l) => l,
-                        None => match self.first_record(&rec) {
-                            Ok((l, is_header)) => {
-                                self.report.warnings.extend(l.warnings.iter().cloned());
-                                layout = Some(l);
-                                if is_header {
-                                    continue;
-                                }
-                                layout.as_ref().expect("just set")
+                self.report.rows_read += 1;
+                self.reject(sink, line, "", "", reason)?;
+                Ok(Flow::Go)
+            }
+            Next::Record => {
+                let layout = match layout {
+                    Some(l) => &*l,
+                    None => match self.first_record(rec) {
+                        Ok((l, is_header)) => {
+                            self.report.warnings.extend(l.warnings.iter().cloned());
+                            let l = layout.insert(l);
+                            if is_header {
+                                return Ok(Flow::Go);
                             }
-                            Err(why) => {
-                                self.report.input_rejected = Some(why);
-                                return Ok(());
-                            }
-                        },
-                    };
-                    self.report.rows_read += 1;
-                    if let RowResult::Rejected = self.row(&rec, layout, sink)? {
-                        if self.cfg.invalid_rows == InvalidRows::RejectFile {
-                            let first = &self.report.rejected[0];
-                            self.report.input_rejected = Some(format!(
-                                "line {} was rejected ({}) and invalid_rows = \"reject-file\"; \
-                                 fix the row and drop the file again",
-                                first.line, first.reason
-                            ));
-                            return Ok(());
+                            &*l
                         }
+                        Err(why) => {
+                            self.report.input_rejected = Some(why);
+                            return Ok(Flow::Stop);
+                        }
+                    },
+                };
+                self.report.rows_read += 1;
+                if let RowResult::Rejected = self.row(rec, layout, sink)? {
+                    if self.cfg.invalid_rows == InvalidRows::RejectFile {
+                        let first = &self.report.rejected[0];
+                        self.report.input_rejected = Some(format!(
+                            "line {} was rejected ({}) and invalid_rows = \"reject-file\"; \
+                             fix the row and drop the file again",
+                            first.line, first.reason
+                        ));
+                        return Ok(Flow::Stop);
                     }
                 }
+                Ok(Flow::Go)
             }
         }
     }
@@ -292,9 +420,23 @@ impl Run<'_> {
                         || names.iter().all(|n| !n.chars().any(|c| c.is_ascii_digit())))
             }
         };
-        let layout = dialect::resolve_layout(&self.cfg.columns, is_header.then_some(&names[..]))?;
-        if is_header {
+        let header = is_header.then_some(&names[..]);
+        let layout =
+            dialect::resolve_layout(&self.cfg.columns, header, self.cfg.template.is_some())?;
+        if is_header || self.repair.sheet {
             self.width = names.len();
+        }
+        if let Some(t) = &self.cfg.template {
+            let resolved = t.resolve(header, self.width.max(rec.len()))?;
+            self.scratch = vec![String::new(); resolved.placeholders()];
+            self.template = Some(resolved);
+        }
+        self.repair.absorb = match &self.cfg.absorb_column {
+            _ if self.cfg.extra_fields == ExtraFields::Reject => Err(String::new()),
+            Some(col) => Ok(dialect::column_index(col, header, "absorb_column")?),
+            None => repair::absorbing_column(&layout, header, self.width),
+        };
+        if is_header {
             self.report.header = Some(names);
         }
         Ok((layout, is_header))
@@ -316,23 +458,89 @@ impl Run<'_> {
         // Buffers reused from row to row: no allocation per row on the common path.
         let mut bufs = std::mem::take(&mut self.bufs);
         let whole = self.decoder.whole(rec.bytes());
+        let used = [Some(layout.number), layout.text, layout.correlation_id]
+            .into_iter()
+            .flatten()
+            .chain(self.template.iter().flat_map(|t| t.columns()))
+            .max()
+            .map_or(0, |i| i + 1);
+        let placed = self.repair.place(
+            rec,
+            self.width.max(used),
+            self.report.header.is_some(),
+            &self.report.delimiter,
+        );
+        let at = placed.clone().unwrap_or_default();
         let [nbuf, ibuf, tbuf] = &mut bufs;
-        let d = &mut self.decoder;
-        let number = field_str(d, whole, rec, Some(layout.number), nbuf);
-        let id = field_str(d, whole, rec, layout.correlation_id, ibuf);
-        let text = field_str(d, whole, rec, Some(layout.text), tbuf);
+        let (d, delim) = (&mut self.decoder, self.delimiter);
+        let number = column_str(d, whole, rec, at.fields(Some(layout.number)), delim, nbuf);
+        let id = column_str(d, whole, rec, at.fields(layout.correlation_id), delim, ibuf);
+        let text = match &self.template {
+            Some(t) => {
+                tbuf.clear();
+                t.render(
+                    |i, buf| {
+                        column_str(d, whole, rec, at.fields(Some(i)), delim, buf)
+                            .map_err(|e| bad_encoding(&format!("column {}", i + 1), &e))
+                    },
+                    &mut self.scratch,
+                    tbuf,
+                )
+                .map(|()| tbuf.as_str())
+            }
+            None => column_str(d, whole, rec, at.fields(layout.text), delim, tbuf)
+                .map_err(|e| bad_encoding("text", &e)),
+        };
         let (raw_number, raw_id) = (
             number.as_ref().map_or("", |s| *s),
             id.as_ref().map_or("", |s| *s),
         );
-        let checked = match (number, text, id) {
-            (Err(e), _, _) => Err(bad_encoding("number", &e)),
-            (_, Err(e), _) => Err(bad_encoding("text", &e)),
-            (_, _, Err(e)) => Err(bad_encoding("correlation id", &e)),
-            (Ok(n), Ok(t), Ok(i)) => self.check(rec, layout, n, t, i),
+        let used = |c: usize| {
+            c == layout.number
+                || Some(c) == layout.text
+                || Some(c) == layout.correlation_id
+                || self
+                    .template
+                    .as_ref()
+                    .is_some_and(|t| t.columns().any(|t| t == c))
+        };
+        let cell_error = self
+            .cell_errors
+            .iter()
+            .find(|(c, _)| used(*c))
+            .map(|(c, e)| {
+                format!(
+                    "the cell in column {} holds the error {e} (a formula that failed); fix the \
+                 formula or the data it uses and save the workbook again",
+                    c + 1
+                )
+            });
+        let checked = match (placed, number, text, id) {
+            _ if cell_error.is_some() => Err(cell_error.unwrap_or_default()),
+            (Err(why), ..) => Err(why),
+            (_, Err(e), _, _) => Err(bad_encoding("number", &e)),
+            (_, _, Err(why), _) => Err(why),
+            (_, _, _, Err(e)) => Err(bad_encoding("correlation id", &e)),
+            (Ok(_), Ok(n), Ok(t), Ok(i)) => self.check(rec, layout, &at, n, t, i),
         };
         let result = match checked {
-            Ok((number, changed)) => {
+            Ok((number, mut changed)) => {
+                let note = (at.surplus > 0).then(|| {
+                    let what = match (&self.report.header, layout.text == Some(at.column)) {
+                        (_, true) => "text".to_owned(),
+                        (Some(h), false) => format!("column {:?}", h[at.column]),
+                        (None, false) => format!("column {}", at.column + 1),
+                    };
+                    changed.insert(0, "text");
+                    changed.dedup();
+                    format!(
+                        "{what} contained {} unquoted '{}'; rebuilt",
+                        at.surplus, self.report.delimiter
+                    )
+                });
+                if self.template.is_some() && self.report.first_message.is_none() {
+                    self.report.first_message = Some(self.text.clone());
+                }
                 let row = Row {
                     line: rec.line,
                     number: &number,
@@ -348,6 +556,7 @@ impl Run<'_> {
                         self.report.changed.push(ChangedRow {
                             line: rec.line,
                             fields: changed,
+                            note,
                         });
                     }
                 }
@@ -367,17 +576,18 @@ impl Run<'_> {
         &mut self,
         rec: &RawRecord,
         layout: &Layout,
+        at: &Placement,
         raw_number: &str,
         raw_text: &str,
         raw_id: &str,
     ) -> Result<(String, Vec<&'static str>), String> {
-        let needed = layout.number.max(layout.text) + 1;
+        let needed = layout.number.max(layout.text.unwrap_or(0)) + 1;
         if rec.len() < needed {
             return Err(format!(
                 "the row has {} field(s) but the {} is in column {needed}; check the delimiter \
                  (read as {:?}) and the column settings",
                 rec.len(),
-                if layout.text >= layout.number {
+                if layout.text.is_some_and(|t| t >= layout.number) {
                     "text"
                 } else {
                     "number"
@@ -385,21 +595,21 @@ impl Run<'_> {
                 self.report.delimiter
             ));
         }
-        let used = needed.max(layout.correlation_id.map_or(0, |i| i + 1));
-        let mut extra = (self.width.max(used)..rec.len())
-            .filter(|&i| !rec.get(i).unwrap_or_default().is_empty());
-        if let Some(last) = extra.next_back() {
-            return Err(format!(
-                "the row has {} fields where the {} has {}: a {:?} inside a field without quotes \
-                 shifts the columns; quote the field (\"...\") or remove the character in the export",
-                last + 1,
-                if self.report.header.is_some() { "header" } else { "file usually" },
-                self.width.max(used),
-                self.report.delimiter
-            ));
+        let number = rules::normalize_number(raw_number, self.number_rules()).map_err(|p| {
+            if at.surplus == 0 {
+                return say(p);
+            }
+            format!(
+                "{p}: the row has {} unquoted {:?} more than the header, and rebuilding the text \
+                 from them leaves this in the number column, so they are elsewhere; quote the \
+                 fields (\"...\") in the export",
+                at.surplus, self.report.delimiter
+            )
+        })?;
+        if !self.repair.sheet {
+            // A cell's line breaks are its own: no quote can have swallowed a row.
+            self.check_swallowed_rows(raw_text, rec.line)?;
         }
-        let number = rules::normalize_number(raw_number, self.number_rules()).map_err(say)?;
-        self.check_swallowed_rows(raw_text, rec.line)?;
         let mode = self.cfg.sanitize;
         let mut changed = vec![];
         self.text.clear();
@@ -470,27 +680,6 @@ impl Run<'_> {
     }
 }
 
-/// Field `i` as text: a slice of the whole record when it is UTF-8, else decoded into `buf`.
-/// A missing field is empty.
-fn field_str<'a>(
-    decoder: &mut FieldDecoder,
-    whole: Option<&'a str>,
-    rec: &'a RawRecord,
-    i: Option<usize>,
-    buf: &'a mut String,
-) -> Result<&'a str, dialect::BadEncoding> {
-    let Some(range) = i.and_then(|i| rec.range(i)) else {
-        return Ok("");
-    };
-    // The record holds its fields without delimiters or quotes, so bytes of two fields can join
-    // into one character (`\xCE` ends one, `\xB0` starts the next): the whole record is UTF-8
-    // but the field is not. Such a field is decoded on its own.
-    match whole.and_then(|w| w.get(range.clone())) {
-        Some(s) => Ok(s),
-        None => decoder.decode(&rec.bytes()[range], buf),
-    }
-}
-
 fn bad_encoding(field: &str, e: &dialect::BadEncoding) -> String {
     format!(
         "{field} is not valid UTF-8 (byte {}); the file is probably Windows-1252: set \
@@ -511,5 +700,7 @@ fn say(p: FieldProblem) -> String {
     p.to_string()
 }
 
+#[cfg(test)]
+mod sheet_tests;
 #[cfg(test)]
 mod tests;

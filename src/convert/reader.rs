@@ -240,6 +240,23 @@ impl RawRecord {
         &self.bytes[..self.used]
     }
 
+    /// Empties the record for one built field by field (a spreadsheet row) starting on `line`.
+    pub fn start(&mut self, line: u64) {
+        self.used = 0;
+        self.fields = 0;
+        self.line = line;
+    }
+
+    /// Appends a field holding `bytes`.
+    pub fn push_field(&mut self, bytes: &[u8]) {
+        self.bytes.truncate(self.used);
+        self.bytes.extend_from_slice(bytes);
+        self.used += bytes.len();
+        self.ends.truncate(self.fields);
+        self.ends.push(self.used);
+        self.fields += 1;
+    }
+
     /// True when every field is empty or white space (a blank line, or only delimiters).
     pub fn is_blank(&self) -> bool {
         self.bytes[..self.used]

@@ -112,7 +112,8 @@ fn sanitising_replaces_or_rejects_and_counts() {
         rep.changed[0],
         ChangedRow {
             line: 2,
-            fields: vec!["text"]
+            fields: vec!["text"],
+            note: None,
         }
     );
 
@@ -218,26 +219,111 @@ fn billing_is_counted_for_sent_rows() {
 }
 
 #[test]
-fn an_unquoted_delimiter_inside_a_field_rejects_the_row() {
-    let input =
-        b"telefone;mensagem;id\n11999999999;pedido saiu; acompanhe;P1\n11988888888;ok;P2;;\n";
-    let (rows, rep) = run(input);
-    assert_eq!(rows, vec![row(3, "5511988888888", "ok", "P2")]);
-    assert!(
-        rep.rejected[0]
-            .reason
-            .contains("4 fields where the header has 3"),
-        "{:?}",
-        rep.rejected
-    );
-    // Headerless: measured against the usual width.
-    let (rows, rep) = run(b"11999999999;a;1\n11988888888;b;2\n11977777777;c;x;3\n");
-    assert_eq!(rows.len(), 2);
-    assert!(
-        rep.rejected[0].reason.contains("file usually has 3"),
-        "{:?}",
-        rep.rejected
-    );
+fn unquoted_delimiters_are_joined_back_into_the_text_when_unambiguous() {
+    // (input, extra_fields = "reject"?, rows sent, note of the first changed row or reason of the
+    // first rejected row)
+    type Case<'a> = (&'a str, bool, Vec<(u64, String, String, String)>, &'a str);
+    let cases: Vec<Case> =
+        vec![
+        (
+            "celular,texto,correlationId\n5521980000001,Campanha Natal, cupom 00001,camp-00001\n",
+            false,
+            vec![row(2, "5521980000001", "Campanha Natal, cupom 00001", "camp-00001")],
+            "text contained 1 unquoted ','; rebuilt",
+        ),
+        (
+            "celular,texto,id\n5521980000001,a, b, c,X\n5521980000002,ok,Y\n",
+            false,
+            vec![
+                row(2, "5521980000001", "a, b, c", "X"),
+                row(3, "5521980000002", "ok", "Y"),
+            ],
+            "text contained 2 unquoted ','; rebuilt",
+        ),
+        // `;` inside the text: rebuilt, then sanitised for the gateway.
+        (
+            "telefone;mensagem;id\n11999999999;pedido saiu; acompanhe;P1\n",
+            false,
+            vec![row(2, "5511999999999", "pedido saiu, acompanhe", "P1")],
+            "text contained 1 unquoted ';'; rebuilt",
+        ),
+        // The text is the last column, or the first: the others are anchored at the other end.
+        (
+            "celular,texto\n5521980000001,a,,b\n",
+            false,
+            vec![row(2, "5521980000001", "a,,b", "")],
+            "text contained 2 unquoted ','; rebuilt",
+        ),
+        (
+            "texto,celular,id\nOi, João,5521980000001,X\n",
+            false,
+            vec![row(2, "5521980000001", "Oi, João", "X")],
+            "text contained 1 unquoted ','; rebuilt",
+        ),
+        // Headerless: measured against the usual width.
+        (
+            "11999999999;a;1\n11988888888;b;2\n11977777777;c;x;3\n",
+            false,
+            vec![
+                row(1, "5511999999999", "a", "1"),
+                row(2, "5511988888888", "b", "2"),
+                row(3, "5511977777777", "c,x", "3"),
+            ],
+            "text contained 1 unquoted ';'; rebuilt",
+        ),
+        // Only delimiters: an empty text, not a message of commas.
+        (
+            "celular,texto,id\n5521980000001, , ,X\n",
+            false,
+            vec![],
+            "text is empty",
+        ),
+        // Empty fields past the header are trailing delimiters: nothing to rebuild.
+        (
+            "telefone;mensagem;id\n11988888888;ok;P2;;\n",
+            false,
+            vec![row(2, "5511988888888", "ok", "P2")],
+            "",
+        ),
+        // Today's behaviour on request.
+        (
+            "celular,texto,id\n5521980000001,a, b,X\n",
+            true,
+            vec![],
+            "4 fields where the header has 3",
+        ),
+        // Another free column could hold the comma: ambiguous.
+        (
+            "nome,celular,texto,id\nSilva, Ana,5521980000001,Oi,X\n",
+            false,
+            vec![],
+            "besides the text, \"nome\" could hold it",
+        ),
+        // The surplus is not in the text: rebuilding it leaves garbage in the number column.
+        (
+            "id,celular,texto\nA,1,5521980000001,Oi\n",
+            false,
+            vec![],
+            "leaves this in the number column",
+        ),
+    ];
+    for (input, reject, want, says) in cases {
+        let mut cfg = Config::defaults().input;
+        if reject {
+            cfg.extra_fields = crate::config::ExtraFields::Reject;
+        }
+        let (rows, rep) = run_with(input.as_bytes(), &cfg);
+        assert_eq!(rows, want, "{input}");
+        let said = match (rep.changed.first(), rep.rejected.first()) {
+            (_, Some(r)) => r.reason.clone(),
+            (Some(c), None) => c.note.clone().unwrap_or_default(),
+            (None, None) => String::new(),
+        };
+        assert!(said.contains(says), "{input}: {said:?}");
+        if let Some(c) = rep.changed.first() {
+            assert!(c.fields.contains(&"text"), "{input}");
+        }
+    }
 }
 
 #[test]
@@ -256,4 +342,106 @@ fn an_unclosed_quote_never_mails_other_rows_to_one_number() {
         rows,
         vec![row(1, "5511999999999", "linha um linha dois", "A1")]
     );
+}
+
+#[test]
+fn templates_build_the_text_from_data_columns() {
+    let mut cfg = Config::defaults().input;
+    cfg.template = Some(
+        template::Template::parse("Olá {nome}, sua fatura de {valor} vence em {vencimento}.")
+            .unwrap(),
+    );
+    let input = "Nome;Valor;Vencimento;Celular;Código\n\
+                 Ana;R$ 10,00;05/01/2027;11999999999;F1\n\
+                 Bruno;;06/01/2027;11988888888;F2\n\
+                 Carla; R$ 5; ;11977777777;F3\n";
+    let (rows, rep) = run_with(input.as_bytes(), &cfg);
+    assert_eq!(
+        rows,
+        vec![row(
+            2,
+            "5511999999999",
+            "Olá Ana, sua fatura de R$ 10,00 vence em 05/01/2027.",
+            "F1"
+        )]
+    );
+    assert_eq!(
+        rep.first_message.as_deref(),
+        Some("Olá Ana, sua fatura de R$ 10,00 vence em 05/01/2027.")
+    );
+    let reasons: Vec<&str> = rep.rejected.iter().map(|r| r.reason.as_str()).collect();
+    assert!(reasons[0].contains("{valor} is empty"), "{reasons:?}");
+    assert!(reasons[1].contains("{vencimento} is empty"), "{reasons:?}");
+
+    // A missing column rejects the input as a whole, naming what it has.
+    let (rows, rep) = run_with(b"Nome;Celular\nAna;11999999999\n", &cfg);
+    assert!(rows.is_empty());
+    let why = rep.input_rejected.unwrap();
+    assert!(
+        why.contains("{valor}, {vencimento}") && why.contains("Nome, Celular"),
+        "{why}"
+    );
+
+    // The rendered text follows the text rules: `;` sanitised, length checked.
+    cfg.template = Some(template::Template::parse("{2}").unwrap());
+    cfg.header = crate::config::HeaderChoice::No;
+    let long = "x".repeat(1300);
+    let input = format!("11999999999\ta;b\n11988888888\t{long}\n");
+    let (rows, rep) = run_with(input.as_bytes(), &cfg);
+    assert_eq!(rows, vec![row(1, "5511999999999", "a,b", "")]);
+    assert_eq!(rep.rows_changed, 1);
+    assert!(rep.rejected[0].reason.contains("at most 1280"));
+}
+
+#[test]
+fn with_a_template_a_surplus_needs_absorb_column() {
+    let mut cfg = Config::defaults().input;
+    cfg.template = Some(template::Template::parse("Olá {nome}, pague {valor}").unwrap());
+    let input = "nome,valor,celular\nSilva, Ana,10,21999999999\nBia,20,21988888888\n";
+    let (rows, rep) = run_with(input.as_bytes(), &cfg);
+    assert_eq!(rows, vec![row(3, "5521988888888", "Olá Bia, pague 20", "")]);
+    assert!(
+        rep.rejected[0].reason.contains("absorb_column"),
+        "{:?}",
+        rep.rejected
+    );
+
+    cfg.absorb_column = Some(crate::config::ColumnRef::Name("Nome".into()));
+    let (rows, rep) = run_with(input.as_bytes(), &cfg);
+    assert_eq!(
+        rows,
+        vec![
+            row(2, "5521999999999", "Olá Silva, Ana, pague 10", ""),
+            row(3, "5521988888888", "Olá Bia, pague 20", "")
+        ]
+    );
+    assert_eq!(
+        rep.changed[0].note.as_deref(),
+        Some("column \"nome\" contained 1 unquoted ','; rebuilt")
+    );
+    // absorb_column naming a column the input lacks rejects the input.
+    cfg.absorb_column = Some(crate::config::ColumnRef::Name("cliente".into()));
+    let (_, rep) = run_with(input.as_bytes(), &cfg);
+    assert!(rep
+        .input_rejected
+        .unwrap()
+        .contains("absorb_column names the column \"cliente\""));
+}
+
+#[test]
+fn a_subaccount_template_overrides_the_global_one() {
+    let cfg = Config::parse(
+        "[input]\ntemplate = \"global {nome}\"\n[subaccounts.COBRANCA]\ntemplate = \"cobrança {nome}\"\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    let input = b"nome;celular\nAna;11999999999\n";
+    for (sub, want) in [
+        (Some("COBRANCA"), "cobrança Ana"),
+        (Some("OTHER"), "global Ana"),
+        (None, "global Ana"),
+    ] {
+        let (rows, _) = run_with(input, &cfg.input_for(sub));
+        assert_eq!(rows[0].2, want, "{sub:?}");
+    }
 }
