@@ -42,7 +42,10 @@ pub fn start(
     {
         tracing::warn!("[status] webhook_listen is reachable from other machines and webhook_token_env is not set: anyone who finds it can post statuses");
     }
-    if s.mode.queries() && s.api_url.starts_with("http://") {
+        let loopback = ["http://127.", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| s.api_url.starts_with(p));
+    if s.mode.queries() && s.api_url.starts_with("http://") && !loopback {
         tracing::warn!(api = %s.api_url, "[status] api_url is plain http: the token travels unencrypted");
     }
     let webhook = match (s.mode.listens(), s.webhook_listen) {
