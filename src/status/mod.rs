@@ -42,7 +42,7 @@ pub fn start(
     {
         tracing::warn!("[status] webhook_listen is reachable from other machines and webhook_token_env is not set: anyone who finds it can post statuses");
     }
-        let loopback = ["http://127.", "http://localhost", "http://[::1]"]
+    let loopback = ["http://127.", "http://localhost", "http://[::1]"]
         .iter()
         .any(|p| s.api_url.starts_with(p));
     if s.mode.queries() && s.api_url.starts_with("http://") && !loopback {
