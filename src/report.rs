@@ -190,7 +190,12 @@ fn write_result_csv(
                     .reason
                     .clone()
                     .unwrap_or_else(|| "the input could not be read again".into());
-                writeln!(sink.out, "0;;;{};{};", status_of(job.state), field(&why))?;
+                writeln!(
+                    sink.out,
+                    "0;;;{};{};",
+                    status_of(job.state),
+                    csv_field(&why)
+                )?;
             }
             Ok(())
         },
@@ -275,8 +280,8 @@ impl<W: Write> RowSink for ResultSink<'_, W> {
                 "{};{};{};rejected;{};",
                 row.line + self.line_offset,
                 row.number,
-                field(row.correlation_id),
-                field(why)
+                csv_field(row.correlation_id),
+                csv_field(why)
             );
         }
         let mut before = 0;
@@ -298,7 +303,7 @@ impl<W: Write> RowSink for ResultSink<'_, W> {
             "{};{};{};{status};{reason};{name}",
             row.line + self.line_offset,
             row.number,
-            field(row.correlation_id)
+            csv_field(row.correlation_id)
         )
     }
 
@@ -307,9 +312,9 @@ impl<W: Write> RowSink for ResultSink<'_, W> {
             self.out,
             "{};{};{};rejected;{};",
             row.line + self.line_offset,
-            field(&row.number),
-            field(&row.correlation_id),
-            field(&row.reason)
+            csv_field(&row.number),
+            csv_field(&row.correlation_id),
+            csv_field(&row.reason)
         )
     }
 }
@@ -327,7 +332,7 @@ fn batch_reason(b: &Batch) -> &'static str {
 }
 
 /// A CSV field, quoted when it holds `;`, `"` or a line break.
-fn field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([';', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

@@ -8,15 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use support::setup::{stop, wait_for, Login, Setup};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::setup::{free_port, stop, wait_for, Login, Setup};
 
 /// A setup whose daemon serves `[http]` on a free port, with `extra` lines in that section.
 fn setup(extra: &str) -> (Setup, String) {

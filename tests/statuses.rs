@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::setup::{show, stop, wait_for, Login, Setup};
+use support::setup::{free_port, show, stop, wait_for, Login, Setup};
 use support::statuses::{delivery_rows, StatusSim, WEBHOOK_TOKEN};
 
 /// Ten rows, one per last digit (every outcome the simulator knows); even lines carry the
@@ -153,15 +153,6 @@ fn poll_mode_reports_every_message_as_the_gateway_decided() {
         !s.log().contains(support::statuses::TOKEN),
         "the token was logged"
     );
-}
-
-/// A free loopback port (bound then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -178,6 +178,24 @@ fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
+/// A read-only connection to the journal in `dir` (with the busy timeout), and its path; `None`
+/// when there is no journal file.
+fn read_only_connection(dir: &Path) -> Result<Option<(Connection, PathBuf)>> {
+    let path = dir.join("journal.db");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| {
+            c.busy_timeout(std::time::Duration::from_secs(10))
+                .map(|()| c)
+        });
+    match conn {
+        Ok(conn) => Ok(Some((conn, path))),
+        Err(source) => Err(JournalError { path, source }),
+    }
+}
+
 impl Journal {
     /// Opens (creating if needed) the journal `journal.db` in `dir`.
     ///
@@ -209,18 +227,13 @@ impl Journal {
     /// # Errors
     /// When the journal cannot be read.
     pub fn open_read_only(dir: &Path) -> Result<Option<Journal>> {
-        let path = dir.join("journal.db");
-        if !path.exists() {
+        let Some((conn, path)) = read_only_connection(dir)? else {
             return Ok(None);
-        }
+        };
         let err = |source| JournalError {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
         let tables: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'",
@@ -259,21 +272,12 @@ impl Journal {
     /// # Errors
     /// When the journal cannot be read.
     pub fn stored_version(dir: &Path) -> Result<Option<i64>> {
-        let path = dir.join("journal.db");
-        if !path.exists() {
+        let Some((conn, path)) = read_only_connection(dir)? else {
             return Ok(None);
-        }
-        let err = |source| JournalError {
-            path: path.clone(),
-            source,
         };
-        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
         conn.query_row("PRAGMA user_version", [], |r| r.get(0))
             .map(Some)
-            .map_err(err)
+            .map_err(|source| JournalError { path, source })
     }
 
     /// SQLite's quick integrity check: `"ok"`, or what is wrong.

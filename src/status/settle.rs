@@ -118,12 +118,12 @@ fn write_delivery_csv(
                     "{};{};{};{};{};{};{};{}",
                     m.line + offset,
                     m.number,
-                    csv_field(&m.correlation_id),
+                    crate::report::csv_field(&m.correlation_id),
                     m.sent_status.as_deref().unwrap_or(""),
                     iso(m.sent_at),
                     m.delivered_status.as_deref().unwrap_or(""),
                     iso(m.delivered_at),
-                    csv_field(m.carrier.as_deref().unwrap_or(""))
+                    crate::report::csv_field(m.carrier.as_deref().unwrap_or(""))
                 )
             });
             match each {
@@ -141,14 +141,6 @@ fn write_delivery_csv(
         (_, Some(e)) => Err(StageError::Journal(e)),
         (Err(e), None) => Err(StageError::local(format!("writing {}", path.display()), e)),
         (Ok(()), None) => Ok(()),
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([';', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
     }
 }
 

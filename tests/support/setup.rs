@@ -318,3 +318,12 @@ pub fn umount(dir: &Path) {
         .arg(dir)
         .status();
 }
+
+/// A free loopback port (bound then released; the test binds it again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
