@@ -15,7 +15,7 @@
 use crate::batch::BatchName;
 use crate::config::{Config, SftpConfig};
 use crate::journal::{Batch, JobState};
-use crate::remote::{join, Remote, RemoteError};
+use crate::remote::{join, Remote, RemoteError, Upload};
 use crate::spool::spool_path;
 use crate::stage::{Ctx, StageError};
 use chrono::NaiveDate;
@@ -215,8 +215,27 @@ impl Round {
         resumed: bool,
         shutdown: &AtomicBool,
     ) -> Result<(), StageError> {
-        for mut batch in batches {
+        for group in batches.chunks(COMMIT_EVERY) {
             if self.connection_lost || shutdown.load(Ordering::Relaxed) {
+                break;
+            }
+            self.run_group(ctx, group.to_vec(), resumed)?;
+        }
+        Ok(())
+    }
+
+    /// One group: each batch checked against the server's listing (found there, renamed past a
+    /// taken name), then the ready ones uploaded together ([`Remote::upload_many`]: in flight
+    /// at once on the SFTP client), their renames recorded in the journal in one write first.
+    fn run_group(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        batches: Vec<Batch>,
+        resumed: bool,
+    ) -> Result<(), StageError> {
+        let mut ready: Vec<(Batch, Upload)> = vec![];
+        for mut batch in batches {
+            if self.connection_lost {
                 break;
             }
             let span = tracing::info_span!("job", id = batch.job_id, remote = %batch.name);
@@ -231,25 +250,75 @@ impl Round {
                 }
             }
             let listing = self.listing.as_mut().expect("listed above");
-            match upload_one(ctx, &mut batch, resumed, &self.dirs, listing) {
-                Ok(Sent::Unknown) => {}
-                Ok(sent) => {
-                    let note = match sent {
-                        Sent::Found(note) => Some(note),
-                        _ => None,
-                    };
-                    self.sent += usize::from(note.is_none());
-                    self.done.push((batch, note));
-                    if self.done.len() >= COMMIT_EVERY {
-                        commit(ctx, &mut self.done)?;
-                    }
-                }
-                Err(StageError::Local { context, source }) => {
-                    set_aside(ctx, &batch, &format!("{context}: {source}"))?;
-                }
-                Err(StageError::Remote(e)) => self.failed(ctx, &batch, e)?,
-                Err(e @ StageError::Journal(_)) => return Err(e),
+            match prepare(ctx, &mut batch, resumed, &self.dirs, listing) {
+                Ok(Prepared::Ready(u)) => ready.push((batch, u)),
+                Ok(Prepared::Done(sent)) => self.settled(ctx, batch, Ok(sent))?,
+                Err(e) => self.settled(ctx, batch, Err(e))?,
             }
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let uploads: Vec<Upload> = ready.iter().map(|(_, u)| u.clone()).collect();
+        let ids: Vec<i64> = ready.iter().map(|(b, _)| b.id).collect();
+        let journal = &mut *ctx.journal;
+        let mut journal_error = None;
+        let mut intent = |which: &[usize]| {
+            let chosen: Vec<i64> = which.iter().map(|&i| ids[i]).collect();
+            journal.mark_renaming(&chosen).map_err(|e| {
+                journal_error = Some(e);
+                RemoteError::Op {
+                    op: "rename",
+                    path: String::new(),
+                    message: "the journal could not record the rename".into(),
+                }
+            })
+        };
+        let started = std::time::Instant::now();
+        let results = ctx.remote.upload_many(&uploads, &mut intent);
+        if let Some(e) = journal_error {
+            return Err(e.into());
+        }
+        let took = started.elapsed().as_secs_f64();
+        for ((mut batch, _), result) in ready.into_iter().zip(results) {
+            let span = tracing::info_span!("job", id = batch.job_id, remote = %batch.name);
+            let _g = span.enter();
+            let listing = self.listing.as_mut().expect("listed above");
+            if self.connection_lost && result.is_err() {
+                // Counted once, on the first file that met the lost connection.
+                continue;
+            }
+            let outcome = finish(ctx, &mut batch, &self.dirs, listing, result, took);
+            self.settled(ctx, batch, outcome)?;
+        }
+        Ok(())
+    }
+
+    /// Records how one batch's upload ended.
+    fn settled(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        batch: Batch,
+        outcome: Result<Sent, StageError>,
+    ) -> Result<(), StageError> {
+        match outcome {
+            Ok(Sent::Unknown) => {}
+            Ok(sent) => {
+                let note = match sent {
+                    Sent::Found(note) => Some(note),
+                    _ => None,
+                };
+                self.sent += usize::from(note.is_none());
+                self.done.push((batch, note));
+                if self.done.len() >= COMMIT_EVERY {
+                    commit(ctx, &mut self.done)?;
+                }
+            }
+            Err(StageError::Local { context, source }) => {
+                set_aside(ctx, &batch, &format!("{context}: {source}"))?;
+            }
+            Err(StageError::Remote(e)) => self.failed(ctx, &batch, e)?,
+            Err(e @ StageError::Journal(_)) => return Err(e),
         }
         Ok(())
     }
@@ -378,21 +447,31 @@ impl Listing {
     }
 }
 
-/// Uploads one batch; `Some(note)` when it was already on the server (`None` from a batch set
-/// to `unknown`: see [`JobState::Unknown`]). Renames `batch` while its name is taken on the
-/// server.
-fn upload_one(
+/// What [`prepare`] found.
+enum Prepared {
+    /// To be uploaded: its local file, temporary and final names.
+    Ready(Upload),
+    /// Nothing to send (already on the server, or `unknown`).
+    Done(Sent),
+}
+
+/// Checks one batch before its upload: a resumed batch is looked for on the server first
+/// (`Done` when it is there, or `unknown`: see [`JobState::Unknown`]); a name taken on the
+/// server renames `batch`; a spool file gone is a local error (the batch is set aside).
+fn prepare(
     ctx: &mut Ctx<'_>,
     batch: &mut Batch,
     resumed: bool,
     d: &Dirs,
     listing: &mut Listing,
-) -> Result<Sent, StageError> {
+) -> Result<Prepared, StageError> {
     if resumed {
         match find_ours(listing, batch, d) {
             Found::Ours(dir) => {
                 tracing::info!(found_in = %dir, "batch already on the server (upload finished before a restart)");
-                return Ok(Sent::Found("found on the server after a restart"));
+                return Ok(Prepared::Done(Sent::Found(
+                    "found on the server after a restart",
+                )));
             }
             Found::Foreign(path, size) => rename_taken(
                 ctx,
@@ -409,7 +488,7 @@ fn upload_one(
                 // out and been processed and cleaned away. Never guess by sending again.
                 let temp = temp_path(d, &batch.name);
                 if ctx.remote.size(&temp)? != Some(batch.bytes) {
-                    return unknown(ctx, batch, d).map(|()| Sent::Unknown);
+                    return unknown(ctx, batch, d).map(|()| Prepared::Done(Sent::Unknown));
                 }
             }
             Found::Nothing => {}
@@ -439,37 +518,34 @@ fn upload_one(
             ),
         ));
     }
+    Ok(Prepared::Ready(Upload {
+        local,
+        temp: temp_path(d, &batch.name),
+        dest: join(&d.upload, &batch.name),
+    }))
+}
+
+/// Takes one batch's upload result; a name found taken at the rename renames the batch and
+/// uploads it alone under the next free name.
+fn finish(
+    ctx: &mut Ctx<'_>,
+    batch: &mut Batch,
+    d: &Dirs,
+    listing: &mut Listing,
+    mut result: Result<u64, RemoteError>,
+    mut took: f64,
+) -> Result<Sent, StageError> {
     loop {
-        let temp = temp_path(d, &batch.name);
-        let dest = join(&d.upload, &batch.name);
-        let journal = &mut *ctx.journal;
-        let mut journal_error = None;
-        let id = batch.id;
-        let mut intent = || match journal.mark_renaming(id) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                journal_error = Some(e);
-                Err(RemoteError::Op {
-                    op: "rename",
-                    path: String::new(),
-                    message: "the journal could not record the rename".into(),
-                })
-            }
-        };
-        let started = std::time::Instant::now();
-        let result = ctx.remote.upload_with(&local, &temp, &dest, &mut intent);
-        if let Some(e) = journal_error {
-            return Err(e.into());
-        }
         match result {
             Ok(bytes) => {
-                crate::ops::metrics::upload_took(started.elapsed().as_secs_f64());
+                crate::ops::metrics::upload_took(took);
                 tracing::info!(bytes, remote = %batch.name, "uploaded");
                 listing.put(&batch.name, bytes);
                 return Ok(Sent::Now);
             }
             Err(RemoteError::Exists { path }) => {
                 // A rename reported failed may still have happened: our size means ours.
+                let dest = join(&d.upload, &batch.name);
                 if ctx.remote.size(&dest)? == Some(batch.bytes) {
                     tracing::info!(
                         "batch found under its name after the rename was reported failed"
@@ -488,6 +564,29 @@ fn upload_one(
             }
             Err(e) => return Err(e.into()),
         }
+        let local = spool_path(ctx.cfg, batch.job_id, batch.part);
+        let temp = temp_path(d, &batch.name);
+        let dest = join(&d.upload, &batch.name);
+        let journal = &mut *ctx.journal;
+        let mut journal_error = None;
+        let id = batch.id;
+        let mut intent = || match journal.mark_renaming(&[id]) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                journal_error = Some(e);
+                Err(RemoteError::Op {
+                    op: "rename",
+                    path: String::new(),
+                    message: "the journal could not record the rename".into(),
+                })
+            }
+        };
+        let started = std::time::Instant::now();
+        result = ctx.remote.upload_with(&local, &temp, &dest, &mut intent);
+        if let Some(e) = journal_error {
+            return Err(e.into());
+        }
+        took = started.elapsed().as_secs_f64();
     }
 }
 

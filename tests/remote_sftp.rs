@@ -533,3 +533,107 @@ fn twenty_megabytes_round_trip() {
     let on_server = fs::read(sshd.home().join("upload/big.txt")).unwrap();
     assert!(on_server == bytes, "content differs");
 }
+
+/// A group of files through the pipelined channel: small ones, a big one (many writes in
+/// flight), a stale temp file, a name already taken on the server, a local file gone, and the
+/// intent callback called once with exactly the files about to be renamed.
+#[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
+fn a_group_uploads_pipelined_with_the_same_promises() {
+    use smsdrop::remote::Upload;
+    let sshd = start();
+    let local = tempfile::tempdir().unwrap();
+    let mut r = SftpRemote::new(config(&sshd, key_auth(&sshd)));
+    let taken = sshd.home().join("upload/T3.txt");
+    fs::write(&taken, "another system's file\n").unwrap();
+    sshd.chown_to_user(&taken);
+    let stale = sshd.home().join("upload/.T1.txt.part");
+    fs::write(&stale, vec![b'x'; 100_000]).unwrap();
+    sshd.chown_to_user(&stale);
+
+    let mut files = vec![];
+    let mut contents = vec![];
+    for i in 0..40 {
+        let bytes = match i {
+            7 => noise(5 * 1024 * 1024 + 17),
+            1 => b"5511900000001;tiny;;\nEOF\n".to_vec(),
+            _ => format!("5511900000{i:03};hello {i};;\nEOF\n").into_bytes(),
+        };
+        let name = format!("T{i}.txt");
+        let path = if i == 11 {
+            local.path().join("gone.txt")
+        } else {
+            write_local(local.path(), &name, &bytes)
+        };
+        files.push(Upload {
+            local: path,
+            temp: format!("upload/.{name}.part"),
+            dest: format!("upload/{name}"),
+        });
+        contents.push(bytes);
+    }
+    let mut calls = vec![];
+    let results = r.upload_many(&files, &mut |which| {
+        calls.push(which.to_vec());
+        Ok(())
+    });
+    assert_eq!(results.len(), 40);
+    assert_eq!(calls.len(), 1, "one intent for the group: {calls:?}");
+    let expected_ready: Vec<usize> = (0..40).filter(|&i| i != 11).collect();
+    assert_eq!(calls[0], expected_ready);
+    for (i, res) in results.iter().enumerate() {
+        let on_server = sshd.home().join(format!("upload/T{i}.txt"));
+        match i {
+            3 => {
+                assert!(
+                    matches!(res, Err(RemoteError::Exists { path }) if path == "upload/T3.txt"),
+                    "{res:?}"
+                );
+                assert_eq!(
+                    fs::read(&on_server).unwrap(),
+                    b"another system's file\n",
+                    "clobbered"
+                );
+            }
+            11 => {
+                assert!(matches!(res, Err(RemoteError::Op { .. })), "{res:?}");
+                assert!(!on_server.exists());
+            }
+            _ => {
+                assert_eq!(res.as_ref().ok(), Some(&(contents[i].len() as u64)), "{i}");
+                assert!(fs::read(&on_server).unwrap() == contents[i], "T{i} differs");
+            }
+        }
+    }
+    let left: Vec<String> = r
+        .list("upload")
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert!(r.connected());
+
+    // The journal refusing the intent: nothing is renamed.
+    let again = vec![Upload {
+        local: files[0].local.clone(),
+        temp: "upload/.U.txt.part".into(),
+        dest: "upload/U.txt".into(),
+    }];
+    let results = r.upload_many(&again, &mut |_| {
+        Err(RemoteError::Op {
+            op: "rename",
+            path: String::new(),
+            message: "journal".into(),
+        })
+    });
+    assert!(results[0].is_err());
+    assert_eq!(
+        r.size("upload/U.txt").unwrap(),
+        None,
+        "renamed without intent"
+    );
+}

@@ -342,13 +342,14 @@ impl Journal {
         Ok(out)
     }
 
-    /// Records that a batch's rename into place is about to begin. Not synced to disk (no
-    /// `fsync` per file): it survives a crash of smsdrop, which is what it is for; after a power
-    /// cut it may be lost, and the batch is then looked for and sent again as before.
+    /// Records that the renames of these batches into place are about to begin, in one
+    /// transaction. Not synced to disk (no `fsync` per group): it survives a crash of smsdrop,
+    /// which is what it is for; after a power cut it may be lost, and the batches are then looked
+    /// for and sent again as before.
     ///
     /// # Errors
     /// When the write fails.
-    pub fn mark_renaming(&mut self, batch_id: i64) -> Result<()> {
+    pub fn mark_renaming(&mut self, batch_ids: &[i64]) -> Result<()> {
         let path = self.path.clone();
         let err = |source| JournalError {
             path: path.clone(),
@@ -357,13 +358,18 @@ impl Journal {
         self.conn
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
-        let r = self
-            .conn
-            .execute("UPDATE batches SET renaming = 1 WHERE id = ?1", [batch_id]);
+        let r = self.transaction(|t| {
+            let mut stmt =
+                t.tx.prepare_cached("UPDATE batches SET renaming = 1 WHERE id = ?1")?;
+            for id in batch_ids {
+                stmt.execute([id])?;
+            }
+            Ok(())
+        });
         self.conn
             .pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
-        r.map(drop).map_err(err)
+        r
     }
 
     /// Jobs in any of `states`, oldest first.

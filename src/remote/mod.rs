@@ -9,10 +9,10 @@
 pub mod local;
 pub mod sftp;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What went wrong talking to the server.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RemoteError {
     /// TCP connect, handshake, a dropped session or a timeout: retry later.
     #[error("cannot reach {target}: {message}")]
@@ -92,6 +92,19 @@ pub trait Remote: Send {
         before_rename: &mut dyn FnMut() -> Result<(), RemoteError>,
     ) -> Result<u64, RemoteError>;
 
+    /// Uploads several files as [`Remote::upload_with`] does one, calling `before_rename` with
+    /// the indices of the files about to be renamed (complete, size checked) before any of them
+    /// is. A client may keep many requests in flight (the SFTP client sends a whole group in
+    /// about three round trips); this default uploads one file after the other and stops at the
+    /// first lost connection. Returns one result per file, in order.
+    fn upload_many(
+        &mut self,
+        files: &[Upload],
+        before_rename: &mut dyn FnMut(&[usize]) -> Result<(), RemoteError>,
+    ) -> Vec<Result<u64, RemoteError>> {
+        upload_each(self, files, before_rename)
+    }
+
     /// [`Remote::upload_with`] with nothing to do before the rename.
     ///
     /// # Errors
@@ -113,6 +126,35 @@ pub trait Remote: Send {
     fn keepalive(&mut self) -> Result<(), RemoteError> {
         Ok(())
     }
+}
+
+/// One file for [`Remote::upload_many`]: the local file, its temporary and its final name.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub local: PathBuf,
+    pub temp: String,
+    pub dest: String,
+}
+
+/// [`Remote::upload_many`] one file at a time with [`Remote::upload_with`]; after a lost
+/// connection the remaining files get the same error without being tried.
+pub fn upload_each<R: Remote + ?Sized>(
+    remote: &mut R,
+    files: &[Upload],
+    before_rename: &mut dyn FnMut(&[usize]) -> Result<(), RemoteError>,
+) -> Vec<Result<u64, RemoteError>> {
+    let mut out: Vec<Result<u64, RemoteError>> = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        if let Some(Err(e)) = out.last() {
+            if !matches!(e, RemoteError::Op { .. } | RemoteError::Exists { .. }) {
+                let e = e.clone();
+                out.extend((i..files.len()).map(|_| Err(e.clone())));
+                break;
+            }
+        }
+        out.push(remote.upload_with(&f.local, &f.temp, &f.dest, &mut || before_rename(&[i])));
+    }
+    out
 }
 
 /// `dir/name`, or `name` when `dir` is empty.

@@ -16,6 +16,8 @@
 //! One concern a file:
 //! - `mod.rs` (here): [`SftpRemote`] and its [`Remote`] impl: list, stat, upload (temp file, size
 //!   check, no-clobber rename), remove and keepalive, and dropping a session once it is lost.
+//! - `pipe.rs`: the pipelined SFTP channel (requests in flight, answers by id).
+//! - `many.rs`: uploading a group of files on that channel in about three round trips.
 //! - `session.rs`: TCP connect, SSH handshake, ciphers, keepalive and timeouts; the live session.
 //! - `hostkey.rs`: known_hosts checking and recording, fingerprints ([`host_key_status`],
 //!   [`accept_new_host_key`], [`HostKeyStatus`]).
@@ -25,12 +27,14 @@
 mod auth;
 mod errors;
 mod hostkey;
+mod many;
+mod pipe;
 mod session;
 
 pub use auth::check_secret_permissions;
 pub use hostkey::{accept_new_host_key, host_key_status, HostKeyStatus};
 
-use super::{Remote, RemoteError};
+use super::{Remote, RemoteError, Upload};
 use crate::config::SftpConfig;
 use crate::fsutil::read_full;
 use errors::{describe, local_error, no_such_file, session_lost, ERROR_FILE};
@@ -349,6 +353,14 @@ impl Remote for SftpRemote {
         self.rename_no_clobber(temp, dest)?;
         crate::crash::point("renamed");
         Ok(sent)
+    }
+
+    fn upload_many(
+        &mut self,
+        files: &[Upload],
+        before_rename: &mut dyn FnMut(&[usize]) -> Result<(), RemoteError>,
+    ) -> Vec<Result<u64, RemoteError>> {
+        self.upload_pipelined(files, before_rename)
     }
 
     fn remove(&mut self, path: &str) -> Result<(), RemoteError> {

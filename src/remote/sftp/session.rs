@@ -9,9 +9,10 @@
 use super::auth::{authenticate, load_credentials};
 use super::errors::describe;
 use super::hostkey::{changed_host_key, check_host_key, host_key, unknown_host_key, HostKeyStatus};
+use super::pipe::Pipe;
 use crate::config::SftpConfig;
 use crate::remote::RemoteError;
-use ssh2::{MethodType, Session, Sftp};
+use ssh2::{Channel, MethodType, Session, Sftp};
 use std::io;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -27,6 +28,16 @@ const CIPHERS_NO_GCM: &str = "chacha20-poly1305@openssh.com,aes128-ctr,aes256-ct
 pub(super) struct Conn {
     pub(super) sftp: Sftp,
     pub(super) link: Link,
+    /// The second, pipelined SFTP channel for uploads (`pipe.rs`), opened on first use.
+    pub(super) pipe: PipeSlot,
+}
+
+/// Whether this session has a pipelined channel.
+pub(super) enum PipeSlot {
+    Untried,
+    Open(Pipe<Channel>),
+    /// The server refused a second channel: uploads go one request at a time on this session.
+    Refused,
 }
 
 impl Drop for Conn {
@@ -69,7 +80,11 @@ pub(super) fn connect(cfg: &SftpConfig) -> Result<Conn, RemoteError> {
         target: target(cfg),
         message: format!("cannot start the SFTP subsystem: {}", describe(&e)),
     })?;
-    Ok(Conn { sftp, link })
+    Ok(Conn {
+        sftp,
+        link,
+        pipe: PipeSlot::Untried,
+    })
 }
 
 /// TCP connect (each resolved address, under the timeout), then the SSH handshake.
