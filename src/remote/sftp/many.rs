@@ -230,7 +230,10 @@ impl SftpRemote {
         if ready.is_empty() {
             return Ok(());
         }
-        crate::crash::point("temp-uploaded");
+        // Crash points count files, as in `upload_with`.
+        for _ in &ready {
+            crate::crash::point("temp-uploaded");
+        }
         // 3. The caller's intent, then the renames (SFTP v3: never onto an existing name).
         if let Err(e) = before_rename(&ready) {
             for &i in &ready {
@@ -249,11 +252,13 @@ impl SftpRemote {
         let mut refused = vec![];
         for (&i, id) in ready.iter().zip(renames) {
             match pipe.wait(id)? {
-                Answer::Status { code: 0, .. } => results[i] = Some(Ok(progress[i].sent)),
+                Answer::Status { code: 0, .. } => {
+                    results[i] = Some(Ok(progress[i].sent));
+                    crate::crash::point("renamed");
+                }
                 other => refused.push((i, other)),
             }
         }
-        crate::crash::point("renamed");
         // A refused rename: the name is taken (ours after all, or someone else's), or the
         // server said no. Looked into one at a time on the ordinary channel (rare).
         for (i, answer) in refused {
