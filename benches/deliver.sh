@@ -35,6 +35,9 @@
 #   IDLE_SECS=20      idle measurement window, seconds (IDLE_SECS=0 skips part 3)
 #   IDLE_SETTLE=3     seconds the daemon runs before the window opens
 #   IDLE_TIGHT=1      also measure idle with rescan_secs = poll_secs = 1 (0: defaults only)
+#   DROPS=10          part 5: single inputs dropped one at a time into an idle `smsdrop run`
+#                     (stable_secs = 1); each timed from the rename into the inbox to its batch
+#                     file under its final name on the server (0 skips part 5)
 #   PROFILE=0         1: afterwards, one extra small-files send under `strace -f -c` and one under
 #                     `perf record -g` (prints syscall counts and top functions; needs strace/perf)
 #   KEEP=0            1: keep the scratch folder (its path is printed)
@@ -49,6 +52,7 @@ ROUNDS=${ROUNDS:-3}
 IDLE_SECS=${IDLE_SECS:-20}
 IDLE_SETTLE=${IDLE_SETTLE:-3}
 IDLE_TIGHT=${IDLE_TIGHT:-1}
+DROPS=${DROPS:-10}
 PROFILE=${PROFILE:-0}
 KEEP=${KEEP:-0}
 SSHD=${SSHD:-/usr/sbin/sshd}
@@ -482,6 +486,9 @@ big_send() {
     # (the log has ANSI colours even when not on a terminal)
     CIPHER=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/big-send.err" | grep -o 'sftp session open.*cipher=Some("[^"]*")' |
         head -n 1 | sed 's/.*cipher=Some("\(.*\)")/\1/' || true)
+    # smsdrop's own upload time: create of the temporary file to the rename (its "uploaded" line).
+    GROUP=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/big-send.err" | grep -o 'group_secs=[0-9.]*' | head -n 1 | cut -d= -f2 || true)
+    [[ -n "$GROUP" ]] || die "big-send: no group_secs in the log line of the upload"
     fresh_state
     clean_remote
 }
@@ -526,7 +533,7 @@ if [[ "$SMSDROP_CIPHER" != unknown && "$SMSDROP_CIPHER" != "$SFTP_DEFAULT_CIPHER
 fi
 log "ciphers: smsdrop $SMSDROP_CIPHER, sftp default $SFTP_DEFAULT_CIPHER"
 
-BC=() BS=() BU=() BW=() BP=() BPW=() BQ=() BQW=() BRAT=() BWRAT=() BRSS=() BCPU=() PCPU=() BQRAT=()
+BG=() BGRAT=() BC=() BS=() BU=() BW=() BP=() BPW=() BQ=() BQW=() BRAT=() BWRAT=() BRSS=() BCPU=() PCPU=() BQRAT=()
 for ((r = 1; r <= ROUNDS; r++)); do
     order="convert send sftp sftpc"
     ((r % 2 == 0)) && order="sftpc sftp send convert"
@@ -538,7 +545,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
                 ;;
             send)
                 big_send
-                s=$T sw=$WIRE srss=$RSS scpu=$CPU
+                s=$T sw=$WIRE srss=$RSS scpu=$CPU sg=$GROUP
                 ;;
             sftp)
                 big_sftp big-sftp
@@ -556,6 +563,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     (($(calc "%d" "$u > 0.001"))) || die "round $r: send ($s s) not slower than convert ($c s); cannot derive the upload time"
     BC+=("$c") BS+=("$s") BU+=("$u") BW+=("$sw") BP+=("$p") BPW+=("$pw") BRSS+=("$srss") BCPU+=("$scpu") PCPU+=("$pcpu")
     BRAT+=("$(calc "%.3f" "$p / $u")")
+    BG+=("$sg") BGRAT+=("$(calc "%.3f" "$p / $sg")")
     [[ "$sw" != n/a && "$pw" != n/a ]] && BWRAT+=("$(calc "%.3f" "$pw / $sw")")
     line="round $r/$ROUNDS: convert ${c}s  send ${s}s  => upload ${u}s ($(mbps "$BIG_BYTES" "$u") MB/s, wire ${sw}s)  sftp ${p}s ($(mbps "$BIG_BYTES" "$p") MB/s, wire ${pw}s)"
     if [[ $SAME_CIPHER == 1 ]]; then
@@ -569,6 +577,8 @@ BS_MED=$(median "${BS[@]}")
 BU_MED=$(median "${BU[@]}")
 BP_MED=$(median "${BP[@]}")
 BRAT_MED=$(calc "%.2f" "$(median "${BRAT[@]}")")
+BG_MED=$(median "${BG[@]}")
+BGRAT_MED=$(calc "%.2f" "$(median "${BGRAT[@]}")")
 BIG_RSS=$(maxof "${BRSS[@]}")
 BIG_CONVERT_RSS=$(tail -n 1 "$WORK/big-convert.time" | cut -d' ' -f1)
 if [[ ${#BWRAT[@]} -gt 0 ]]; then
@@ -672,6 +682,55 @@ else
     IDLE_LINES="  skipped (IDLE_SECS=0)"
 fi
 
+# --- part 5: latency of one drop into an idle daemon ------------------------------------------
+LAT_LINE="  skipped (DROPS=0)"
+if ((DROPS > 0)); then
+    log "part 5: $DROPS single drops into an idle smsdrop run (stable_secs = 1)"
+    fresh_state
+    clean_remote
+    mkdir -p "$WORK/lat-inbox" "$WORK/lat-ready"
+    write_config "$WORK/lat.toml" "$STATE" "$WORK/lat-inbox" "stable_secs = 1"
+    "$BIN" run --config "$WORK/lat.toml" >"$WORK/lat.out" 2>"$WORK/lat.err" &
+    DAEMON_PID=$!
+    sleep 2
+    kill -0 "$DAEMON_PID" 2>/dev/null || { cat "$WORK/lat.err" >&2; die "smsdrop run (latency) died at start"; }
+    # Each drop: a prepared input renamed into the inbox (how an ERP's finished export appears),
+    # then upload/ watched every 2 ms for a new final name; 3 s of idle between drops.
+    LATS=$(python3 - "$DROPS" "$SMALL_IN" "$WORK/lat-ready" "$WORK/lat-inbox" "$HOME_DIR/upload" <<'PY'
+import os, shutil, sys, time
+drops, src, ready, inbox, upload = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+names = sorted(os.listdir(src))[:drops]
+out = []
+for i, n in enumerate(names):
+    staged = os.path.join(ready, n)
+    shutil.copyfile(os.path.join(src, n), staged)
+    before = {f for f in os.listdir(upload) if not f.startswith(".")}
+    time.sleep(3)
+    t0 = time.monotonic()
+    os.rename(staged, os.path.join(inbox, n))
+    while True:
+        now = {f for f in os.listdir(upload) if not f.startswith(".")}
+        if now - before:
+            break
+        if time.monotonic() - t0 > 30:
+            sys.exit("drop %d: nothing on the server after 30 s" % i)
+        time.sleep(0.002)
+    out.append("%.4f" % (time.monotonic() - t0))
+print(" ".join(out))
+PY
+) || die "latency drops failed (see above; log: $WORK/lat.err)"
+    kill -TERM "$DAEMON_PID"
+    wait "$DAEMON_PID" || true
+    DAEMON_PID=""
+    read -r -a LAT <<<"$LATS"
+    LAT_MED=$(median "${LAT[@]}")
+    LAT_MAX=$(maxof "${LAT[@]}")
+    LAT_LINE="  from the rename into the inbox to the file on the server: median ${LAT_MED} s, max ${LAT_MAX} s over ${#LAT[@]} drops (stable_secs = 1: target <= 1.1 s; $( (($(calc "%d" "$LAT_MAX <= 1.1"))) && echo met || echo MISSED))"
+    log "latencies: ${LAT[*]}"
+    fresh_state
+    clean_remote
+fi
+
 # --- optional profile of the small-files send -----------------------------------------------------
 if [[ "$PROFILE" == 1 ]]; then
     if command -v strace >/dev/null; then
@@ -715,6 +774,8 @@ rounds:   $ROUNDS of each, alternating, after one warm-up each; medians; every r
   => smsdrop upload part     ${BU_MED} s   $(mbps "$BIG_BYTES" "$BU_MED") MB/s   (send - convert, per round)
   sftp -b put                ${BP_MED} s   $(mbps "$BIG_BYTES" "$BP_MED") MB/s   (connect + upload)
   ratio smsdrop/sftp MB/s (median of per-round ratios): ${BRAT_MED}   ($(verdict "$BRAT_MED"))
+  smsdrop upload alone       ${BG_MED} s   $(mbps "$BIG_BYTES" "$BG_MED") MB/s   (its log: create of the temp file -> rename, no login)
+  ratio sftp -b put / smsdrop upload alone (median of per-round ratios): ${BGRAT_MED}   ($(verdict "$BGRAT_MED"); sftp's time includes its login)
 $WIRE_LINE${SAME_LINE:+
 $SAME_LINE}
   CPU (user+sys, median): smsdrop send $(calc "%.2f" "$(median "${BCPU[@]}")") s, sftp+ssh client $(calc "%.2f" "$(median "${PCPU[@]}")") s
@@ -727,4 +788,6 @@ $SAME_LINE}
 3. idle CPU of smsdrop run, empty inbox, ${IDLE_SECS} s after ${IDLE_SETTLE} s settling
 $IDLE_LINES
 4. peak RSS (/usr/bin/time %M): smsdrop send of the $(calc "%.0f" "$BIG_BYTES / 1e6") MB file $(kib_to_mib "$BIG_RSS") MiB (max of $ROUNDS); smsdrop convert alone $(kib_to_mib "$BIG_CONVERT_RSS") MiB
+5. latency of one input dropped into an idle smsdrop run
+$LAT_LINE
 SUMMARY

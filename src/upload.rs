@@ -539,7 +539,8 @@ fn finish(
         match result {
             Ok(bytes) => {
                 crate::ops::metrics::upload_took(took);
-                tracing::info!(bytes, remote = %batch.name, "uploaded");
+                // group_secs: from the first request of its group to the last rename.
+                tracing::info!(bytes, remote = %batch.name, group_secs = format_args!("{took:.4}"), "uploaded");
                 listing.put(&batch.name, bytes);
                 return Ok(Sent::Now);
             }

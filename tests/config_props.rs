@@ -28,6 +28,7 @@ const KEYS: &[Key] = &[
     Key { section: "sftp", name: "port", lo: 1, hi: 65_535 },
     Key { section: "sftp", name: "timeout_secs", lo: 1, hi: 3600 },
     Key { section: "sftp", name: "keepalive_secs", lo: 0, hi: 3600 },
+    Key { section: "sftp", name: "connections", lo: 1, hi: 16 },
     Key { section: "track", name: "poll_secs", lo: 1, hi: 3600 },
     Key { section: "batch", name: "max_rows_per_file", lo: 1, hi: 1_000_000 },
     Key { section: "input", name: "max_workbook_mb", lo: 1, hi: 1024 },

@@ -30,6 +30,8 @@ fn config(sshd: &Sshd, auth: Auth) -> SftpConfig {
         timeout: Duration::from_secs(10),
         keepalive: Duration::from_secs(60),
         strict_permissions: false,
+        connections: 1,
+        pipelining: true,
     }
 }
 
@@ -636,4 +638,53 @@ fn a_group_uploads_pipelined_with_the_same_promises() {
         None,
         "renamed without intent"
     );
+}
+
+/// A server that allows one channel per connection (`MaxSessions 1`): the pipelined channel is
+/// refused, the group goes one request at a time on the ordinary channel, nothing is lost and
+/// the session stays usable.
+#[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
+fn one_channel_per_session_still_uploads_every_file() {
+    use smsdrop::remote::Upload;
+    let sshd = Sshd::start_with_config("MaxSessions 1\n")
+        .unwrap_or_else(|e| panic!("cannot start sshd: {e}"));
+    let local = tempfile::tempdir().unwrap();
+    let mut r = SftpRemote::new(config(&sshd, key_auth(&sshd)));
+    let files: Vec<Upload> = (0..5)
+        .map(|i| Upload {
+            local: write_local(
+                local.path(),
+                &format!("o{i}.txt"),
+                format!("551190000000{i};one {i};;\nEOF\n").as_bytes(),
+            ),
+            temp: format!("upload/.O{i}.txt.part"),
+            dest: format!("upload/O{i}.txt"),
+        })
+        .collect();
+    let mut intents = 0;
+    let results = r.upload_many(&files, &mut |which| {
+        assert_eq!(which.len(), 1, "one file at a time on one channel");
+        intents += 1;
+        Ok(())
+    });
+    assert_eq!(intents, 5);
+    for (i, res) in results.iter().enumerate() {
+        assert_eq!(res.as_ref().ok(), Some(&26), "O{i}: {res:?}");
+    }
+    assert_eq!(
+        r.list("upload").unwrap(),
+        (0..5).map(|i| format!("O{i}.txt")).collect::<Vec<_>>()
+    );
+    // The next group on the same session goes the same way at once.
+    let more = vec![Upload {
+        local: files[0].local.clone(),
+        temp: "upload/.P.txt.part".into(),
+        dest: "upload/P.txt".into(),
+    }];
+    assert!(r.upload_many(&more, &mut |_| Ok(()))[0].is_ok());
+    assert!(r.connected());
 }

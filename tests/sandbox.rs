@@ -51,6 +51,8 @@ fn config(sb: &Sandbox, auth: Auth) -> SftpConfig {
         timeout: Duration::from_secs(10),
         keepalive: Duration::from_secs(30),
         strict_permissions: false,
+        connections: 1,
+        pipelining: true,
     }
 }
 

@@ -57,6 +57,8 @@ pub struct RawSftp {
     pub timeout_secs: i64,
     pub keepalive_secs: i64,
     pub strict_permissions: bool,
+    pub connections: i64,
+    pub pipelining: bool,
 }
 
 impl Default for RawSftp {
@@ -77,6 +79,8 @@ impl Default for RawSftp {
             timeout_secs: 30,
             keepalive_secs: 60,
             strict_permissions: false,
+            connections: 1,
+            pipelining: true,
         }
     }
 }
@@ -219,6 +223,10 @@ pub struct SftpConfig {
     pub keepalive: Duration,
     /// Refuse to start when a secret file is readable by group or others.
     pub strict_permissions: bool,
+    /// The most SSH sessions open to the server at once (smsdrop needs one).
+    pub connections: u32,
+    /// Keep many SFTP requests in flight on a second channel (false: one at a time).
+    pub pipelining: bool,
 }
 
 /// `[track]`: learning outcomes.
@@ -599,6 +607,7 @@ fn validate_sftp(
         0..=3600,
         "0 (off) to 3600 seconds",
     )?;
+    let connections = ranged(bad, "sftp.connections", s.connections, 1..=16, "1 to 16")?;
     Ok(SftpConfig {
         host,
         port,
@@ -615,6 +624,8 @@ fn validate_sftp(
         timeout: Duration::from_secs(timeout_secs),
         keepalive: Duration::from_secs(keepalive_secs),
         strict_permissions: s.strict_permissions,
+        connections: u32::try_from(connections).unwrap_or(1),
+        pipelining: s.pipelining,
     })
 }
 

@@ -86,6 +86,9 @@ impl SftpRemote {
         files: &[Upload],
         before_rename: &mut dyn FnMut(&[usize]) -> Result<(), RemoteError>,
     ) -> Vec<Result<u64, RemoteError>> {
+        if !self.cfg.pipelining {
+            return upload_each(self, files, before_rename);
+        }
         let mut pipe = match self.take_pipe() {
             Ok(Some(p)) => p,
             Ok(None) => return upload_each(self, files, before_rename),

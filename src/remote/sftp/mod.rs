@@ -425,6 +425,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             keepalive: Duration::from_secs(60),
             strict_permissions: false,
+            connections: 1,
+            pipelining: true,
         }
     }
 
