@@ -219,7 +219,7 @@ impl Round {
             if self.connection_lost || shutdown.load(Ordering::Relaxed) {
                 break;
             }
-            self.run_group(ctx, group.to_vec(), resumed)?;
+            self.run_group(ctx, group.to_vec(), resumed, shutdown)?;
         }
         Ok(())
     }
@@ -232,10 +232,11 @@ impl Round {
         ctx: &mut Ctx<'_>,
         batches: Vec<Batch>,
         resumed: bool,
+        shutdown: &AtomicBool,
     ) -> Result<(), StageError> {
         let mut ready: Vec<(Batch, Upload)> = vec![];
         for mut batch in batches {
-            if self.connection_lost {
+            if self.connection_lost || shutdown.load(Ordering::Relaxed) {
                 break;
             }
             let span = tracing::info_span!("job", id = batch.job_id, remote = %batch.name);
@@ -256,7 +257,9 @@ impl Round {
                 Err(e) => self.settled(ctx, batch, Err(e))?,
             }
         }
-        if ready.is_empty() {
+        // A session lost while looking (a resumed batch's temp file) ends the round here, as
+        // a stop does: the ready batches stay as they are for the next round.
+        if ready.is_empty() || self.connection_lost || shutdown.load(Ordering::Relaxed) {
             return Ok(());
         }
         let uploads: Vec<Upload> = ready.iter().map(|(_, u)| u.clone()).collect();
@@ -280,6 +283,8 @@ impl Round {
             return Err(e.into());
         }
         let took = started.elapsed().as_secs_f64();
+        // The metric counts files: each file of a group gets its share of the group's time.
+        let share = took / uploads.len() as f64;
         for ((mut batch, _), result) in ready.into_iter().zip(results) {
             let span = tracing::info_span!("job", id = batch.job_id, remote = %batch.name);
             let _g = span.enter();
@@ -288,7 +293,7 @@ impl Round {
                 // Counted once, on the first file that met the lost connection.
                 continue;
             }
-            let outcome = finish(ctx, &mut batch, &self.dirs, listing, result, took);
+            let outcome = finish(ctx, &mut batch, &self.dirs, listing, result, took, share);
             self.settled(ctx, batch, outcome)?;
         }
         Ok(())
@@ -534,11 +539,12 @@ fn finish(
     listing: &mut Listing,
     mut result: Result<u64, RemoteError>,
     mut took: f64,
+    mut share: f64,
 ) -> Result<Sent, StageError> {
     loop {
         match result {
             Ok(bytes) => {
-                crate::ops::metrics::upload_took(took);
+                crate::ops::metrics::upload_took(share);
                 // group_secs: from the first request of its group to the last rename.
                 tracing::info!(bytes, remote = %batch.name, group_secs = format_args!("{took:.4}"), "uploaded");
                 listing.put(&batch.name, bytes);
@@ -588,6 +594,7 @@ fn finish(
             return Err(e.into());
         }
         took = started.elapsed().as_secs_f64();
+        share = took;
     }
 }
 

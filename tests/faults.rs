@@ -329,3 +329,44 @@ fn a_vanished_inbox_and_a_vanished_input_do_not_stop_the_daemon() {
         .unwrap();
     assert_eq!(b["state"], "succeeded", "{b:#}");
 }
+
+/// Connections cut again and again while groups of uploads are in flight on the pipelined
+/// channel: each cut drops the session with requests unanswered (creates, writes, renames); the
+/// files not renamed yet stay `uploading` and are looked for on the server in the next round.
+#[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
+fn connections_cut_while_groups_are_in_flight_lose_and_duplicate_nothing() {
+    let mut s = Setup::new(Login::Key);
+    let daemon = s.daemon();
+    let (inputs, per) = (90, 400);
+    for f in 0..inputs {
+        let text: String = (0..per)
+            .map(|i| {
+                format!("119{f:03}{i:05};arquivo {f} linha {i}: lembrete de pagamento;C{f}-{i}\n")
+            })
+            .collect();
+        s.drop_in(&format!("c{f:03}.csv"), text);
+    }
+    let start = Instant::now();
+    let mut cuts = 0;
+    while start.elapsed() < Duration::from_secs(6) {
+        std::thread::sleep(Duration::from_millis(120 + 40 * (cuts % 5)));
+        s.sshd.drop_connections();
+        cuts += 1;
+    }
+    let st = s.wait_final(inputs as usize, Duration::from_secs(180));
+    assert!(stop(daemon).success(), "{}", s.log());
+    for j in st["jobs"].as_array().unwrap() {
+        assert_eq!(j["state"], "succeeded", "{j:#}");
+    }
+    assert_once(&s, (inputs * per) as usize);
+    let log = s.log();
+    eprintln!(
+        "{cuts} cuts; {} uploads met a lost session; {} rows once",
+        log.matches("connection lost").count(),
+        inputs * per
+    );
+}

@@ -18,6 +18,10 @@ use crate::remote::{upload_each, Remote, RemoteError, Upload};
 use ssh2::Channel;
 use std::fs;
 
+/// Pipelined groups in a row whose channel failed before smsdrop stops pipelining (until it
+/// restarts): a server that accepts the channel but mishandles it must not stop every upload.
+const MAX_PIPE_FAILURES: u32 = 3;
+
 /// What the pipeline knows of one file.
 #[derive(Default)]
 struct Progress {
@@ -35,7 +39,7 @@ struct Progress {
 
 impl SftpRemote {
     /// The pipelined channel of the current session, opened on first use; `None` when the
-    /// server refused it.
+    /// server refused it (or a channel failed too often: see [`MAX_PIPE_FAILURES`]).
     fn take_pipe(&mut self) -> Result<Option<Pipe<Channel>>, RemoteError> {
         self.connect()?;
         let Some(conn) = self.conn.as_mut() else {
@@ -49,7 +53,13 @@ impl SftpRemote {
             }
             PipeSlot::Untried => {}
         }
+        if self.pipe_failures >= MAX_PIPE_FAILURES {
+            conn.pipe = PipeSlot::Refused;
+            return Ok(None);
+        }
         let opened = conn.link.session.channel_session().and_then(|mut ch| {
+            // As libssh2's own SFTP does: the server's stderr is dropped, not queued.
+            ch.handle_extended_data(ssh2::ExtendedData::Ignore)?;
             ch.subsystem("sftp")?;
             Ok(ch)
         });
@@ -70,14 +80,17 @@ impl SftpRemote {
         };
         match Pipe::start(channel) {
             Ok(p) => Ok(Some(p)),
-            Err(message) => Err(self.fail_with("upload", "(channel)", true, message)),
-        }
-    }
-
-    /// Puts the pipe back on the session after a group (when the session is still there).
-    fn return_pipe(&mut self, pipe: Pipe<Channel>) {
-        if let Some(conn) = self.conn.as_mut() {
-            conn.pipe = PipeSlot::Open(pipe);
+            Err(message) => {
+                // A channel that opens but does not speak SFTP v3 as expected: this session's
+                // uploads go one request at a time (if the link itself is gone, they fail and
+                // the session is replaced).
+                tracing::warn!(error = %message, "the second SFTP channel did not start; uploads go one request at a time on this session");
+                self.pipe_failures += 1;
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.pipe = PipeSlot::Refused;
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -94,37 +107,73 @@ impl SftpRemote {
             Ok(None) => return upload_each(self, files, before_rename),
             Err(e) => return files.iter().map(|_| Err(e.clone())).collect(),
         };
+        let session = self.sessions;
         let mut results: Vec<Option<Result<u64, RemoteError>>> = vec![None; files.len()];
+        let mut alone = vec![];
         match self.run_group(&mut pipe, files, before_rename, &mut results) {
-            Ok(()) => self.return_pipe(pipe),
+            Ok(retry) => {
+                alone = retry;
+                self.pipe_failures = 0;
+                // Back to its own session only (a refused rename's look-up may have replaced it).
+                if self.sessions == session {
+                    if let Some(conn) = self.conn.as_mut() {
+                        conn.pipe = PipeSlot::Open(pipe);
+                    }
+                }
+            }
             Err(message) => {
+                self.pipe_failures += 1;
+                if self.pipe_failures == MAX_PIPE_FAILURES {
+                    tracing::warn!(
+                        failures = MAX_PIPE_FAILURES,
+                        "the pipelined SFTP channel failed {MAX_PIPE_FAILURES} groups in a row; \
+                         uploads go one request at a time until smsdrop restarts (if the \
+                         server mishandles requests in flight, set [sftp] pipelining = false)"
+                    );
+                }
                 let e = self.fail_with("upload", "(pipelined)", true, message);
                 for r in results.iter_mut().filter(|r| r.is_none()) {
                     *r = Some(Err(e.clone()));
                 }
             }
         }
-        let alone: Vec<usize> = (0..files.len()).filter(|&i| results[i].is_none()).collect();
         for i in alone {
+            if !self.connected() {
+                break;
+            }
             let f = &files[i];
             results[i] =
                 Some(self.upload_with(&f.local, &f.temp, &f.dest, &mut || before_rename(&[i])));
+            if matches!(results[i], Some(Err(RemoteError::Connect { .. }))) {
+                break;
+            }
         }
+        let lost = results.iter().flatten().find_map(|r| match r {
+            Err(e @ RemoteError::Connect { .. }) => Some(e.clone()),
+            _ => None,
+        });
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(self.connect_error("upload: not attempted".into()))))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(lost
+                        .clone()
+                        .unwrap_or_else(|| self.connect_error("upload: not attempted".into())))
+                })
+            })
             .collect()
     }
 
     /// The three steps on the pipe. `Err` only when the channel failed; a file's own failure is
-    /// in `results`, and a file left `None` is to be retried alone.
+    /// in `results`. Returns the files whose create was refused, to be retried alone; a file
+    /// left `None` otherwise met a lost session.
     fn run_group(
         &mut self,
         pipe: &mut Pipe<Channel>,
         files: &[Upload],
         before_rename: &mut dyn FnMut(&[usize]) -> Result<(), RemoteError>,
         results: &mut [Option<Result<u64, RemoteError>>],
-    ) -> Result<(), String> {
+    ) -> Result<Vec<usize>, String> {
         let mut progress: Vec<Progress> = files.iter().map(|_| Progress::default()).collect();
         // 1. Open every local file and create every temporary name.
         let mut locals: Vec<Option<fs::File>> = Vec::with_capacity(files.len());
@@ -227,11 +276,14 @@ impl SftpRemote {
         for id in removes {
             pipe.wait(id)?;
         }
+        let retry: Vec<usize> = (0..files.len())
+            .filter(|&i| progress[i].retry_alone)
+            .collect();
         let ready: Vec<usize> = (0..files.len())
             .filter(|&i| results[i].is_none() && !progress[i].retry_alone)
             .collect();
         if ready.is_empty() {
-            return Ok(());
+            return Ok(retry);
         }
         // Crash points count files, as in `upload_with`.
         for _ in &ready {
@@ -242,7 +294,7 @@ impl SftpRemote {
             for &i in &ready {
                 results[i] = Some(Err(e.clone()));
             }
-            return Ok(());
+            return Ok(retry);
         }
         let mut renames = Vec::with_capacity(ready.len());
         for &i in &ready {
@@ -265,10 +317,13 @@ impl SftpRemote {
         // A refused rename: the name is taken (ours after all, or someone else's), or the
         // server said no. Looked into one at a time on the ordinary channel (rare).
         for (i, answer) in refused {
+            if !self.connected() {
+                break; // left `None`: the caller gives them the lost session's error
+            }
             let f = &files[i];
             results[i] = Some(self.rename_refused(&f.temp, &f.dest, &answer.describe()));
         }
-        Ok(())
+        Ok(retry)
     }
 
     /// After a refused rename: [`RemoteError::Exists`] when `dest` exists, else the refusal;

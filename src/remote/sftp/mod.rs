@@ -52,6 +52,10 @@ const CHUNK: usize = 1 << 20;
 pub struct SftpRemote {
     cfg: SftpConfig,
     conn: Option<Conn>,
+    /// Sessions opened so far: a pipelined channel goes back only to the session it came from.
+    sessions: u64,
+    /// Pipelined groups in a row that ended with the channel failing (see `many.rs`).
+    pipe_failures: u32,
 }
 
 impl fmt::Debug for SftpRemote {
@@ -66,7 +70,12 @@ impl fmt::Debug for SftpRemote {
 impl SftpRemote {
     /// A client for `cfg`; connects on first use, not here.
     pub fn new(cfg: SftpConfig) -> SftpRemote {
-        SftpRemote { cfg, conn: None }
+        SftpRemote {
+            cfg,
+            conn: None,
+            sessions: 0,
+            pipe_failures: 0,
+        }
     }
 
     /// Whether a session is open (it may still turn out dead on the next call).
@@ -88,6 +97,7 @@ impl SftpRemote {
                 .map(str::to_owned);
             tracing::debug!(server = %target(&self.cfg), ?cipher, "sftp session open");
             self.conn = Some(conn);
+            self.sessions += 1;
         }
         Ok(())
     }

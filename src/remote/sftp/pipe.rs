@@ -292,7 +292,8 @@ impl<S: Read + Write> Pipe<S> {
         let mut f = Fields(&packet);
         let kind = f.take(1)?[0];
         let version = f.u32()?;
-        if kind != FXP_VERSION || version < VERSION {
+        // A server answers with the client's version or lower; only 3 is understood here.
+        if kind != FXP_VERSION || version != VERSION {
             return Err(format!(
                 "the server answered SFTP init with type {kind}, version {version}"
             ));
