@@ -92,6 +92,9 @@ pub struct Engine {
     remote_at: Instant,
     backoff: Duration,
     last_remote_use: Instant,
+    /// Log in before there is anything to send (at start, and after a keepalive found the
+    /// session gone), so a file dropped into an idle daemon does not wait for a login.
+    warm_up_due: bool,
     /// Stop on a refusal (host key, credentials) instead of waiting for an operator.
     fail_fast: bool,
     clock: Box<dyn Clock>,
@@ -155,6 +158,7 @@ impl Engine {
             remote_at: now,
             backoff: Duration::ZERO,
             last_remote_use: now,
+            warm_up_due: true,
             fail_fast: false,
             clock: Box::new(SystemClock),
             _lock: lock,
@@ -344,7 +348,8 @@ impl Engine {
         if !every.is_zero() && self.last_remote_use.elapsed() >= every && self.remote_ready() {
             self.last_remote_use = Instant::now();
             if let Err(e) = self.remote.keepalive() {
-                tracing::debug!(error = %e, "keepalive failed; the session reconnects when next needed");
+                tracing::debug!(error = %e, "keepalive failed; logging in again");
+                self.warm_up_due = true;
             }
         }
     }
@@ -463,6 +468,12 @@ impl Engine {
             self.deliver(track_due)?;
             self.keepalive();
             self.health.round_done();
+            if self.warm_up_due && self.remote_ready() && !self.stopping() {
+                self.warm_up_due = false;
+                self.last_remote_use = Instant::now();
+                let r = self.remote.warm_up().map_err(StageError::Remote);
+                self.absorb(r)?;
+            }
             // systemd's STATUS= line at most once a minute (it reads the journal's totals).
             let line = (Instant::now() >= next_summary)
                 .then(|| self.summary_for_systemd())

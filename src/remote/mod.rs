@@ -119,6 +119,15 @@ pub trait Remote: Send {
     /// [`RemoteError`] when removal fails.
     fn remove(&mut self, path: &str) -> Result<(), RemoteError>;
 
+    /// Opens the session (and whatever uploads will use) ahead of need, so the first file does
+    /// not wait for a login; a no-op for a remote without sessions.
+    ///
+    /// # Errors
+    /// As any call that connects.
+    fn warm_up(&mut self) -> Result<(), RemoteError> {
+        Ok(())
+    }
+
     /// Keeps an idle session open (SSH keepalive); a no-op without a session.
     ///
     /// # Errors

@@ -94,6 +94,19 @@ impl SftpRemote {
         }
     }
 
+    /// Connects and opens the pipelined channel now (when pipelining is on).
+    pub(super) fn warm_pipe(&mut self) -> Result<(), RemoteError> {
+        self.connect()?;
+        if self.cfg.pipelining {
+            if let Some(pipe) = self.take_pipe()? {
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.pipe = PipeSlot::Open(pipe);
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn upload_pipelined(
         &mut self,
         files: &[Upload],

@@ -382,6 +382,10 @@ impl Remote for SftpRemote {
         }
     }
 
+    fn warm_up(&mut self) -> Result<(), RemoteError> {
+        self.warm_pipe()
+    }
+
     fn keepalive(&mut self) -> Result<(), RemoteError> {
         let Some(conn) = &self.conn else {
             return Ok(());
