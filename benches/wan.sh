@@ -552,7 +552,8 @@ declare -A LABEL=(
 count_requests() {
     local logins
     logins=$(tail -n +"$(($3 + 1))" "$SSH_DIR/sshd.log" | grep -c 'Accepted publickey' || true)
-    REQ_LINE=$(tail -n +"$(($2 + 1))" "$REQ_LOG" | awk -v files="$FILES" -v logins="$logins" -v label="$1" -v time="$(calc "%.2f" "$T")" '
+    # (sftp-server -e writes its log lines to stderr ending in CR LF: the CRs go first)
+    REQ_LINE=$(tail -n +"$(($2 + 1))" "$REQ_LOG" | tr -d '\r' | awk -v files="$FILES" -v logins="$logins" -v label="$1" -v time="$(calc "%.2f" "$T")" '
         / request [0-9]+: / && !/ request [0-9]+: sent / {
             t = $0; sub(/^.* request [0-9]+: /, "", t); split(t, w, " "); n[w[1]]++; total++ }
         /session opened for local user/ { sessions++ }
