@@ -84,6 +84,8 @@ done
 
 # --- tools -----------------------------------------------------------------------------------
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$REPO_ROOT/benches/lib.sh"
 BIN="$REPO_ROOT/target/release/smsdrop"
 if [[ ! -x "$BIN" ]]; then
     log "$BIN missing; running cargo build --release"
@@ -128,17 +130,6 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/smsdrop-deliver-bench.XXXXXX")
 chmod 755 "$WORK"
 SSHD_PID=""
 DAEMON_PID=""
-kill_tree() { # kill_tree PID: TERM to PID and its direct children (sshd sessions), by pid
-    local pid=$1 kids
-    kids=$(ps -o pid= --ppid "$pid" 2>/dev/null || true)
-    kill -TERM "$pid" $kids 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" $kids 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$?
     if [[ -n "$DAEMON_PID" ]]; then kill_tree "$DAEMON_PID"; fi
@@ -155,11 +146,7 @@ trap 'exit 130' INT TERM
 cd "$WORK"
 
 # --- helpers ---------------------------------------------------------------------------------
-now() { echo "${EPOCHREALTIME/,/.}"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.4f", v[(NR + 1) / 2]; else printf "%.4f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 maxof() { printf '%s\n' "$@" | sort -g | tail -n 1; }
-calc() { awk "BEGIN { printf \"$1\", ($2) }"; } # calc FORMAT EXPR
 mbps() { calc "%.1f" "$1 / 1e6 / $2"; }
 group() { printf '%d' "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/' -e 'ta'; }
 kib_to_mib() { calc "%.1f" "$1 / 1024"; }
@@ -167,72 +154,24 @@ kib_to_mib() { calc "%.1f" "$1 / 1024"; }
 # --- sshd ------------------------------------------------------------------------------------
 SSH_DIR="$WORK/sshd"
 HOME_DIR="$WORK/home"
-mkdir -p "$SSH_DIR" "$HOME_DIR"/{upload,success,error}
-chmod 755 "$SSH_DIR" "$HOME_DIR" "$HOME_DIR"/{upload,success,error}
-LOGIN=$(id -un)
-ssh-keygen -q -t ed25519 -N '' -C smsdrop-bench-host -f "$SSH_DIR/ssh_host_ed25519_key"
-ssh-keygen -q -t ed25519 -N '' -C smsdrop-bench-client -f "$SSH_DIR/id_ed25519"
-cp "$SSH_DIR/id_ed25519.pub" "$SSH_DIR/authorized_keys"
-chmod 644 "$SSH_DIR/authorized_keys"
-HOST_PUB=$(cut -d' ' -f1-2 "$SSH_DIR/ssh_host_ed25519_key.pub")
-KEY="$SSH_DIR/id_ed25519"
-KNOWN="$SSH_DIR/known_hosts"
-if [[ $IS_ROOT == 1 ]]; then
-    mkdir -p /run/sshd # privilege separation dir
-    chmod 755 /run/sshd
-fi
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-banner_ok() { # banner_ok PORT: the server sends an SSH-2.0 banner
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && head -c 8 <&3' _ "$1" 2>/dev/null | grep -q '^SSH-2.0-'
-}
+bench_keys
 start_sshd() {
-    local attempt t
+    local attempt rc
     for attempt in 1 2 3 4 5; do
         PORT=$(free_port)
-        cat >"$SSH_DIR/sshd_config" <<EOF
-Port $PORT
-ListenAddress 127.0.0.1
-AddressFamily inet
-HostKey $SSH_DIR/ssh_host_ed25519_key
-PidFile none
-AuthorizedKeysFile $SSH_DIR/authorized_keys
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-AllowUsers $LOGIN
-UseDNS no
-LogLevel VERBOSE
-MaxStartups 100
-AllowTcpForwarding no
-AllowAgentForwarding no
-X11Forwarding no
-PermitTTY no
-PrintMotd no
-Subsystem sftp internal-sftp
-ForceCommand internal-sftp -d $HOME_DIR
-EOF
+        {
+            echo "Port $PORT"
+            sshd_base_config
+            echo "ForceCommand internal-sftp -d $HOME_DIR"
+        } >"$SSH_DIR/sshd_config"
         printf '[127.0.0.1]:%s %s\n' "$PORT" "$HOST_PUB" >"$KNOWN"
-        (cd / && exec "$SSHD" -D -E "$SSH_DIR/sshd.log" -f "$SSH_DIR/sshd_config" </dev/null >>"$SSH_DIR/sshd.stderr" 2>&1) &
-        SSHD_PID=$!
-        for t in $(seq 100); do
-            if ! kill -0 "$SSHD_PID" 2>/dev/null; then break; fi
-            if banner_ok "$PORT"; then return 0; fi
-            sleep 0.1
-        done
-        kill_tree "$SSHD_PID"
-        SSHD_PID=""
-        if ! grep -qE 'Address already in use|Cannot bind' "$SSH_DIR/sshd.log" "$SSH_DIR/sshd.stderr" 2>/dev/null; then
-            break
-        fi
+        rc=0
+        launch_sshd "$PORT" || rc=$?
+        ((rc == 0)) && return 0
+        ((rc == 2)) || break
         log "port $PORT taken; retrying ($attempt)"
     done
-    echo "--- sshd log ---" >&2
-    cat "$SSH_DIR/sshd.log" "$SSH_DIR/sshd.stderr" >&2 2>/dev/null || true
-    die "sshd did not start"
+    sshd_failed
 }
 start_sshd
 log "sshd pid $SSHD_PID on 127.0.0.1:$PORT, login $LOGIN, home $HOME_DIR"

@@ -99,6 +99,8 @@ done
 
 # --- tools -----------------------------------------------------------------------------------
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$REPO_ROOT/benches/lib.sh"
 PROXY="$REPO_ROOT/benches/wanproxy.py"
 if [[ -z "${BIN:-}" ]]; then
     BIN="$REPO_ROOT/target/release/smsdrop"
@@ -153,19 +155,6 @@ chmod 755 "$WORK"
 SSHD_PID=""
 DAEMON_PID=""
 declare -A PROXY_PID=()
-kill_tree() { # kill_tree PID: TERM to PID and its direct children (sshd sessions), by pid
-    local pid=$1 kids
-    kids=$(ps -o pid= --ppid "$pid" 2>/dev/null || true)
-    # shellcheck disable=SC2086 # $kids: one pid a word
-    kill -TERM "$pid" $kids 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    # shellcheck disable=SC2086
-    kill -KILL "$pid" $kids 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$? name
     if [[ -n "$DAEMON_PID" ]]; then kill_tree "$DAEMON_PID"; fi
@@ -183,10 +172,6 @@ trap 'echo "wan.sh: interrupted by a signal" >&2; exit 130' INT TERM
 cd "$WORK"
 
 # --- helpers ---------------------------------------------------------------------------------
-now() { echo "${EPOCHREALTIME/,/.}"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.4f", v[(NR + 1) / 2]; else printf "%.4f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-calc() { awk "BEGIN { printf \"$1\", ($2) }"; } # calc FORMAT EXPR
 strip_ansi() { sed 's/\x1b\[[0-9;]*m//g' "$@"; }
 mkfifo "$WORK/nap"
 exec {NAP_FD}<>"$WORK/nap"
@@ -198,31 +183,12 @@ nap() { read -r -t "$1" -u "$NAP_FD" _ || true; } # sleep without a fork (nobody
 # counting runs, through a proxy without delay).
 SSH_DIR="$WORK/sshd"
 HOME_DIR="$WORK/home"
-mkdir -p "$SSH_DIR" "$HOME_DIR"/{upload,success,error}
-chmod 755 "$SSH_DIR" "$HOME_DIR" "$HOME_DIR"/{upload,success,error}
-LOGIN=$(id -un)
-ssh-keygen -q -t ed25519 -N '' -C smsdrop-bench-host -f "$SSH_DIR/ssh_host_ed25519_key"
-ssh-keygen -q -t ed25519 -N '' -C smsdrop-bench-client -f "$SSH_DIR/id_ed25519"
-cp "$SSH_DIR/id_ed25519.pub" "$SSH_DIR/authorized_keys"
-chmod 644 "$SSH_DIR/authorized_keys"
-HOST_PUB=$(cut -d' ' -f1-2 "$SSH_DIR/ssh_host_ed25519_key.pub")
-KEY="$SSH_DIR/id_ed25519"
-KNOWN="$SSH_DIR/known_hosts"
+bench_keys
 REQ_LOG="$SSH_DIR/requests.log"
 : >"$REQ_LOG"
 chmod 666 "$REQ_LOG"
-if [[ $IS_ROOT == 1 ]]; then
-    mkdir -p /run/sshd # privilege separation dir
-    chmod 755 /run/sshd
-fi
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-banner_ok() { # banner_ok PORT: the server sends an SSH-2.0 banner
-    # shellcheck disable=SC2016 # $1 is expanded by the inner bash
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && head -c 8 <&3' _ "$1" 2>/dev/null | grep -q '^SSH-2.0-'
-}
 start_sshd() {
-    local attempt t count_cmd
+    local attempt rc count_cmd
     if [[ $COUNT_REQUESTS == 1 ]]; then
         count_cmd="$SFTP_SERVER -e -l DEBUG3 -d $HOME_DIR 2>>$REQ_LOG"
     else
@@ -232,53 +198,19 @@ start_sshd() {
         PORT=$(free_port)
         CPORT=$(free_port)
         [[ "$PORT" != "$CPORT" ]] || continue
-        cat >"$SSH_DIR/sshd_config" <<EOF
-Port $PORT
-Port $CPORT
-ListenAddress 127.0.0.1
-AddressFamily inet
-HostKey $SSH_DIR/ssh_host_ed25519_key
-PidFile none
-AuthorizedKeysFile $SSH_DIR/authorized_keys
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-AllowUsers $LOGIN
-UseDNS no
-LogLevel VERBOSE
-MaxStartups 100
-MaxSessions 100
-AllowTcpForwarding no
-AllowAgentForwarding no
-X11Forwarding no
-PermitTTY no
-PrintMotd no
-Subsystem sftp internal-sftp
-ForceCommand internal-sftp -d $HOME_DIR
-Match LocalPort $CPORT
-    ForceCommand $count_cmd
-EOF
-        : >"$KNOWN"
-        (cd / && exec "$SSHD" -D -E "$SSH_DIR/sshd.log" -f "$SSH_DIR/sshd_config" </dev/null >>"$SSH_DIR/sshd.stderr" 2>&1) &
-        SSHD_PID=$!
-        for t in $(seq 100); do
-            if ! kill -0 "$SSHD_PID" 2>/dev/null; then break; fi
-            if banner_ok "$PORT" && banner_ok "$CPORT"; then return 0; fi
-            sleep 0.1
-        done
-        kill_tree "$SSHD_PID"
-        SSHD_PID=""
-        if ! grep -qE 'Address already in use|Cannot bind' "$SSH_DIR/sshd.log" "$SSH_DIR/sshd.stderr" 2>/dev/null; then
-            break
-        fi
+        {
+            printf 'Port %s\nPort %s\nMaxSessions 100\n' "$PORT" "$CPORT"
+            sshd_base_config
+            printf 'ForceCommand internal-sftp -d %s\nMatch LocalPort %s\n    ForceCommand %s\n' \
+                "$HOME_DIR" "$CPORT" "$count_cmd"
+        } >"$SSH_DIR/sshd_config"
+        rc=0
+        launch_sshd "$PORT" "$CPORT" || rc=$?
+        ((rc == 0)) && return 0
+        ((rc == 2)) || break
         log "port $PORT or $CPORT taken; retrying ($attempt)"
     done
-    echo "--- sshd log ---" >&2
-    cat "$SSH_DIR/sshd.log" "$SSH_DIR/sshd.stderr" >&2 2>/dev/null || true
-    die "sshd did not start"
+    sshd_failed
 }
 start_sshd
 log "sshd pid $SSHD_PID on 127.0.0.1:$PORT (internal-sftp) and :$CPORT (request log), login $LOGIN, home $HOME_DIR"
