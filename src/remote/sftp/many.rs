@@ -334,26 +334,35 @@ impl SftpRemote {
                 break; // left `None`: the caller gives them the lost session's error
             }
             let f = &files[i];
-            results[i] = Some(self.rename_refused(&f.temp, &f.dest, &answer.describe()));
+            results[i] = Some(Err(self.rename_refused(
+                &f.temp,
+                &f.dest,
+                &answer.describe(),
+            )));
         }
         Ok(retry)
     }
 
     /// After a refused rename: [`RemoteError::Exists`] when `dest` exists, else the refusal;
-    /// the temporary file is removed either way.
-    fn rename_refused(&mut self, temp: &str, dest: &str, why: &str) -> Result<u64, RemoteError> {
-        let exists = self.size(dest)?.is_some();
-        self.remove(temp)?;
+    /// the temporary file is removed either way (also for one request at a time, `mod.rs`).
+    pub(super) fn rename_refused(&mut self, temp: &str, dest: &str, why: &str) -> RemoteError {
+        let exists = match self.size(dest) {
+            Ok(size) => size.is_some(),
+            Err(e) => return e,
+        };
+        if let Err(e) = self.remove(temp) {
+            return e;
+        }
         if exists {
-            Err(RemoteError::Exists {
+            RemoteError::Exists {
                 path: dest.to_owned(),
-            })
+            }
         } else {
-            Err(RemoteError::Op {
+            RemoteError::Op {
                 op: "rename",
                 path: dest.to_owned(),
                 message: format!("from {temp}: {why}"),
-            })
+            }
         }
     }
 }

@@ -219,23 +219,10 @@ impl SftpRemote {
         let renamed = self
             .sftp("rename", dest)?
             .rename(Path::new(temp), Path::new(dest), flags);
-        let e = match renamed {
-            Ok(()) => return Ok(()),
-            Err(e) if session_lost(&e) => return Err(self.fail("rename", dest, &e)),
-            Err(e) => e,
-        };
-        let exists = self.size(dest)?.is_some();
-        self.remove(temp)?;
-        if exists {
-            Err(RemoteError::Exists {
-                path: dest.to_owned(),
-            })
-        } else {
-            Err(RemoteError::Op {
-                op: "rename",
-                path: dest.to_owned(),
-                message: format!("from {temp}: {}", describe(&e)),
-            })
+        match renamed {
+            Ok(()) => Ok(()),
+            Err(e) if session_lost(&e) => Err(self.fail("rename", dest, &e)),
+            Err(e) => Err(self.rename_refused(temp, dest, &describe(&e))),
         }
     }
 }
