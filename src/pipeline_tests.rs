@@ -578,7 +578,10 @@ fn an_expired_job_takes_a_late_outcome() {
     let id = w.take("a.csv", 1);
     w.upload().unwrap();
     let name = w.names(id).remove(0);
-    let t0 = w.clock.now();
+    // The journal stamps the upload with the real time, so "two hours later" counts from now,
+    // not from the test clock's fixed start (which made this test pass only before 15:00 UTC
+    // on 2026-12-03).
+    let t0 = Utc::now();
     w.set_clock(t0 + chrono::Duration::hours(2));
     w.track_and_report();
     let job = w.job(id);
