@@ -168,12 +168,8 @@ pub(super) fn authenticate(
         }
         Err(e) => e,
     };
-    // libssh2 reports a connection lost while it waits for the server's answer to a key as
-    // PUBLICKEY_UNVERIFIED, "Waiting for USERAUTH response" (userauth.c): the network, not a
-    // refusal (which would wait five minutes for an operator). A refused key says "Username/
-    // PublicKey combination invalid" or fails with AUTHENTICATION_FAILED.
-    let lost_waiting = e.message().starts_with("Waiting for USERAUTH response");
-    if lost_waiting || !auth_refused(&e) {
+    // A login left unanswered (the connection dropped) is not a refusal: see auth_refused.
+    if !auth_refused(&e) {
         return Err(RemoteError::Connect {
             target: target(cfg),
             message: format!("login: {}", describe(&e)),

@@ -24,16 +24,23 @@ const ERROR_INVAL: i32 = -34;
 const ERROR_KEYFILE_AUTH_FAILED: i32 = -48;
 
 pub(super) fn auth_refused(e: &ssh2::Error) -> bool {
-    matches!(
-        e.code(),
-        ErrorCode::Session(
-            ERROR_AUTHENTICATION_FAILED
-                | ERROR_PUBLICKEY_UNVERIFIED
-                | ERROR_PASSWORD_EXPIRED
-                | ERROR_FILE
-                | ERROR_KEYFILE_AUTH_FAILED
+    // libssh2 reports a connection lost while it waits for the server's answer with the same
+    // codes as a refusal (PUBLICKEY_UNVERIFIED for a key, AUTHENTICATION_FAILED for
+    // keyboard-interactive), told apart only by the message: every such one in userauth.c
+    // starts "Waiting for" ("... USERAUTH response", "... publickey USERAUTH response",
+    // "... keyboard USERAUTH response", "... password response"). That is the network, not a
+    // refusal, which would wait five minutes for an operator.
+    !e.message().starts_with("Waiting for")
+        && matches!(
+            e.code(),
+            ErrorCode::Session(
+                ERROR_AUTHENTICATION_FAILED
+                    | ERROR_PUBLICKEY_UNVERIFIED
+                    | ERROR_PASSWORD_EXPIRED
+                    | ERROR_FILE
+                    | ERROR_KEYFILE_AUTH_FAILED
+            )
         )
-    )
 }
 
 /// Whether an error leaves the session unusable (socket, timeout, EAGAIN, closed channel,
@@ -61,5 +68,61 @@ pub(super) fn local_error(local: &Path, temp: &str, e: &io::Error) -> RemoteErro
         op: "upload",
         path: temp.to_owned(),
         message: format!("reading {}: {e}", local.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session_error(code: i32, message: &'static str) -> ssh2::Error {
+        ssh2::Error::new(ErrorCode::Session(code), message)
+    }
+
+    #[test]
+    fn a_login_left_unanswered_is_the_network_not_a_refusal() {
+        // Every message libssh2's userauth.c gives when the answer never came.
+        for (code, message) in [
+            (ERROR_PUBLICKEY_UNVERIFIED, "Waiting for USERAUTH response"),
+            (
+                ERROR_PUBLICKEY_UNVERIFIED,
+                "Waiting for publickey USERAUTH response",
+            ),
+            (
+                ERROR_AUTHENTICATION_FAILED,
+                "Waiting for keyboard USERAUTH response",
+            ),
+            (ERROR_AUTHENTICATION_FAILED, "Waiting for password response"),
+        ] {
+            assert!(!auth_refused(&session_error(code, message)), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_server_answer_of_no_is_a_refusal() {
+        for (code, message) in [
+            (
+                ERROR_AUTHENTICATION_FAILED,
+                "Username/PublicKey combination invalid",
+            ),
+            (
+                ERROR_AUTHENTICATION_FAILED,
+                "Authentication failed (username/password)",
+            ),
+            (
+                ERROR_AUTHENTICATION_FAILED,
+                "Authentication failed (keyboard-interactive)",
+            ),
+            (
+                ERROR_PUBLICKEY_UNVERIFIED,
+                "Invalid signature for supplied public key, or bad username/public key combination",
+            ),
+            (
+                ERROR_FILE,
+                "Unable to extract public key from private key file",
+            ),
+        ] {
+            assert!(auth_refused(&session_error(code, message)), "{message}");
+        }
     }
 }
