@@ -148,8 +148,8 @@ pub fn open_range(
     start: u64,
     limit: Option<u64>,
     header: bool,
-) -> io::Result<(Box<dyn Read>, Box<dyn Read>)> {
-    let prefix: Box<dyn Read> = match (start > 0, header) {
+) -> io::Result<(Box<dyn Read + Send>, Box<dyn Read + Send>)> {
+    let prefix: Box<dyn Read + Send> = match (start > 0, header) {
         (true, true) => Box::new(io::Cursor::new(first_line(path)?)),
         (true, false) => Box::new(io::Cursor::new(bom(path)?)),
         (false, _) => Box::new(io::empty()),
@@ -158,7 +158,7 @@ pub fn open_range(
     if start > 0 {
         f.seek(SeekFrom::Start(start))?;
     }
-    let body: Box<dyn Read> = match limit {
+    let body: Box<dyn Read + Send> = match limit {
         Some(n) => Box::new(f.take(n)),
         None => Box::new(f),
     };

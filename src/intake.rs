@@ -447,7 +447,9 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
     };
     let pending = writer.finish().map_err(local)?;
     let (hash, consumed) = {
-        let mut d = digest.borrow_mut();
+        let mut d = digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = d.bytes;
         (d.finish(), n)
     };
@@ -601,7 +603,7 @@ fn claim_all(
 /// A reader that hashes what passes through it (so a big input is read once, not twice).
 struct Hashing<R> {
     inner: R,
-    digest: std::rc::Rc<std::cell::RefCell<Digester>>,
+    digest: std::sync::Arc<std::sync::Mutex<Digester>>,
 }
 
 /// SHA-256 state shared with [`Hashing`], and the bytes it saw.
@@ -621,7 +623,7 @@ impl<R> Hashing<R> {
     fn new(inner: R) -> Self {
         Hashing {
             inner,
-            digest: std::rc::Rc::new(std::cell::RefCell::new(Digester {
+            digest: std::sync::Arc::new(std::sync::Mutex::new(Digester {
                 sha: Some(Sha256::new()),
                 bytes: 0,
             })),
@@ -632,7 +634,10 @@ impl<R> Hashing<R> {
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let mut d = self.digest.borrow_mut();
+        let mut d = self
+            .digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         d.bytes += n as u64;
         if let Some(h) = d.sha.as_mut() {
             h.update(&buf[..n]);

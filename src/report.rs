@@ -217,7 +217,7 @@ pub(crate) fn line_offset(job: &Job, header: bool) -> u64 {
 fn open_job_input(
     job: &Job,
     header: bool,
-) -> io::Result<(Box<dyn std::io::Read>, Box<dyn std::io::Read>)> {
+) -> io::Result<(Box<dyn std::io::Read + Send>, Box<dyn std::io::Read + Send>)> {
     crate::claim::open_range(job.kept_path(), job.start_offset, job.consumed, header)
 }
 

@@ -3,8 +3,6 @@
 
 use serde::Serialize;
 
-/// Non-ASCII characters of the GSM 03.38 basic set (one septet each).
-const GSM_BASIC_NON_ASCII: &str = "£¥èéùìòÇØøÅåΔΦΓΛΩΠΨΣΘΞÆæßÉ¤¡ÄÖÑÜ§¿äöñüà";
 /// ASCII characters of the GSM extension table (two septets each); `€` is the other one.
 const GSM_EXTENSION_ASCII: &[u8] = b"^{}\\[~]|\x0c";
 
@@ -37,7 +35,11 @@ fn septets(c: char) -> Option<usize> {
     }
     match c {
         '€' => Some(2),
-        c if GSM_BASIC_NON_ASCII.contains(c) => Some(1),
+        // The non-ASCII characters of the GSM 03.38 basic set (a match, not a scan of a string:
+        // this runs for every accented character of every message).
+        '£' | '¥' | 'è' | 'é' | 'ù' | 'ì' | 'ò' | 'Ç' | 'Ø' | 'ø' | 'Å' | 'å' | 'Δ' | 'Φ' | 'Γ'
+        | 'Λ' | 'Ω' | 'Π' | 'Ψ' | 'Σ' | 'Θ' | 'Ξ' | 'Æ' | 'æ' | 'ß' | 'É' | '¤' | '¡' | 'Ä'
+        | 'Ö' | 'Ñ' | 'Ü' | '§' | '¿' | 'ä' | 'ö' | 'ñ' | 'ü' | 'à' => Some(1),
         _ => None,
     }
 }
@@ -60,18 +62,22 @@ pub struct Cost {
 /// Counts the billable parts of `text`.
 pub fn cost(text: &str) -> Cost {
     let bytes = text.as_bytes();
-    let gsm_septets = if bytes.is_ascii() {
-        // The common case, byte by byte.
-        bytes
-            .iter()
-            .try_fold(0usize, |n, &b| match GSM_ASCII[b as usize] {
-                0 => None,
-                s => Some(n + s as usize),
-            })
-    } else {
-        text.chars()
-            .try_fold(0usize, |n, c| septets(c).map(|s| n + s))
-    };
+    // One pass: ASCII bytes by table, anything else decoded where it starts.
+    let ascii = bytes
+        .iter()
+        .position(|&b| !b.is_ascii())
+        .unwrap_or(bytes.len());
+    let gsm_septets = bytes[..ascii]
+        .iter()
+        .try_fold(0usize, |n, &b| match GSM_ASCII[b as usize] {
+            0 => None,
+            s => Some(n + s as usize),
+        })
+        .and_then(|n| {
+            text[ascii..]
+                .chars()
+                .try_fold(n, |n, c| septets(c).map(|s| n + s))
+        });
     if let Some(count) = gsm_septets {
         return Cost {
             encoding: SmsEncoding::Gsm7,

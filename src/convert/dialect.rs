@@ -346,7 +346,8 @@ impl FieldDecoder {
             return None;
         }
         let s = std::str::from_utf8(bytes).ok()?;
-        self.saw_utf8 |= !s.is_ascii();
+        // Known once: no second scan of every later row.
+        self.saw_utf8 = self.saw_utf8 || !s.is_ascii();
         Some(s)
     }
 

@@ -8,6 +8,7 @@
 //! size (a workbook: up to `[input] max_workbook_mb`). What happened to every row ends in a
 //! [`ConvertReport`].
 
+mod ahead;
 pub mod billing;
 pub mod dialect;
 pub mod reader;
@@ -137,7 +138,7 @@ pub enum ConvertError {
 ///
 /// # Errors
 /// [`ConvertError`] when reading the input or writing to the sink fails.
-pub fn convert<R: Read + 'static>(
+pub fn convert<R: Read + Send + 'static>(
     mut input: R,
     cfg: &InputConfig,
     sink: &mut dyn RowSink,
@@ -176,18 +177,18 @@ pub fn convert<R: Read + 'static>(
         cfg.encoding
     };
     let mut run = Run::new(cfg, FieldDecoder::new(encoding), usual_fields, delimiter);
-    let mut records = RecordReader::new(opened.stream, delimiter);
-    let mut rec = RawRecord::default();
+    let records = RecordReader::new(opened.stream, delimiter);
     let mut layout = None;
-    let result = loop {
-        match records.read(&mut rec) {
-            Ok(next) => match run.take(next, &rec, &mut layout, sink) {
-                Ok(Flow::Go) => {}
-                Ok(Flow::Stop) => break Ok(()),
-                Err(e) => break Err(e),
-            },
-            Err(e) => break Err(ConvertError::Read(e)),
-        }
+    let take = |next, rec: &RawRecord| {
+        let flow = run.take(next, rec, &mut layout, sink)?;
+        Ok(matches!(flow, Flow::Go))
+    };
+    // An input larger than its head is read and split on a second thread while this one checks
+    // and writes; a small one (most daemon drops) is not worth a thread.
+    let result = if whole {
+        ahead::for_each_here(records, take, ConvertError::Read)
+    } else {
+        ahead::for_each(records, take, ConvertError::Read)
     };
     let mut report = run.report;
     report.encoding = run.decoder.describe(utf16);
@@ -632,7 +633,8 @@ impl<'c> Run<'c> {
     /// the following rows part of this field, and sending it would mail other customers' messages
     /// to this row's number.
     fn check_swallowed_rows(&self, text: &str, line: u64) -> Result<(), String> {
-        if !text.contains(['\n', '\r']) {
+        // Bytes, not chars: '\n' and '\r' never occur inside a UTF-8 sequence.
+        if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_none() {
             return Ok(());
         }
         let delimiter = match self.report.delimiter.as_str() {

@@ -31,7 +31,7 @@ pub struct NotText(pub String);
 /// A byte stream ready for [`RecordReader`], with its first [`HEAD_BYTES`] for sniffing (a head
 /// that may end inside a character: `stream` repeats it and goes on from the very next byte).
 pub struct Opened {
-    pub stream: Box<dyn BufRead>,
+    pub stream: Box<dyn BufRead + Send>,
     pub head: Vec<u8>,
     pub bom: Bom,
 }
@@ -40,7 +40,7 @@ pub struct Opened {
 ///
 /// # Errors
 /// `Ok(Err(NotText))` for a binary file; `Err` when reading fails.
-pub fn open<R: Read + 'static>(mut input: R) -> io::Result<Result<Opened, NotText>> {
+pub fn open<R: Read + Send + 'static>(mut input: R) -> io::Result<Result<Opened, NotText>> {
     let mut head = read_head(&mut input)?;
     let bom = match head.as_slice() {
         [0xEF, 0xBB, 0xBF, ..] => Bom::Utf8,
@@ -54,8 +54,8 @@ pub fn open<R: Read + 'static>(mut input: R) -> io::Result<Result<Opened, NotTex
         Bom::Utf16Le | Bom::Utf16Be => 2,
     };
     head.drain(..skip);
-    let rest: Box<dyn Read> = Box::new(Cursor::new(head).chain(input));
-    let mut stream: Box<dyn Read> = match bom {
+    let rest: Box<dyn Read + Send> = Box::new(Cursor::new(head).chain(input));
+    let mut stream: Box<dyn Read + Send> = match bom {
         Bom::Utf16Le => Box::new(Transcoder::new(
             rest,
             UTF_16LE.new_decoder_without_bom_handling(),
@@ -119,7 +119,7 @@ fn binary_signature(head: &[u8]) -> Option<String> {
 /// does not fit a small `read` (a `Take` near its limit asks for 1 to 3 bytes; a character takes
 /// up to 4) waits in `pending` for the next call instead of being dropped.
 struct Transcoder {
-    inner: Box<dyn Read>,
+    inner: Box<dyn Read + Send>,
     decoder: Decoder,
     /// Raw UTF-16 read from `inner`; `raw[raw_start..raw_end]` is not yet decoded.
     raw: Box<[u8]>,
@@ -139,7 +139,7 @@ impl Transcoder {
     /// Raw bytes decoded per refill.
     const RAW_BYTES: usize = 16 * 1024;
 
-    fn new(inner: Box<dyn Read>, decoder: Decoder) -> Self {
+    fn new(inner: Box<dyn Read + Send>, decoder: Decoder) -> Self {
         Transcoder {
             inner,
             decoder,
@@ -257,6 +257,22 @@ impl RawRecord {
         self.fields += 1;
     }
 
+    /// Where each field ends in [`RawRecord::bytes`].
+    pub(super) fn ends(&self) -> &[usize] {
+        &self.ends[..self.fields]
+    }
+
+    /// Makes this record a copy of one held elsewhere (`ends` as [`RawRecord::ends`] gives them).
+    pub(super) fn load(&mut self, bytes: &[u8], ends: &[usize], line: u64) {
+        self.bytes.clear();
+        self.bytes.extend_from_slice(bytes);
+        self.used = bytes.len();
+        self.ends.clear();
+        self.ends.extend_from_slice(ends);
+        self.fields = ends.len();
+        self.line = line;
+    }
+
     /// True when every field is empty or white space (a blank line, or only delimiters).
     pub fn is_blank(&self) -> bool {
         self.bytes[..self.used]
@@ -266,7 +282,7 @@ impl RawRecord {
 }
 
 /// What [`RecordReader::read`] found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     /// A record is in the buffer.
     Record,
@@ -506,7 +522,7 @@ mod tests {
         let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
         for trickle in [false, true] {
             for size in 1..=9 {
-                let inner: Box<dyn Read> = if trickle {
+                let inner: Box<dyn Read + Send> = if trickle {
                     Box::new(Trickle(Cursor::new(le.clone())))
                 } else {
                     Box::new(Cursor::new(le.clone()))

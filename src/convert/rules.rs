@@ -168,7 +168,11 @@ pub fn sanitize_into(
     mode: Sanitize,
     out: &mut String,
 ) -> Result<bool, FieldProblem> {
-    let raw = raw.trim_matches(|c: char| c == ' ' || c.is_whitespace());
+    // Most fields start and end with a visible ASCII character: nothing to trim.
+    let raw = match (raw.as_bytes().first(), raw.as_bytes().last()) {
+        (Some(f), Some(l)) if f.is_ascii_graphic() && l.is_ascii_graphic() => raw,
+        _ => raw.trim_matches(|c: char| c == ' ' || c.is_whitespace()),
+    };
     if !needs_care(raw.as_bytes()) {
         out.push_str(raw);
         return Ok(false);

@@ -136,6 +136,61 @@ fn reject_file_mode_rejects_the_whole_input() {
     );
 }
 
+/// 30,000 rows (about 900 KB, far past the 64 KiB head, so read ahead on a second thread) with
+/// bad rows at lines 2, 15,001 and 30,001 and a quoted two-line text in between.
+fn large_input() -> Vec<u8> {
+    let mut input = b"telefone;mensagem;id\n".to_vec();
+    for i in 1..=30_000u64 {
+        let line = match i {
+            1 | 15_000 | 30_000 => format!("abc;bad {i};B{i}\n"),
+            20_000 => format!("1199{i:07};\"two\nlines\";Q{i}\n"),
+            _ => format!("1199{i:07};Olá {i};R{i}\n"),
+        };
+        input.extend_from_slice(line.as_bytes());
+    }
+    input
+}
+
+#[test]
+fn a_large_input_keeps_every_row_and_line_number() {
+    let (rows, rep) = run(&large_input());
+    assert_eq!(
+        (rep.rows_read, rep.rows_sent, rep.rows_rejected),
+        (30_000, 29_997, 3)
+    );
+    let lines: Vec<u64> = rep.rejected.iter().map(|r| r.line).collect();
+    assert_eq!(
+        lines,
+        [2, 15_001, 30_002],
+        "the quoted line break on line 20,001 counts"
+    );
+    assert_eq!(rows[0], row(3, "5511990000002", "Olá 2", "R2"));
+    assert_eq!(
+        rows[19_997],
+        row(20_001, "5511990020000", "two lines", "Q20000")
+    );
+    assert_eq!(
+        rows[29_996],
+        row(30_001, "5511990029999", "Olá 29999", "R29999")
+    );
+}
+
+#[test]
+fn reject_file_mode_stops_a_large_input_at_its_first_bad_row() {
+    let mut cfg = Config::defaults().input;
+    cfg.invalid_rows = InvalidRows::RejectFile;
+    let mut input = large_input();
+    // The first bad row far into the file: line 15,001.
+    input.splice(
+        21..21 + "abc;bad 1;B1".len(),
+        b"11990000001;x;B1".iter().copied(),
+    );
+    let (rows, rep) = run_with(&input, &cfg);
+    let why = rep.input_rejected.unwrap();
+    assert!(why.contains("line 15001"), "{why}");
+    assert_eq!((rows.len(), rep.rows_read), (14_999, 15_000));
+}
+
 #[test]
 fn inputs_without_sendable_rows_are_rejected_with_a_reason() {
     let cases: [(&[u8], &str); 6] = [

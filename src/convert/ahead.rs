@@ -1,0 +1,331 @@
+//! Reading ahead: the records of a large input are read and split (file reads, any hashing or
+//! UTF-16 transcoding the stream does, `csv-core`) on a thread of their own, a few chunks ahead
+//! of the thread that checks and writes them, so the two halves of a conversion use two cores.
+//!
+//! What the caller sees is exactly what [`RecordReader::read`] returns, in the same order, with
+//! the same line numbers; a read error comes after every record read before it. Memory stays
+//! bounded: at most [`POOL`] chunks exist, each closed at [`CHUNK_RECORDS`] records,
+//! [`CHUNK_BYTES`] bytes or [`CHUNK_FIELDS`] fields (plus one record of at most
+//! [`super::reader::MAX_RECORD_BYTES`]), and their buffers are reused.
+
+use super::reader::{Next, RawRecord, RecordReader};
+use std::io::{self, BufRead};
+use std::sync::mpsc::{channel, Receiver, Sender};
+
+/// Chunks in existence: one being filled, one being taken, two waiting.
+const POOL: usize = 4;
+const CHUNK_RECORDS: usize = 1024;
+const CHUNK_BYTES: usize = 128 * 1024;
+const CHUNK_FIELDS: usize = 8 * 1024;
+
+/// Records back to back: their bytes, their field ends, and what each one was.
+#[derive(Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    /// What the reader said, the record's line, and where its bytes and ends stop.
+    records: Vec<(Next, u64, usize, usize)>,
+}
+
+impl Chunk {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.records.clear();
+    }
+
+    fn push(&mut self, next: Next, rec: &RawRecord) {
+        if next == Next::Record {
+            self.bytes.extend_from_slice(rec.bytes());
+            self.ends.extend_from_slice(rec.ends());
+        }
+        let line = rec.line;
+        self.records
+            .push((next, line, self.bytes.len(), self.ends.len()));
+    }
+
+    fn full(&self) -> bool {
+        self.records.len() >= CHUNK_RECORDS
+            || self.bytes.len() >= CHUNK_BYTES
+            || self.ends.len() >= CHUNK_FIELDS
+    }
+}
+
+/// Hands every record of `records` to `take`, in order, until the end, a read error (made an
+/// `E` by `read_error`), an error of `take`, or `take` answering `false` (stop reading).
+///
+/// # Errors
+/// The first error of `take`, or the stream's read error.
+pub(super) fn for_each<R, E>(
+    records: RecordReader<R>,
+    mut take: impl FnMut(Next, &RawRecord) -> Result<bool, E>,
+    read_error: impl Fn(io::Error) -> E,
+) -> Result<(), E>
+where
+    R: BufRead + Send,
+{
+    let (full_tx, full_rx) = channel::<io::Result<Chunk>>();
+    let (empty_tx, empty_rx) = channel::<Chunk>();
+    for _ in 0..POOL {
+        // The receiver is alive: it is right here.
+        let _ = empty_tx.send(Chunk::default());
+    }
+    std::thread::scope(move |scope| {
+        scope.spawn(move || fill(records, full_tx, empty_rx));
+        let mut rec = RawRecord::default();
+        let result = loop {
+            let chunk = match full_rx.recv() {
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(e)) => break Err(read_error(e)),
+                // The reader sends End or an error before it stops; only a panic there (a bug)
+                // ends it without one, and the scope then passes that panic on.
+                Err(_) => break Err(read_error(io::Error::other("the reading thread stopped"))),
+            };
+            match take_chunk(&chunk, &mut rec, &mut take) {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+            let _ = empty_tx.send(chunk);
+        };
+        // Stops the reader if it is still going: its next send or wait for a chunk fails.
+        drop(full_rx);
+        drop(empty_tx);
+        result
+    })
+}
+
+/// [`for_each`] on this thread: for an input small enough that a second thread costs more than
+/// it saves.
+///
+/// # Errors
+/// As [`for_each`].
+pub(super) fn for_each_here<R: BufRead, E>(
+    mut records: RecordReader<R>,
+    mut take: impl FnMut(Next, &RawRecord) -> Result<bool, E>,
+    read_error: impl Fn(io::Error) -> E,
+) -> Result<(), E> {
+    let mut rec = RawRecord::default();
+    loop {
+        let next = records.read(&mut rec).map_err(&read_error)?;
+        if !take(next, &rec)? || next == Next::End {
+            return Ok(());
+        }
+    }
+}
+
+/// Takes a chunk's records; `Ok(false)` once there is nothing more to read.
+fn take_chunk<E>(
+    chunk: &Chunk,
+    rec: &mut RawRecord,
+    take: &mut impl FnMut(Next, &RawRecord) -> Result<bool, E>,
+) -> Result<bool, E> {
+    let (mut bytes_at, mut ends_at) = (0, 0);
+    for &(next, line, bytes_end, ends_end) in &chunk.records {
+        rec.load(
+            &chunk.bytes[bytes_at..bytes_end],
+            &chunk.ends[ends_at..ends_end],
+            line,
+        );
+        (bytes_at, ends_at) = (bytes_end, ends_end);
+        if !take(next, rec)? || next == Next::End {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The reading thread: fills chunks from the pool until the end, an error, or the taker leaving.
+fn fill<R: BufRead>(
+    mut records: RecordReader<R>,
+    full: Sender<io::Result<Chunk>>,
+    empty: Receiver<Chunk>,
+) {
+    let mut rec = RawRecord::default();
+    while let Ok(mut chunk) = empty.recv() {
+        chunk.clear();
+        loop {
+            match records.read(&mut rec) {
+                Ok(next) => {
+                    chunk.push(next, &rec);
+                    if next == Next::End {
+                        let _ = full.send(Ok(chunk));
+                        return;
+                    }
+                    if chunk.full() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = full.send(Ok(chunk));
+                    let _ = full.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if full.send(Ok(chunk)).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every record as the taker saw it: what it was, its line, its fields.
+    type Seen = Vec<(Next, u64, Vec<Vec<u8>>)>;
+
+    fn seen(next: Next, rec: &RawRecord, out: &mut Seen) {
+        let fields = match next {
+            Next::Record => (0..rec.len())
+                .map(|i| rec.get(i).unwrap_or_default().to_vec())
+                .collect(),
+            _ => vec![],
+        };
+        let line = if next == Next::Record { rec.line } else { 0 };
+        out.push((next, line, fields));
+    }
+
+    fn both(input: &[u8], stop_after: usize) -> (Result<Seen, String>, Result<Seen, String>) {
+        let run = |ahead: bool| {
+            let mut out = Seen::new();
+            let take = |next, rec: &RawRecord| {
+                seen(next, rec, &mut out);
+                Ok::<_, String>(out.len() < stop_after)
+            };
+            let records = RecordReader::new(input, b';');
+            let result = if ahead {
+                for_each(records, take, |e| e.to_string())
+            } else {
+                for_each_here(records, take, |e| e.to_string())
+            };
+            result.map(|()| out)
+        };
+        (run(false), run(true))
+    }
+
+    /// Rows of every kind the reader tells apart: plain, quoted with line breaks and
+    /// delimiters, blank, CR and CRLF endings, and rows too long or too wide to hold.
+    fn row() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            8 => "[0-9]{11};[a-zA-Zçã ,]{0,40};[A-Z0-9]{0,8}\n".prop_map(String::into_bytes),
+            2 => "\"[0-9]{11}\";\"multi\n[a;b]{0,20}\r\nline\";x\r\n".prop_map(String::into_bytes),
+            1 => Just(b"\n".to_vec()),
+            1 => Just(b"1;2;3\r".to_vec()),
+            1 => (70_000usize..140_000).prop_map(|n| {
+                let mut r = vec![b'a'; n];
+                r.push(b'\n');
+                r
+            }),
+            1 => (513usize..2000).prop_map(|n| {
+                let mut r = b";".repeat(n);
+                r.push(b'\n');
+                r
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+        #[test]
+        fn reading_ahead_gives_what_reading_here_gives(
+            rows in prop::collection::vec(row(), 1..3000),
+            stop_after in prop_oneof![Just(usize::MAX), 1usize..4000],
+        ) {
+            let input = rows.concat();
+            let (here, ahead) = both(&input, stop_after);
+            prop_assert_eq!(here, ahead);
+        }
+    }
+
+    #[test]
+    fn a_large_input_crosses_chunks_in_order_with_its_line_numbers() {
+        let input: Vec<u8> = (1..=50_000)
+            .flat_map(|i| format!("{i};\"text\n{i}\";x\n").into_bytes())
+            .collect();
+        let (here, ahead) = both(&input, usize::MAX);
+        let ahead = ahead.unwrap();
+        assert_eq!(here.unwrap(), ahead);
+        assert_eq!(ahead.len(), 50_001, "50,000 records and the end");
+        assert_eq!(
+            ahead[49_999].1,
+            2 * 49_999 + 1,
+            "each record spans two lines"
+        );
+        assert_eq!(ahead[50_000].0, Next::End);
+    }
+
+    /// A stream that gives `good` bytes, then fails.
+    struct Failing {
+        data: std::io::Cursor<Vec<u8>>,
+    }
+
+    impl std::io::Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.data.read(buf)? {
+                0 => Err(io::Error::other("the disk went away")),
+                n => Ok(n),
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_error_comes_after_every_record_read_before_it() {
+        let data: Vec<u8> = (0..20_000)
+            .flat_map(|i| format!("{i};t\n").into_bytes())
+            .collect();
+        let reader = || {
+            RecordReader::new(
+                std::io::BufReader::new(Failing {
+                    data: std::io::Cursor::new(data.clone()),
+                }),
+                b';',
+            )
+        };
+        let mut ahead = 0;
+        let err = for_each(
+            reader(),
+            |_, _| {
+                ahead += 1;
+                Ok(true)
+            },
+            |e| e.to_string(),
+        );
+        let mut here = 0;
+        let err_here = for_each_here(
+            reader(),
+            |_, _| {
+                here += 1;
+                Ok(true)
+            },
+            |e| e.to_string(),
+        );
+        assert_eq!(err, Err("the disk went away".to_string()));
+        assert_eq!(err, err_here);
+        assert_eq!((ahead, here), (20_000, 20_000));
+    }
+
+    #[test]
+    fn an_error_of_the_taker_stops_the_reader() {
+        let input: Vec<u8> = (0..100_000)
+            .flat_map(|i| format!("{i};t\n").into_bytes())
+            .collect();
+        let mut taken = 0;
+        let result = for_each(
+            RecordReader::new(&input[..], b';'),
+            |_, _| {
+                taken += 1;
+                if taken == 3000 {
+                    Err("full disk")
+                } else {
+                    Ok(true)
+                }
+            },
+            |_| "read",
+        );
+        // Returning at all shows the reading thread ended (the scope waits for it).
+        assert_eq!((result, taken), (Err("full disk"), 3000));
+    }
+}
