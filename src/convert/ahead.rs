@@ -3,7 +3,8 @@
 //! of the thread that checks and writes them, so the two halves of a conversion use two cores.
 //!
 //! What the caller sees is exactly what [`RecordReader::read`] returns, in the same order, with
-//! the same line numbers; a read error comes after every record read before it. Memory stays
+//! the same line numbers, plus each record as text when it is valid UTF-8 (checked on the
+//! reading thread too); a read error comes after every record read before it. Memory stays
 //! bounded: at most [`POOL`] chunks exist, each closed at [`CHUNK_RECORDS`] records,
 //! [`CHUNK_BYTES`] bytes or [`CHUNK_FIELDS`] fields (plus one record of at most
 //! [`super::reader::MAX_RECORD_BYTES`]), and their buffers are reused.
@@ -18,47 +19,76 @@ const CHUNK_RECORDS: usize = 1024;
 const CHUNK_BYTES: usize = 128 * 1024;
 const CHUNK_FIELDS: usize = 8 * 1024;
 
-/// Records back to back: their bytes, their field ends, and what each one was.
+/// Records back to back: their bytes (in `text` when valid UTF-8, else in `bytes`), their field
+/// ends, and what each one was.
 #[derive(Default)]
 struct Chunk {
+    text: String,
     bytes: Vec<u8>,
     ends: Vec<usize>,
-    /// What the reader said, the record's line, and where its bytes and ends stop.
-    records: Vec<(Next, u64, usize, usize)>,
+    records: Vec<Held>,
+}
+
+/// One record of a [`Chunk`]: what the reader said, its line, whether it is text, and where its
+/// bytes (in `text` or `bytes`) and its ends stop.
+#[derive(Clone, Copy)]
+struct Held {
+    next: Next,
+    line: u64,
+    utf8: bool,
+    end: usize,
+    ends_end: usize,
 }
 
 impl Chunk {
     fn clear(&mut self) {
+        self.text.clear();
         self.bytes.clear();
         self.ends.clear();
         self.records.clear();
     }
 
     fn push(&mut self, next: Next, rec: &RawRecord) {
+        let (utf8, end) = match std::str::from_utf8(rec.bytes()) {
+            Ok(text) if next == Next::Record => {
+                self.text.push_str(text);
+                (true, self.text.len())
+            }
+            _ => {
+                if next == Next::Record {
+                    self.bytes.extend_from_slice(rec.bytes());
+                }
+                (false, self.bytes.len())
+            }
+        };
         if next == Next::Record {
-            self.bytes.extend_from_slice(rec.bytes());
             self.ends.extend_from_slice(rec.ends());
         }
-        let line = rec.line;
-        self.records
-            .push((next, line, self.bytes.len(), self.ends.len()));
+        self.records.push(Held {
+            next,
+            line: rec.line,
+            utf8,
+            end,
+            ends_end: self.ends.len(),
+        });
     }
 
     fn full(&self) -> bool {
         self.records.len() >= CHUNK_RECORDS
-            || self.bytes.len() >= CHUNK_BYTES
+            || self.text.len() + self.bytes.len() >= CHUNK_BYTES
             || self.ends.len() >= CHUNK_FIELDS
     }
 }
 
-/// Hands every record of `records` to `take`, in order, until the end, a read error (made an
-/// `E` by `read_error`), an error of `take`, or `take` answering `false` (stop reading).
+/// Hands every record of `records` to `take`, in order, with the record as text when it is valid
+/// UTF-8, until the end, a read error (made an `E` by `read_error`), an error of `take`, or
+/// `take` answering `false` (stop reading).
 ///
 /// # Errors
 /// The first error of `take`, or the stream's read error.
 pub(super) fn for_each<R, E>(
     records: RecordReader<R>,
-    mut take: impl FnMut(Next, &RawRecord) -> Result<bool, E>,
+    mut take: impl FnMut(Next, &RawRecord, Option<&str>) -> Result<bool, E>,
     read_error: impl Fn(io::Error) -> E,
 ) -> Result<(), E>
 where
@@ -102,13 +132,17 @@ where
 /// As [`for_each`].
 pub(super) fn for_each_here<R: BufRead, E>(
     mut records: RecordReader<R>,
-    mut take: impl FnMut(Next, &RawRecord) -> Result<bool, E>,
+    mut take: impl FnMut(Next, &RawRecord, Option<&str>) -> Result<bool, E>,
     read_error: impl Fn(io::Error) -> E,
 ) -> Result<(), E> {
     let mut rec = RawRecord::default();
     loop {
         let next = records.read(&mut rec).map_err(&read_error)?;
-        if !take(next, &rec)? || next == Next::End {
+        let text = match next {
+            Next::Record => std::str::from_utf8(rec.bytes()).ok(),
+            _ => None,
+        };
+        if !take(next, &rec, text)? || next == Next::End {
             return Ok(());
         }
     }
@@ -118,17 +152,23 @@ pub(super) fn for_each_here<R: BufRead, E>(
 fn take_chunk<E>(
     chunk: &Chunk,
     rec: &mut RawRecord,
-    take: &mut impl FnMut(Next, &RawRecord) -> Result<bool, E>,
+    take: &mut impl FnMut(Next, &RawRecord, Option<&str>) -> Result<bool, E>,
 ) -> Result<bool, E> {
-    let (mut bytes_at, mut ends_at) = (0, 0);
-    for &(next, line, bytes_end, ends_end) in &chunk.records {
-        rec.load(
-            &chunk.bytes[bytes_at..bytes_end],
-            &chunk.ends[ends_at..ends_end],
-            line,
-        );
-        (bytes_at, ends_at) = (bytes_end, ends_end);
-        if !take(next, rec)? || next == Next::End {
+    let (mut text_at, mut bytes_at, mut ends_at) = (0, 0, 0);
+    for held in &chunk.records {
+        let ends = &chunk.ends[ends_at..held.ends_end];
+        ends_at = held.ends_end;
+        let text = if held.utf8 {
+            let text = &chunk.text[text_at..held.end];
+            text_at = held.end;
+            rec.load(text.as_bytes(), ends, held.line);
+            Some(text)
+        } else {
+            rec.load(&chunk.bytes[bytes_at..held.end], ends, held.line);
+            bytes_at = held.end;
+            None
+        };
+        if !take(held.next, rec, text)? || held.next == Next::End {
             return Ok(false);
         }
     }
@@ -177,7 +217,13 @@ mod tests {
     /// Every record as the taker saw it: what it was, its line, its fields.
     type Seen = Vec<(Next, u64, Vec<Vec<u8>>)>;
 
-    fn seen(next: Next, rec: &RawRecord, out: &mut Seen) {
+    fn seen(next: Next, rec: &RawRecord, text: Option<&str>, out: &mut Seen) {
+        let valid = std::str::from_utf8(rec.bytes()).ok();
+        let expected = if next == Next::Record { valid } else { None };
+        assert_eq!(
+            text, expected,
+            "a record's text is its bytes when they are UTF-8"
+        );
         let fields = match next {
             Next::Record => (0..rec.len())
                 .map(|i| rec.get(i).unwrap_or_default().to_vec())
@@ -191,8 +237,8 @@ mod tests {
     fn both(input: &[u8], stop_after: usize) -> (Result<Seen, String>, Result<Seen, String>) {
         let run = |ahead: bool| {
             let mut out = Seen::new();
-            let take = |next, rec: &RawRecord| {
-                seen(next, rec, &mut out);
+            let take = |next, rec: &RawRecord, text: Option<&str>| {
+                seen(next, rec, text, &mut out);
                 Ok::<_, String>(out.len() < stop_after)
             };
             let records = RecordReader::new(input, b';');
@@ -213,6 +259,7 @@ mod tests {
             8 => "[0-9]{11};[a-zA-Zçã ,]{0,40};[A-Z0-9]{0,8}\n".prop_map(String::into_bytes),
             2 => "\"[0-9]{11}\";\"multi\n[a;b]{0,20}\r\nline\";x\r\n".prop_map(String::into_bytes),
             1 => Just(b"\n".to_vec()),
+            2 => Just(b"11999999999;Ol\xe1 Jo\xe3o;x\n".to_vec()),
             1 => Just(b"1;2;3\r".to_vec()),
             1 => (70_000usize..140_000).prop_map(|n| {
                 let mut r = vec![b'a'; n];
@@ -287,7 +334,7 @@ mod tests {
         let mut ahead = 0;
         let err = for_each(
             reader(),
-            |_, _| {
+            |_, _, _| {
                 ahead += 1;
                 Ok(true)
             },
@@ -296,7 +343,7 @@ mod tests {
         let mut here = 0;
         let err_here = for_each_here(
             reader(),
-            |_, _| {
+            |_, _, _| {
                 here += 1;
                 Ok(true)
             },
@@ -315,7 +362,7 @@ mod tests {
         let mut taken = 0;
         let result = for_each(
             RecordReader::new(&input[..], b';'),
-            |_, _| {
+            |_, _, _| {
                 taken += 1;
                 if taken == 3000 {
                     Err("full disk")

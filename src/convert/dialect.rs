@@ -338,14 +338,14 @@ impl FieldDecoder {
         Ok(buf.as_str())
     }
 
-    /// The whole record as text when it is valid UTF-8 and UTF-8 is allowed: one check per row
-    /// instead of one per field. A field boundary may still fall inside a character (the record
-    /// holds no delimiters), so slice it with `str::get`.
-    pub fn whole<'a>(&mut self, bytes: &'a [u8]) -> Option<&'a str> {
+    /// The whole record as text when it is valid UTF-8 (`text`, checked by the reader) and UTF-8
+    /// is allowed: one check per row instead of one per field. A field boundary may still fall
+    /// inside a character (the record holds no delimiters), so slice it with `str::get`.
+    pub fn whole<'a>(&mut self, text: Option<&'a str>) -> Option<&'a str> {
         if !matches!(self.choice, EncodingChoice::Auto | EncodingChoice::Utf8) {
             return None;
         }
-        let s = std::str::from_utf8(bytes).ok()?;
+        let s = text?;
         // Known once: no second scan of every later row.
         self.saw_utf8 = self.saw_utf8 || !s.is_ascii();
         Some(s)

@@ -179,8 +179,8 @@ pub fn convert<R: Read + Send + 'static>(
     let mut run = Run::new(cfg, FieldDecoder::new(encoding), usual_fields, delimiter);
     let records = RecordReader::new(opened.stream, delimiter);
     let mut layout = None;
-    let take = |next, rec: &RawRecord| {
-        let flow = run.take(next, rec, &mut layout, sink)?;
+    let take = |next, rec: &RawRecord, text: Option<&str>| {
+        let flow = run.take(next, rec, text, &mut layout, sink)?;
         Ok(matches!(flow, Flow::Go))
     };
     // An input larger than its head is read and split on a second thread while this one checks
@@ -244,7 +244,9 @@ fn convert_workbook(
                 fields,
             },
         };
-        Ok::<_, ConvertError>(matches!(run.take(next, rec, &mut layout, sink)?, Flow::Go))
+        let text = std::str::from_utf8(rec.bytes()).ok();
+        let flow = run.take(next, rec, text, &mut layout, sink)?;
+        Ok::<_, ConvertError>(matches!(flow, Flow::Go))
     })?;
     let mut report = run.report;
     match read {
@@ -295,6 +297,8 @@ struct Run<'c> {
     bufs: [String; 3],
     text: String,
     id: String,
+    /// Columns a row must reach to hold every field the layout and template use.
+    used_width: Option<usize>,
 }
 
 /// How a row went.
@@ -325,14 +329,17 @@ impl<'c> Run<'c> {
             bufs: Default::default(),
             text: String::new(),
             id: String::new(),
+            used_width: None,
         }
     }
 
     /// Takes one record (or the end): the header, a data row, or a row too large to hold.
+    /// `text` is the record's bytes as text when they are valid UTF-8 (checked by the reader).
     fn take(
         &mut self,
         next: Next,
         rec: &RawRecord,
+        text: Option<&str>,
         layout: &mut Option<Layout>,
         sink: &mut dyn RowSink,
     ) -> Result<Flow, ConvertError> {
@@ -381,7 +388,7 @@ impl<'c> Run<'c> {
                     },
                 };
                 self.report.rows_read += 1;
-                if let RowResult::Rejected = self.row(rec, layout, sink)? {
+                if let RowResult::Rejected = self.row(rec, text, layout, sink)? {
                     if self.cfg.invalid_rows == InvalidRows::RejectFile {
                         let first = &self.report.rejected[0];
                         self.report.input_rejected = Some(format!(
@@ -453,18 +460,22 @@ impl<'c> Run<'c> {
     fn row(
         &mut self,
         rec: &RawRecord,
+        text: Option<&str>,
         layout: &Layout,
         sink: &mut dyn RowSink,
     ) -> Result<RowResult, ConvertError> {
         // Buffers reused from row to row: no allocation per row on the common path.
         let mut bufs = std::mem::take(&mut self.bufs);
-        let whole = self.decoder.whole(rec.bytes());
-        let used = [Some(layout.number), layout.text, layout.correlation_id]
-            .into_iter()
-            .flatten()
-            .chain(self.template.iter().flat_map(|t| t.columns()))
-            .max()
-            .map_or(0, |i| i + 1);
+        let whole = self.decoder.whole(text);
+        // The layout and template are settled by the first record: worked out once.
+        let used = *self.used_width.get_or_insert_with(|| {
+            [Some(layout.number), layout.text, layout.correlation_id]
+                .into_iter()
+                .flatten()
+                .chain(self.template.iter().flat_map(|t| t.columns()))
+                .max()
+                .map_or(0, |i| i + 1)
+        });
         let placed = self.repair.place(
             rec,
             self.width.max(used),
