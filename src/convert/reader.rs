@@ -300,18 +300,20 @@ pub struct RecordReader<R> {
     scratch_ends: Vec<usize>,
     /// Line feeds consumed so far.
     lf_seen: u64,
+    delimiter: u8,
 }
 
 impl<R: BufRead> RecordReader<R> {
     /// Reads records separated by `delimiter`, with `"` quoting.
     pub fn new(input: R, delimiter: u8) -> Self {
-        let core = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
+        let core = built_core(delimiter);
         RecordReader {
             input,
             core,
             scratch: vec![0; 8192],
             scratch_ends: vec![0; 64],
             lf_seen: 0,
+            delimiter,
         }
     }
 
@@ -402,6 +404,49 @@ impl<R: BufRead> RecordReader<R> {
     }
 }
 
+thread_local! {
+    /// Parsers of finished readers, kept for the next reader on this thread (see [`built_core`]).
+    static BUILT: std::cell::RefCell<Vec<(u8, csv_core::Reader)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Parsers kept per thread: one per delimiter tried by the sniffer, and one to read.
+const BUILT_KEPT: usize = 8;
+
+/// A `csv-core` parser for `delimiter`, as new. Building one computes its transition table
+/// (2,560 steps), and every input builds five (four to sniff its delimiter, one to read), which
+/// was a sixth of the time to convert a small file; so a finished reader's parser is kept (see
+/// `Drop`) and reset for the next. Reused, never cloned: `csv-core` 0.1's `Clone` for its DFA
+/// copies only part of the table, and a cloned parser never ends.
+fn built_core(delimiter: u8) -> csv_core::Reader {
+    let kept = BUILT.with(|built| {
+        let mut built = built.borrow_mut();
+        let at = built.iter().position(|(d, _)| *d == delimiter)?;
+        Some(built.swap_remove(at).1)
+    });
+    match kept {
+        Some(mut core) => {
+            core.reset();
+            core
+        }
+        None => csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+    }
+}
+
+impl<R> Drop for RecordReader<R> {
+    fn drop(&mut self) {
+        let core = std::mem::take(&mut self.core);
+        // Only on a thread still running (try_with): at its exit the parser is just dropped.
+        let _ = BUILT.try_with(|built| {
+            if let Ok(mut built) = built.try_borrow_mut() {
+                if built.len() < BUILT_KEPT {
+                    built.push((self.delimiter, core));
+                }
+            }
+        });
+    }
+}
+
 /// Doubles `buf` when `used` fills it, up to `cap` elements.
 fn grow<T: Default + Clone>(buf: &mut Vec<T>, used: usize, cap: usize) {
     if used == buf.len() && buf.len() < cap {
@@ -434,6 +479,31 @@ mod tests {
                 Next::TooLarge { line, .. } => out.push((line, vec!["<too large>".into()])),
                 Next::End => return out,
             }
+        }
+    }
+
+    #[test]
+    fn a_parser_left_mid_record_reads_the_next_input_as_new() {
+        // A new csv-core parser drops a UTF-8 BOM at its very start (a second one, after the one
+        // `open` strips), and only there.
+        let text = b"\xef\xbb\xbfa;\"b\nc\";d\n\"e;f\";g\r\nh\n";
+        let fresh = records(text, b';');
+        assert_eq!(fresh.len(), 3);
+        assert_eq!(fresh[0].1[0], "a");
+        // Readers dropped after a quoted field cut short, after a CR, and at the end, each of
+        // whose parser the next reader on this thread takes back.
+        for cut in [6, 17, text.len()] {
+            let mut r = RecordReader::new(&text[..cut], b';');
+            let mut rec = RawRecord::default();
+            let _ = r.read(&mut rec).unwrap();
+            drop(r);
+            assert_eq!(
+                records(text, b';'),
+                fresh,
+                "after a reader cut at byte {cut}"
+            );
+            // And one with another delimiter in between.
+            assert_eq!(records(b"x,y\n", b',').len(), 1);
         }
     }
 
