@@ -132,3 +132,29 @@ fn damaged_xls_containers_are_rejected_before_calamine_reads_them() {
         }
     }
 }
+
+/// `reader` out of memory: a 5.6 KB `.xls` (a valid container) whose sheet has cells and a
+/// DIMENSIONS record far apart. calamine builds each sheet as a dense grid when it opens the
+/// file, so this one took 13.7 GB and 40 s (and a failed allocation aborts the process, which no
+/// `catch_unwind` stops). The grid is now counted from the records first and the workbook
+/// refused with the reason, before calamine reads it; the readable `.xls` still reads.
+#[test]
+fn an_xls_whose_cells_span_gigabytes_is_refused_before_calamine_reads_it() {
+    let dir = format!("{}/tests/fixtures/sheets", env!("CARGO_MANIFEST_DIR"));
+    let found = std::fs::read(format!("{dir}/fuzz-sparse-grid.xls")).unwrap();
+    let (report, rows) = convert_checked(&found, &Config::defaults().input);
+    assert!(rows.is_empty());
+    let why = report.input_rejected.unwrap_or_default();
+    assert!(
+        why.contains("cells from their first to their last used row and column")
+            && why.contains("save the sheet as .xlsx or CSV"),
+        "{why}"
+    );
+
+    // A real workbook is read (its header names no text column: the default config says so).
+    let good = std::fs::read(format!("{dir}/contatos.xls")).unwrap();
+    let (report, _) = convert_checked(&good, &Config::defaults().input);
+    let why = report.input_rejected.unwrap_or_default();
+    assert!(why.contains("has no message text column"), "{why}");
+    assert!(report.encoding.starts_with("xls"), "{}", report.encoding);
+}

@@ -16,6 +16,7 @@ mod repair;
 pub mod rules;
 pub mod sheet;
 pub mod template;
+mod xls_size;
 
 use crate::config::{Delimiter, ExtraFields, HeaderChoice, InputConfig, InvalidRows};
 use billing::Billing;

@@ -105,6 +105,21 @@ fn read_unguarded<E>(
         if let Err(e) = cfb::CompoundFile::open(cursor.clone()) {
             return Ok(Err(corrupt("an old Excel (.xls) workbook", &e)));
         }
+        // calamine reads every sheet whole into a grid when it opens the file: refused here
+        // when that grid would not fit the budget (a few stray cells far apart can ask for GBs).
+        let cells = super::xls_size::grid_cells(data).unwrap_or(0);
+        let need = cells.saturating_mul(super::xls_size::BYTES_PER_CELL);
+        if need > format.max_held_bytes {
+            return Ok(Err(format!(
+                "the old Excel (.xls) workbook's sheets span {cells} cells from their first to \
+                 their last used row and column, about {} MB to read, over the {} MB allowed \
+                 (twice [input] max_workbook_mb): cells far apart, or a damaged size record. \
+                 Delete stray cells far from the list, or save the sheet as .xlsx or CSV, and \
+                 drop it again",
+                need / 1_000_000,
+                format.max_held_bytes / 1_000_000
+            )));
+        }
         match Xls::new(cursor.clone()) {
             Ok(x) => Book::Xls(x),
             Err(XlsError::Password) => return Ok(Err(password())),
@@ -189,29 +204,37 @@ impl Book<'_> {
                  spreadsheet, save it again and drop it again, or save it as CSV"
             )))
         };
-        if let Book::Xlsx(b) = &mut self {
-            let mut cells = match b.worksheet_cells_reader(&name) {
-                Ok(c) => c,
-                Err(e) => return failed(&e),
-            };
-            loop {
-                match cells.next_cell() {
-                    Ok(Some(cell)) => {
-                        let (r, c) = cell.get_position();
-                        if !rows.cell(r, c, value_ref(cell.get_value()), on_row)? {
-                            return Ok(Ok(describe(kind, &name)));
-                        }
-                    }
-                    Ok(None) => break,
+        // .xlsx and .xlsb are read cell by cell as they are stored; calamine's other readers
+        // only give a whole grid.
+        macro_rules! stream {
+            ($reader:expr) => {{
+                let mut cells = match $reader {
+                    Ok(c) => c,
                     Err(e) => return failed(&e),
+                };
+                loop {
+                    match cells.next_cell() {
+                        Ok(Some(cell)) => {
+                            let (r, c) = cell.get_position();
+                            if !rows.cell(r, c, value_ref(cell.get_value()), on_row)? {
+                                return Ok(Ok(describe(kind, &name)));
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return failed(&e),
+                    }
                 }
-            }
+            }};
+        }
+        if let Book::Xlsx(b) = &mut self {
+            stream!(b.worksheet_cells_reader(&name));
+        } else if let Book::Xlsb(b) = &mut self {
+            stream!(b.worksheet_cells_reader(&name));
         } else {
             let range = match &mut self {
                 Book::Xls(b) => b.worksheet_range(&name).map_err(|e| e.to_string()),
                 Book::Ods(b) => b.worksheet_range(&name).map_err(|e| e.to_string()),
-                Book::Xlsb(b) => b.worksheet_range(&name).map_err(|e| e.to_string()),
-                Book::Xlsx(_) => unreachable!("handled above"),
+                Book::Xlsx(_) | Book::Xlsb(_) => unreachable!("streamed above"),
             };
             let range = match range {
                 Ok(r) => r,

@@ -320,3 +320,19 @@ fn big_workbook_for_measuring() {
     }
     book.save(&path).unwrap();
 }
+
+/// An `.xlsb` is read cell by cell, like an `.xlsx` (never as a whole grid, which cells far apart
+/// would make huge). The fixture is calamine's own `tests/date.xlsb` (MIT): three rows of a date,
+/// a number and a time; with dates written as `%d/%m/%Y` they are numbers no phone has.
+#[test]
+fn xlsb_is_read_cell_by_cell() {
+    let mut cfg = Config::defaults().input;
+    cfg.header = crate::config::HeaderChoice::No;
+    cfg.columns.number = Some(crate::config::ColumnRef::Index(0));
+    cfg.columns.text = Some(crate::config::ColumnRef::Index(1));
+    let (rows, rep) = run_with(fixture("calamine-date.xlsb"), &cfg);
+    assert_eq!(rep.encoding, "xlsb workbook, sheet \"Sheet1\"");
+    assert_eq!((rep.rows_read, rep.rows_rejected), (3, 2));
+    assert_eq!(rows, vec![row(3, "106320601851852", "17", "")]);
+    assert!(rep.rejected[0].reason.contains("\"01/01/2021\""), "{rep:?}");
+}
