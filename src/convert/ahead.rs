@@ -101,7 +101,21 @@ where
         let _ = empty_tx.send(Chunk::default());
     }
     std::thread::scope(move |scope| {
-        scope.spawn(move || fill(records, full_tx, empty_rx));
+        // The reader is handed over once the thread runs: if none can be started (a process
+        // at its thread limit), the input is read here instead, not refused.
+        let (give, given) = channel::<RecordReader<R>>();
+        let started = std::thread::Builder::new()
+            .name("convert-read".into())
+            .spawn_scoped(scope, move || {
+                if let Ok(records) = given.recv() {
+                    fill(records, full_tx, empty_rx);
+                }
+            });
+        if started.is_err() {
+            return for_each_here(records, take, read_error);
+        }
+        // The thread is waiting for it on the other end.
+        let _ = give.send(records);
         let mut rec = RawRecord::default();
         let result = loop {
             let chunk = match full_rx.recv() {
