@@ -107,7 +107,10 @@ fn read_unguarded<E>(
         }
         // calamine reads every sheet whole into a grid when it opens the file: refused here
         // when that grid would not fit the budget (a few stray cells far apart can ask for GBs).
-        let cells = super::xls_size::grid_cells(data).unwrap_or(0);
+        let Some(cells) = super::xls_size::grid_cells(data) else {
+            let why = "its Workbook stream cannot be read, or it names thousands of sheets";
+            return Ok(Err(corrupt("an old Excel (.xls) workbook", &why)));
+        };
         let need = cells.saturating_mul(super::xls_size::BYTES_PER_CELL);
         if need > format.max_held_bytes {
             return Ok(Err(format!(
