@@ -10,8 +10,10 @@
 //! [`super::reader::MAX_RECORD_BYTES`]), and their buffers are reused.
 
 use super::reader::{Next, RawRecord, RecordReader};
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 
 /// Chunks in existence: one being filled, one being taken, two waiting.
 const POOL: usize = 4;
@@ -27,6 +29,9 @@ struct Chunk {
     bytes: Vec<u8>,
     ends: Vec<usize>,
     records: Vec<Held>,
+    /// Bytes of records too large to hold, skipped: they count toward [`CHUNK_BYTES`] too, so
+    /// the reader never runs far ahead through them.
+    skipped: u64,
 }
 
 /// One record of a [`Chunk`]: what the reader said, its line, whether it is text, and where its
@@ -46,6 +51,7 @@ impl Chunk {
         self.bytes.clear();
         self.ends.clear();
         self.records.clear();
+        self.skipped = 0;
     }
 
     fn push(&mut self, next: Next, rec: &RawRecord) {
@@ -64,6 +70,9 @@ impl Chunk {
         if next == Next::Record {
             self.ends.extend_from_slice(rec.ends());
         }
+        if let Next::TooLarge { bytes, .. } = next {
+            self.skipped = self.skipped.saturating_add(bytes);
+        }
         self.records.push(Held {
             next,
             line: rec.line,
@@ -75,25 +84,33 @@ impl Chunk {
 
     fn full(&self) -> bool {
         self.records.len() >= CHUNK_RECORDS
-            || self.text.len() + self.bytes.len() >= CHUNK_BYTES
+            || (self.text.len() + self.bytes.len()) as u64 + self.skipped >= CHUNK_BYTES as u64
             || self.ends.len() >= CHUNK_FIELDS
     }
 }
 
-/// Hands every record of `records` to `take`, in order, with the record as text when it is valid
-/// UTF-8, until the end, a read error (made an `E` by `read_error`), an error of `take`, or
-/// `take` answering `false` (stop reading).
+/// Hands every record of `input` (split at `delimiter`) to `take`, in order, with the record as
+/// text when it is valid UTF-8, until the end, a read error (made an `E` by `read_error`), an
+/// error of `take`, or `take` answering `false` (stop reading: the reading thread stops at its
+/// next read of the stream, even inside a long record).
 ///
 /// # Errors
 /// The first error of `take`, or the stream's read error.
 pub(super) fn for_each<R, E>(
-    records: RecordReader<R>,
+    input: R,
+    delimiter: u8,
     mut take: impl FnMut(Next, &RawRecord, Option<&str>) -> Result<bool, E>,
     read_error: impl Fn(io::Error) -> E,
 ) -> Result<(), E>
 where
     R: BufRead + Send,
 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let input = Stoppable {
+        inner: input,
+        stop: Arc::clone(&stop),
+    };
+    let records = RecordReader::new(input, delimiter);
     let (full_tx, full_rx) = channel::<io::Result<Chunk>>();
     let (empty_tx, empty_rx) = channel::<Chunk>();
     for _ in 0..POOL {
@@ -103,7 +120,7 @@ where
     std::thread::scope(move |scope| {
         // The reader is handed over once the thread runs: if none can be started (a process
         // at its thread limit), the input is read here instead, not refused.
-        let (give, given) = channel::<RecordReader<R>>();
+        let (give, given) = channel::<RecordReader<Stoppable<R>>>();
         let started = std::thread::Builder::new()
             .name("convert-read".into())
             .spawn_scoped(scope, move || {
@@ -112,7 +129,7 @@ where
                 }
             });
         if started.is_err() {
-            return for_each_here(records, take, read_error);
+            return here(records, take, read_error);
         }
         // The thread is waiting for it on the other end.
         let _ = give.send(records);
@@ -132,7 +149,9 @@ where
             }
             let _ = empty_tx.send(chunk);
         };
-        // Stops the reader if it is still going: its next send or wait for a chunk fails.
+        // Stops the reader if it is still going: at its next read of the stream, or its next
+        // send or wait for a chunk.
+        stop.store(true, Ordering::Relaxed);
         drop(full_rx);
         drop(empty_tx);
         result
@@ -145,6 +164,16 @@ where
 /// # Errors
 /// As [`for_each`].
 pub(super) fn for_each_here<R: BufRead, E>(
+    input: R,
+    delimiter: u8,
+    take: impl FnMut(Next, &RawRecord, Option<&str>) -> Result<bool, E>,
+    read_error: impl Fn(io::Error) -> E,
+) -> Result<(), E> {
+    here(RecordReader::new(input, delimiter), take, read_error)
+}
+
+/// [`for_each_here`] with the reader made.
+fn here<R: BufRead, E>(
     mut records: RecordReader<R>,
     mut take: impl FnMut(Next, &RawRecord, Option<&str>) -> Result<bool, E>,
     read_error: impl Fn(io::Error) -> E,
@@ -199,7 +228,18 @@ fn fill<R: BufRead>(
     while let Ok(mut chunk) = empty.recv() {
         chunk.clear();
         loop {
-            match records.read(&mut rec) {
+            // A record too large to hold may be any length: what came before it is handed on
+            // first, so the taker can decide (and stop reading) without waiting for its end.
+            let mut hand_on = || {
+                if chunk.records.is_empty() {
+                    return;
+                }
+                if let Ok(mut fresh) = empty.recv() {
+                    fresh.clear();
+                    let _ = full.send(Ok(std::mem::replace(&mut chunk, fresh)));
+                }
+            };
+            match records.read_with(&mut rec, &mut hand_on) {
                 Ok(next) => {
                     chunk.push(next, &rec);
                     if next == Next::End {
@@ -220,6 +260,42 @@ fn fill<R: BufRead>(
         if full.send(Ok(chunk)).is_err() {
             return;
         }
+    }
+}
+
+/// The stream, failing every read once the taker has stopped, so the reading thread does not
+/// go on through a long record nobody will take.
+struct Stoppable<R> {
+    inner: R,
+    stop: Arc<AtomicBool>,
+}
+
+impl<R> Stoppable<R> {
+    fn check(&self) -> io::Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(io::Error::other(
+                "reading stopped: the input is no longer wanted",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Stoppable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.read(buf)
+    }
+}
+
+impl<R: BufRead> BufRead for Stoppable<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.check()?;
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n);
     }
 }
 
@@ -255,11 +331,10 @@ mod tests {
                 seen(next, rec, text, &mut out);
                 Ok::<_, String>(out.len() < stop_after)
             };
-            let records = RecordReader::new(input, b';');
             let result = if ahead {
-                for_each(records, take, |e| e.to_string())
+                for_each(input, b';', take, |e| e.to_string())
             } else {
-                for_each_here(records, take, |e| e.to_string())
+                for_each_here(input, b';', take, |e| e.to_string())
             };
             result.map(|()| out)
         };
@@ -338,16 +413,14 @@ mod tests {
             .flat_map(|i| format!("{i};t\n").into_bytes())
             .collect();
         let reader = || {
-            RecordReader::new(
-                std::io::BufReader::new(Failing {
-                    data: std::io::Cursor::new(data.clone()),
-                }),
-                b';',
-            )
+            std::io::BufReader::new(Failing {
+                data: std::io::Cursor::new(data.clone()),
+            })
         };
         let mut ahead = 0;
         let err = for_each(
             reader(),
+            b';',
             |_, _, _| {
                 ahead += 1;
                 Ok(true)
@@ -357,6 +430,7 @@ mod tests {
         let mut here = 0;
         let err_here = for_each_here(
             reader(),
+            b';',
             |_, _, _| {
                 here += 1;
                 Ok(true)
@@ -375,7 +449,8 @@ mod tests {
             .collect();
         let mut taken = 0;
         let result = for_each(
-            RecordReader::new(&input[..], b';'),
+            &input[..],
+            b';',
             |_, _, _| {
                 taken += 1;
                 if taken == 3000 {
@@ -388,5 +463,45 @@ mod tests {
         );
         // Returning at all shows the reading thread ended (the scope waits for it).
         assert_eq!((result, taken), (Err("full disk"), 3000));
+    }
+
+    /// A header, then one line of `len` bytes, generated as it is read; counts what was read.
+    struct LongLine {
+        head: &'static [u8],
+        len: u64,
+        read: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl std::io::Read for LongLine {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let at = self.read.load(Ordering::Relaxed);
+            let total = self.head.len() as u64 + self.len;
+            if at >= total {
+                return Ok(0);
+            }
+            let n = buf.len().min((total - at) as usize);
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                let pos = at + i as u64;
+                *b = self.head.get(pos as usize).copied().unwrap_or(b'a');
+            }
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_taker_that_stops_is_not_kept_waiting_for_a_long_line_to_be_read() {
+        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let input = std::io::BufReader::new(LongLine {
+            head: b"telefone;mensagem\n",
+            len: 4 << 30,
+            read: Arc::clone(&read),
+        });
+        // The taker refuses the input at its first record (as a header without the needed
+        // columns is); the 4 GB line after it must not be read through.
+        let result = for_each(input, b';', |_, _, _| Ok::<_, ()>(false), |_| ());
+        assert_eq!(result, Ok(()));
+        let read = read.load(Ordering::Relaxed);
+        assert!(read < 64 << 20, "read {read} bytes after the taker stopped");
     }
 }

@@ -21,7 +21,7 @@ mod xls_size;
 use crate::config::{Delimiter, ExtraFields, HeaderChoice, InputConfig, InvalidRows};
 use billing::Billing;
 use dialect::{FieldDecoder, Layout};
-use reader::{Bom, Next, RawRecord, RecordReader};
+use reader::{Bom, Next, RawRecord};
 use repair::{column_str, Placement, Repair};
 use rules::{FieldProblem, NumberRules, MAX_ID_CHARS, MAX_TEXT_CHARS};
 use serde::Serialize;
@@ -178,7 +178,7 @@ pub fn convert<R: Read + Send + 'static>(
         cfg.encoding
     };
     let mut run = Run::new(cfg, FieldDecoder::new(encoding), usual_fields, delimiter);
-    let records = RecordReader::new(opened.stream, delimiter);
+
     let mut layout = None;
     let take = |next, rec: &RawRecord, text: Option<&str>| {
         let flow = run.take(next, rec, text, &mut layout, sink)?;
@@ -187,9 +187,9 @@ pub fn convert<R: Read + Send + 'static>(
     // An input larger than its head is read and split on a second thread while this one checks
     // and writes; a small one (most daemon drops) is not worth a thread.
     let result = if whole {
-        ahead::for_each_here(records, take, ConvertError::Read)
+        ahead::for_each_here(opened.stream, delimiter, take, ConvertError::Read)
     } else {
-        ahead::for_each(records, take, ConvertError::Read)
+        ahead::for_each(opened.stream, delimiter, take, ConvertError::Read)
     };
     let mut report = run.report;
     report.encoding = run.decoder.describe(utf16);

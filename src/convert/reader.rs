@@ -322,6 +322,19 @@ impl<R: BufRead> RecordReader<R> {
     /// # Errors
     /// When the underlying stream fails.
     pub fn read(&mut self, rec: &mut RawRecord) -> io::Result<Next> {
+        self.read_with(rec, &mut || {})
+    }
+
+    /// [`RecordReader::read`], calling `on_too_large` once the record is found too large to
+    /// hold, before the rest of it is read (and skipped), however long it is.
+    ///
+    /// # Errors
+    /// When the underlying stream fails.
+    pub fn read_with(
+        &mut self,
+        rec: &mut RawRecord,
+        on_too_large: &mut dyn FnMut(),
+    ) -> io::Result<Next> {
         rec.used = 0;
         rec.fields = 0;
         let (mut out_len, mut ends_len) = (0usize, 0usize);
@@ -334,6 +347,9 @@ impl<R: BufRead> RecordReader<R> {
                 grow(&mut rec.bytes, out_len, MAX_RECORD_BYTES);
                 grow(&mut rec.ends, ends_len, MAX_FIELDS);
                 overflow = out_len == rec.bytes.len() || ends_len == rec.ends.len();
+                if overflow {
+                    on_too_large();
+                }
             }
             let input = match self.input.fill_buf() {
                 Ok(input) => input,
