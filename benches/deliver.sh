@@ -303,17 +303,7 @@ log "big input: $(group "$BIG_ROWS") rows, $(calc "%.1f" "$BIG_IN_BYTES / 1e6") 
 SMALL_IN="$WORK/small-in"
 mkdir -p "$SMALL_IN"
 log "generating $SMALL_FILES small inputs of $SMALL_ROWS rows"
-python3 - "$SMALL_FILES" "$SMALL_ROWS" "$SMALL_IN" <<'PY'
-import os, sys
-files, rows, d = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-for f in range(files):
-    with open(os.path.join(d, "erp-%05d.csv" % f), "w", encoding="utf-8", newline="\n") as out:
-        out.write("telefone;mensagem;id\n")
-        for r in range(rows):
-            i = f * rows + r
-            out.write("(11) 9%04d-%04d;Lembrete %d do arquivo %d: sua consulta é amanhã às %dh, responda SIM;f%d-r%d\n"
-                      % ((i * 7919) % 10000, i % 10000, r, f, 8 + i % 10, f, r))
-PY
+small_inputs "$SMALL_FILES" "$SMALL_ROWS" "$SMALL_IN"
 SMALL_TOTAL_ROWS=$((SMALL_FILES * SMALL_ROWS))
 
 # --- reference conversions (also timed once for the breakdown) ---------------------------------

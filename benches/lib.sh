@@ -100,3 +100,19 @@ sshd_failed() {
     cat "$SSH_DIR/sshd.log" "$SSH_DIR/sshd.stderr" >&2 2>/dev/null || true
     die "sshd did not start"
 }
+
+# small_inputs FILES ROWS DIR: FILES deterministic ERP exports of ROWS rows each (header
+# `telefone;mensagem;id`, formatted numbers, accented texts), as deliver.sh and wan.sh send them.
+small_inputs() {
+python3 - "$1" "$2" "$3" <<'PY'
+import os, sys
+files, rows, d = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+for f in range(files):
+    with open(os.path.join(d, "erp-%05d.csv" % f), "w", encoding="utf-8", newline="\n") as out:
+        out.write("telefone;mensagem;id\n")
+        for r in range(rows):
+            i = f * rows + r
+            out.write("(11) 9%04d-%04d;Lembrete %d do arquivo %d: sua consulta é amanhã às %dh, responda SIM;f%d-r%d\n"
+                      % ((i * 7919) % 10000, i % 10000, r, f, 8 + i % 10, f, r))
+PY
+}

@@ -332,17 +332,7 @@ lines_digest() { cat "$@" | LC_ALL=C sort | md5sum | cut -d' ' -f1; }
 IN="$WORK/in"
 mkdir -p "$IN"
 log "generating $FILES inputs of $ROWS rows"
-python3 - "$FILES" "$ROWS" "$IN" <<'PY'
-import os, sys
-files, rows, d = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-for f in range(files):
-    with open(os.path.join(d, "erp-%05d.csv" % f), "w", encoding="utf-8", newline="\n") as out:
-        out.write("telefone;mensagem;id\n")
-        for r in range(rows):
-            i = f * rows + r
-            out.write("(11) 9%04d-%04d;Lembrete %d do arquivo %d: sua consulta é amanhã às %dh, responda SIM;f%d-r%d\n"
-                      % ((i * 7919) % 10000, i % 10000, r, f, 8 + i % 10, f, r))
-PY
+small_inputs "$FILES" "$ROWS" "$IN"
 TOTAL_ROWS=$((FILES * ROWS))
 
 log "reference conversion"
