@@ -178,7 +178,6 @@ pub fn convert<R: Read + Send + 'static>(
         cfg.encoding
     };
     let mut run = Run::new(cfg, FieldDecoder::new(encoding), usual_fields, delimiter);
-
     let mut layout = None;
     let take = |next, rec: &RawRecord, text: Option<&str>| {
         let flow = run.take(next, rec, text, &mut layout, sink)?;
