@@ -2,6 +2,7 @@
 //! `number;text;correlationId;` and `EOF` trailer, and writing it safely: to a temporary file in the
 //! target folder, synced, then linked under its final name only if that name is free.
 
+use crate::config::check_subaccount;
 use crate::convert::rules::{MAX_ID_CHARS, MAX_NUMBER_DIGITS, MAX_TEXT_CHARS, MIN_NUMBER_DIGITS};
 use crate::convert::{Row, RowSink};
 use chrono::NaiveDate;
@@ -15,29 +16,6 @@ use tempfile::NamedTempFile;
 pub const HEADER_LINE: &str = "number;text;correlationId;";
 /// The last line of every batch file.
 pub const TRAILER: &str = "EOF";
-/// Longest subaccount name accepted.
-const MAX_SUBACCOUNT_LEN: usize = 64;
-
-/// Checks a subaccount name: letters, digits, `_` and `-` only (so never a path).
-///
-/// # Errors
-/// A message saying what is allowed.
-pub fn check_subaccount(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_SUBACCOUNT_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a valid subaccount: use 1 to {MAX_SUBACCOUNT_LEN} letters, digits, '_' \
-             or '-' (the gateway bills a wrongly named file to the default subaccount)"
-        ))
-    }
-}
-
 /// A batch file's name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BatchName {
@@ -291,7 +269,7 @@ impl RowSink for BatchWriter {
         *n += 1;
         if n.is_multiple_of(4096) {
             // A big input converting is progress (systemd's watchdog, /healthz).
-            crate::ops::progress();
+            crate::liveness::progress();
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Command-line arguments and their dispatch.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use smsdrop::commands::deliver::DeliverError;
 use smsdrop::commands::{self, convert::ConvertArgs, convert::ConvertCmdError};
 use smsdrop::Outcome;
@@ -121,7 +121,7 @@ pub struct UsageError(String);
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     // Generated files come from the CLI definition alone: no config is read.
     if let Command::Generate(args) = &cli.command {
-        crate::generate::run(args).context("generate")?;
+        crate::generate::run(args, Cli::command()).context("generate")?;
         return Ok(Outcome::Ok);
     }
     // The sandbox and the demo bring their own settings: a broken ./smsdrop.toml must not stop them.

@@ -6,8 +6,10 @@
 
 mod delivery;
 mod http;
+mod names;
 mod raw;
 mod status;
+mod template;
 mod validate;
 
 pub use delivery::{
@@ -15,7 +17,10 @@ pub use delivery::{
     StateConfig, TrackConfig,
 };
 pub use http::HttpConfig;
+pub use names::{check_subaccount, fold_name};
 pub use status::{IdMode, StatusConfig, StatusMode, TokenSource, DEFAULT_API_URL};
+pub(crate) use template::Part as TemplatePart;
+pub use template::Template;
 pub use validate::{
     BatchConfig, ColumnRef, Columns, Config, Delimiter, EncodingChoice, ExtraFields, HeaderChoice,
     InputConfig, InvalidRows, Sanitize, SubaccountConfig, Zone, DELIMITERS,

@@ -423,7 +423,7 @@ impl Engine {
             })?)
         };
         let _poller = statuses.poller;
-        let watchdog = crate::ops::notify::watchdog_every();
+        let watchdog = crate::liveness::watchdog_every();
         if let (Some(every), Some(sftp)) = (watchdog, &self.cfg.sftp) {
             if sftp.timeout >= every * 2 {
                 tracing::warn!(
@@ -458,7 +458,7 @@ impl Engine {
             if !ready {
                 // Ready once the journal is open and the first scan is done, before the
                 // backlog is delivered (a long first round must not fail the start).
-                crate::ops::notify::ready(&self.summary_for_systemd().unwrap_or_default());
+                crate::liveness::ready(&self.summary_for_systemd().unwrap_or_default());
                 ready = true;
             }
             let track_due = Instant::now() >= next_track;
@@ -481,9 +481,9 @@ impl Engine {
             match line {
                 Some(line) => {
                     next_summary = Instant::now() + Duration::from_secs(60);
-                    crate::ops::notify::alive(&line);
+                    crate::liveness::alive(&line);
                 }
-                None => crate::ops::notify::alive_quiet(),
+                None => crate::liveness::alive_quiet(),
             }
             let mut until = next_scan.min(next_track);
             if let Some(every) = watchdog {
@@ -498,17 +498,17 @@ impl Engine {
             }
             if !self.stopping() {
                 hinted = self.wait(until);
-                crate::ops::notify::alive_quiet();
+                crate::liveness::alive_quiet();
             }
         }
-        crate::ops::notify::stopping();
+        crate::liveness::stopping();
         tracing::info!("smsdrop stopped");
         Ok(())
     }
 
     /// The one-line summary (`12 pending, 0 failed today, ...`) for systemd, when it listens.
     fn summary_for_systemd(&self) -> Option<String> {
-        if !crate::ops::notify::enabled() {
+        if !crate::liveness::enabled() {
             return None;
         }
         let now = self.clock.now();
@@ -603,7 +603,7 @@ impl Engine {
             }
             let r = intake::take_all(&mut self.ctx(), group, Origin::Inbox);
             self.absorb(r.map(drop))?;
-            crate::ops::progress();
+            crate::liveness::progress();
             if inputs.len() > GROUP {
                 self.deliver(false)?;
             }

@@ -4,7 +4,7 @@
 //! written to `--out` with the path named in any error.
 
 use anyhow::Context;
-use clap::{Args, CommandFactory, Subcommand};
+use clap::{Args, Subcommand};
 use clap_complete::Shell;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -49,7 +49,8 @@ enum What {
 ///
 /// # Errors
 /// A folder that cannot be created or a file that cannot be written, with its path.
-pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
+pub fn run(args: &GenerateArgs, cli: clap::Command) -> anyhow::Result<()> {
+    let command = || cli.clone().bin_name(BIN_NAME);
     let written = match &args.what {
         What::Completions { shell, out } => {
             let shells = if shell.is_empty() {
@@ -57,12 +58,12 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
             } else {
                 &shell[..]
             };
-            completions(shells, out)?
+            completions(shells, out, &command)?
         }
-        What::Man { out } => man_pages(out)?,
+        What::Man { out } => man_pages(out, command())?,
         What::All { out } => {
-            let mut written = completions(&PACKAGED_SHELLS, &out.join("completions"))?;
-            written.extend(man_pages(&out.join("man"))?);
+            let mut written = completions(&PACKAGED_SHELLS, &out.join("completions"), &command)?;
+            written.extend(man_pages(&out.join("man"), command())?);
             written
         }
     };
@@ -72,14 +73,13 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The CLI definition as the binary parses it, named as installed.
-fn command() -> clap::Command {
-    crate::cli::Cli::command().bin_name(BIN_NAME)
-}
-
 const BIN_NAME: &str = "smsdrop";
 
-fn completions(shells: &[Shell], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+fn completions(
+    shells: &[Shell],
+    out: &Path,
+    command: &dyn Fn() -> clap::Command,
+) -> anyhow::Result<Vec<PathBuf>> {
     create_dir(out)?;
     let mut written = Vec::new();
     for &shell in shells {
@@ -94,9 +94,9 @@ fn completions(shells: &[Shell], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// One page for `smsdrop` and one per visible subcommand (`smsdrop-run.1`, ...), as
 /// `clap_mangen::generate_to` lays them out.
-fn man_pages(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+fn man_pages(out: &Path, command: clap::Command) -> anyhow::Result<Vec<PathBuf>> {
     create_dir(out)?;
-    let mut cmd = command().disable_help_subcommand(true);
+    let mut cmd = command.disable_help_subcommand(true);
     cmd.build();
     let mut pages = Vec::new();
     collect_pages(&cmd, &mut pages);

@@ -1,6 +1,6 @@
 //! The embedded HTTP stack: axum routers served by one small tokio runtime on its own threads,
-//! beside the synchronous engine. The message-status webhook ([`crate::status::webhook`]) is
-//! served here; routers that share an address are merged onto one listener.
+//! beside the synchronous engine. The message-status webhook (`status::webhook`) is served
+//! here; routers that share an address are merged onto one listener.
 //!
 //! Addresses are bound before [`HttpServer::start`] returns, so a port in use is an error at
 //! startup, not a silent failure later. Dropping the server stops it (in-flight requests

@@ -22,11 +22,12 @@
 //! - [`spool`]: the state folder's layout (spool, queue, archive, reports).
 //! - [`fsutil`]: durability helpers (sync before record, cross-file-system moves).
 //! - [`lock`]: one owner per state folder.
+//! - [`liveness`]: the engine's heartbeat for systemd's watchdog and `/healthz` (the ground floor).
 //! - [`handoff`]: the queue through which `send` hands files to a running daemon.
 //! - [`remote`]: the SFTP client behind a trait, and a local-folder stand-in for unit tests.
 //! - [`daemon`]: the engine loop wiring the stages; no business rules.
 //! - [`http`]: the embedded HTTP stack (axum on tokio): the status webhook and [`ops`].
-//! - [`ops`]: operations: metrics, health, the status page, systemd readiness.
+//! - [`ops`]: operations: metrics, health, the status page.
 //!
 //! Around them:
 //! - [`config`]: the TOML schema, defaults and validation into typed values.
@@ -53,6 +54,7 @@ pub mod http;
 pub mod intake;
 pub mod journal;
 pub mod late;
+pub mod liveness;
 pub mod lock;
 pub mod ops;
 pub mod remote;

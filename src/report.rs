@@ -8,7 +8,7 @@
 use crate::config::{Auth, Config};
 use crate::convert::{convert, RejectedRow, Row, RowSink};
 use crate::fsutil::{sync_dir, sync_fs, write_replacing};
-use crate::journal::{Batch, Job, JobState, Journal};
+use crate::journal::{Batch, Job, JobState, Journal, Message};
 use crate::stage::{Ctx, StageError};
 use serde_json::json;
 
@@ -149,7 +149,7 @@ pub fn write_json(
         "history": journal.history(job.id)?,
         "conversion": conversion,
         "result_csv": csv.to_string_lossy(),
-        "messages": crate::status::settle::messages_json(cfg, journal, job, tracking_ends)?,
+        "messages": messages_json(cfg, journal, job, tracking_ends)?,
     });
     let text = serde_json::to_string_pretty(&doc).expect("reports always serialise");
     write_replacing(path, |w| w.write_all(text.as_bytes()), false)
@@ -422,4 +422,87 @@ pub(crate) fn run_hook(cfg: &Config, job: &Job, json: &Path, csv: &Path, event: 
             }
         }
     }
+}
+
+/// The most failed messages listed one by one in a JSON report.
+const MAX_LISTED: u32 = 10_000;
+
+/// What a failed status means, for people.
+fn failure_reason(m: &Message) -> String {
+    let (code, name) = match (m.delivered_code, m.sent_code) {
+        (Some(c), _) if c != 4 => (c, m.delivered_status.clone()),
+        (_, Some(c)) => (c, m.sent_status.clone()),
+        _ => (0, None),
+    };
+    let what = match code {
+        101 => "expired before the carrier took it",
+        102 => "the gateway could not reach the carrier",
+        103 => "the carrier rejected it",
+        104 => "the carrier could not deliver it to the phone",
+        201 => "no credit on the gateway account",
+        202 => "invalid destination number",
+        203 => "the number is blacklisted",
+        204 => "the number opted out",
+        205 => "the number reached its message limit",
+        207 => "invalid message text",
+        301 => "the gateway had an internal error",
+        _ => "failed",
+    };
+    match name {
+        Some(n) => format!("{n}: {what}"),
+        None => what.to_owned(),
+    }
+}
+
+/// The `messages` section of a job's JSON report: `null` without message tracking.
+///
+/// # Errors
+/// When the journal fails.
+pub fn messages_json(
+    cfg: &Config,
+    journal: &Journal,
+    job: &Job,
+    ending: bool,
+) -> Result<serde_json::Value, StageError> {
+    let Some(counts) = journal.message_counts(job.id)? else {
+        return Ok(serde_json::Value::Null);
+    };
+    let header = journal.carries_header(job)?;
+    let offset = line_offset(job, header);
+    let failed: Vec<_> = journal
+        .failed_messages(job.id, MAX_LISTED)?
+        .iter()
+        .map(|m| {
+            json!({
+                "line": m.line + offset, "number": m.number, "correlation_id": m.correlation_id,
+                "erp_correlation_id": m.erp_id, "carrier": m.carrier,
+                "status": m.delivered_status.clone().filter(|_| m.delivered_code.is_some_and(|c| c != 4))
+                    .or(m.sent_status.clone()),
+                "reason": failure_reason(m),
+            })
+        })
+        .collect();
+    let untracked: Vec<_> = journal
+        .untracked_messages(job.id, MAX_LISTED)?
+        .iter()
+        .map(|m| json!({"line": m.line + offset, "correlation_id": m.correlation_id, "reason": m.untracked}))
+        .collect();
+    let tracking = if ending {
+        Some("done".to_owned())
+    } else {
+        journal.tracking(job.id)?
+    };
+    Ok(json!({
+        "tracking": tracking.as_deref().unwrap_or("waiting for the file outcome"),
+        "correlation_ids": cfg.status.correlation_ids.as_str(),
+        "sent": counts.sent,
+        "delivered": counts.delivered,
+        "failed": counts.failed,
+        "pending": counts.pending,
+        "untracked": counts.untracked,
+        "failed_messages": failed,
+        "untracked_messages": untracked,
+        "delivery_csv": (tracking.as_deref() == Some("done"))
+            .then(|| delivery_path(cfg, job).to_string_lossy().into_owned()),
+    }))
 }

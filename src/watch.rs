@@ -6,7 +6,7 @@
 //! finds anything they missed (inboxes on network shares lose events). This module never moves or
 //! opens a file's content.
 
-use crate::batch::check_subaccount;
+use crate::config::check_subaccount;
 use crate::config::InboxConfig;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! `smsdrop convert`: a dry run that writes the batch files an upload would send into a local
 //! folder and reports every input; it never connects anywhere.
 
-use crate::batch::{check_subaccount, BatchName, BatchWriter};
+use crate::batch::{BatchName, BatchWriter};
+use crate::config::check_subaccount;
 use crate::config::Config;
 use crate::convert::{convert, ConvertError, ConvertReport};
 use crate::Outcome;

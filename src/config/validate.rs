@@ -1,10 +1,10 @@
 //! Turns a [`RawConfig`] into a typed [`Config`], rejecting bad values with the key that holds them.
 
 use super::delivery::{self, InboxConfig, ReportConfig, SftpConfig, StateConfig, TrackConfig};
+use super::names::check_subaccount;
 use super::raw::{RawColumn, RawConfig, RawHeader};
+use super::template::Template;
 use super::ConfigError;
-use crate::batch::check_subaccount;
-use crate::convert::template::Template;
 use chrono::{NaiveDate, TimeZone, Utc};
 use std::borrow::Cow;
 use std::collections::BTreeMap;

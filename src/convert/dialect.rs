@@ -2,6 +2,7 @@
 //! column holds what, and how each field's bytes become text.
 
 use super::reader::{Next, RawRecord, RecordReader};
+pub use crate::config::fold_name;
 use crate::config::{ColumnRef, Columns, EncodingChoice, DELIMITERS};
 use encoding_rs::WINDOWS_1252;
 
@@ -77,27 +78,6 @@ fn mode(counts: &[usize]) -> usize {
         i += j;
     }
     best
-}
-
-/// Lower case, accents dropped, only letters and digits: `Número do Celular` → `numerodocelular`.
-pub fn fold_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars().flat_map(char::to_lowercase) {
-        let base = match c {
-            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => 'a',
-            'è' | 'é' | 'ê' | 'ë' => 'e',
-            'ì' | 'í' | 'î' | 'ï' => 'i',
-            'ò' | 'ó' | 'ô' | 'õ' | 'ö' => 'o',
-            'ù' | 'ú' | 'û' | 'ü' => 'u',
-            'ç' => 'c',
-            'ñ' => 'n',
-            c => c,
-        };
-        if base.is_alphanumeric() {
-            out.push(base);
-        }
-    }
-    out
 }
 
 /// The columns an input's rows are read from (0-based).

@@ -268,7 +268,7 @@ fn is_final(
 const MESSAGES_PER_TX: usize = 20_000;
 
 impl Journal {
-    /// Records a job's messages (from an [`crate::status::ids::IdSink`]'s spool file) in
+    /// Records a job's messages (from an `status::ids::IdSink`'s spool file) in
     /// slices of [`MESSAGES_PER_TX`], replacing any recorded before (a conversion repeated after
     /// a crash), then marks ids repeated within the job as ambiguous. Done before the job's
     /// batches are recorded: until then no status can be for them.
@@ -293,7 +293,7 @@ impl Journal {
                 break;
             }
             self.transaction(|t| t.insert_only(job_id, &slice))?;
-            crate::ops::progress();
+            crate::liveness::progress();
         }
         Ok(self.transaction(|t| t.mark_repeated_ids(job_id))?)
     }

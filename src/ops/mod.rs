@@ -6,10 +6,9 @@
 //!
 //! Pages read the journal through their own read-only connection, so a slow page never stalls
 //! the engine. With `[http] token_env`, every path but `/healthz` needs
-//! `Authorization: Bearer <token>`. [`notify`] tells systemd about readiness and liveness.
+//! `Authorization: Bearer <token>`.
 
 pub mod metrics;
-pub mod notify;
 pub mod page;
 
 use crate::config::{Config, Zone};
@@ -24,20 +23,6 @@ use chrono::{TimeZone, Utc};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// When work last made progress inside a long operation (ms; an upload moving bytes).
-static PROGRESS_MS: AtomicI64 = AtomicI64::new(0);
-
-/// Work is moving (called from long operations, e.g. each chunk of an upload): counts as the
-/// engine turning for `/healthz`, and tells systemd's watchdog at most once a second.
-pub fn progress() {
-    let now = Utc::now().timestamp_millis();
-    let last = PROGRESS_MS.load(Ordering::Relaxed);
-    if now - last >= 1000 {
-        PROGRESS_MS.store(now, Ordering::Relaxed);
-        notify::alive_quiet();
-    }
-}
 
 /// What the engine tells the endpoint about itself.
 #[derive(Debug, Default)]
@@ -81,7 +66,7 @@ impl Health {
             return Err(format!("the journal cannot be written: {p}"));
         }
         let round = self.last_round_ms.load(Ordering::SeqCst);
-        let progress = PROGRESS_MS.load(Ordering::Relaxed);
+        let progress = crate::liveness::last_progress_ms();
         if round == 0 && progress == 0 {
             return Err("starting: the engine has not completed a round yet".into());
         }

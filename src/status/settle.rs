@@ -3,18 +3,13 @@
 //! `<job>-<input>.delivery.csv` (written atomically, synced), its JSON report written again with
 //! the per-message outcome, and the outcome hook run with `SMSDROP_EVENT=delivery`.
 
-use crate::config::Config;
 use crate::fsutil::{sync_dir, sync_fs, write_replacing};
 use crate::journal::{EachError, Job, Journal, Message};
 use crate::report::{delivery_path, line_offset, report_paths, run_hook, write_json, Event};
 use crate::stage::{Ctx, StageError};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::json;
 use std::io::{self, Write};
 use std::path::Path;
-
-/// The most failed messages listed one by one in a JSON report.
-const MAX_LISTED: u32 = 10_000;
 
 /// Ends the tracking of every job that is done or out of time. Returns how many ended.
 ///
@@ -142,84 +137,4 @@ fn write_delivery_csv(
         (Err(e), None) => Err(StageError::local(format!("writing {}", path.display()), e)),
         (Ok(()), None) => Ok(()),
     }
-}
-
-/// What a failed status means, for people.
-fn failure_reason(m: &Message) -> String {
-    let (code, name) = match (m.delivered_code, m.sent_code) {
-        (Some(c), _) if c != 4 => (c, m.delivered_status.clone()),
-        (_, Some(c)) => (c, m.sent_status.clone()),
-        _ => (0, None),
-    };
-    let what = match code {
-        101 => "expired before the carrier took it",
-        102 => "the gateway could not reach the carrier",
-        103 => "the carrier rejected it",
-        104 => "the carrier could not deliver it to the phone",
-        201 => "no credit on the gateway account",
-        202 => "invalid destination number",
-        203 => "the number is blacklisted",
-        204 => "the number opted out",
-        205 => "the number reached its message limit",
-        207 => "invalid message text",
-        301 => "the gateway had an internal error",
-        _ => "failed",
-    };
-    match name {
-        Some(n) => format!("{n}: {what}"),
-        None => what.to_owned(),
-    }
-}
-
-/// The `messages` section of a job's JSON report: `null` without message tracking.
-///
-/// # Errors
-/// When the journal fails.
-pub fn messages_json(
-    cfg: &Config,
-    journal: &Journal,
-    job: &Job,
-    ending: bool,
-) -> Result<serde_json::Value, StageError> {
-    let Some(counts) = journal.message_counts(job.id)? else {
-        return Ok(serde_json::Value::Null);
-    };
-    let header = journal.carries_header(job)?;
-    let offset = line_offset(job, header);
-    let failed: Vec<_> = journal
-        .failed_messages(job.id, MAX_LISTED)?
-        .iter()
-        .map(|m| {
-            json!({
-                "line": m.line + offset, "number": m.number, "correlation_id": m.correlation_id,
-                "erp_correlation_id": m.erp_id, "carrier": m.carrier,
-                "status": m.delivered_status.clone().filter(|_| m.delivered_code.is_some_and(|c| c != 4))
-                    .or(m.sent_status.clone()),
-                "reason": failure_reason(m),
-            })
-        })
-        .collect();
-    let untracked: Vec<_> = journal
-        .untracked_messages(job.id, MAX_LISTED)?
-        .iter()
-        .map(|m| json!({"line": m.line + offset, "correlation_id": m.correlation_id, "reason": m.untracked}))
-        .collect();
-    let tracking = if ending {
-        Some("done".to_owned())
-    } else {
-        journal.tracking(job.id)?
-    };
-    Ok(json!({
-        "tracking": tracking.as_deref().unwrap_or("waiting for the file outcome"),
-        "correlation_ids": cfg.status.correlation_ids.as_str(),
-        "sent": counts.sent,
-        "delivered": counts.delivered,
-        "failed": counts.failed,
-        "pending": counts.pending,
-        "untracked": counts.untracked,
-        "failed_messages": failed,
-        "untracked_messages": untracked,
-        "delivery_csv": (tracking.as_deref() == Some("done"))
-            .then(|| delivery_path(cfg, job).to_string_lossy().into_owned()),
-    }))
 }

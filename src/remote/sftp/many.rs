@@ -240,7 +240,7 @@ impl SftpRemote {
                 };
                 p.writes.push(pipe.send(&write)?);
                 p.sent += n as u64;
-                crate::ops::progress();
+                crate::liveness::progress();
             }
             p.writes
                 .push(pipe.send(&Request::Close { handle: &handle })?);

@@ -206,7 +206,7 @@ impl SftpRemote {
             }
             sent += n as u64;
             // A long upload is progress, not a hang (systemd's watchdog, /healthz).
-            crate::ops::progress();
+            crate::liveness::progress();
         }
         remote.close().map_err(|e| self.fail("close", temp, &e))?;
         Ok(sent)
