@@ -416,7 +416,11 @@ impl Engine {
         let _http = if routes.is_empty() {
             None
         } else {
-            Some(crate::http::HttpServer::start(routes).map_err(|e| {
+            let limits = crate::http::Limits {
+                max_connections: crate::http::fit_to_descriptors(self.cfg.http.max_connections),
+                ..crate::http::Limits::default()
+            };
+            Some(crate::http::HttpServer::start(routes, limits).map_err(|e| {
                 DaemonError::Setup(format!(
                     "{e}; choose a free address and port ([http] listen, [status] webhook_listen)"
                 ))

@@ -8,6 +8,44 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+/// Whether `e` says more about the machine than about the file: out of descriptors
+/// (`EMFILE`, `ENFILE`) or memory, interrupted, timed out, a network share's stale handle or I/O
+/// error. Such an input is left where it is and tried again; only an error about the file itself
+/// (permissions, not a file, bad data) rejects it.
+pub fn is_transient(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    if matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::OutOfMemory
+            | io::ErrorKind::StaleNetworkFileHandle
+            | io::ErrorKind::ResourceBusy
+    ) {
+        return true;
+    }
+    e.raw_os_error().is_some_and(|code| {
+        [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOMEM,
+            Errno::NOBUFS,
+            Errno::IO,
+            Errno::AGAIN,
+            Errno::INTR,
+            Errno::TIMEDOUT,
+            Errno::STALE,
+            Errno::BUSY,
+            Errno::HOSTDOWN,
+            Errno::CONNRESET,
+            Errno::NOLCK,
+        ]
+        .iter()
+        .any(|x| x.raw_os_error() == code)
+    })
+}
+
 /// Flushes the whole file system holding `dir`: one call for a group of files written without
 /// their own `fsync`.
 ///

@@ -78,9 +78,17 @@ pub fn take_all(
                 "no subaccount: set [batch] subaccount or drop the file into inbox/<SUBACCOUNT>/"
                     .into(),
             ),
-            _ => File::open(&input.path)
-                .err()
-                .map(|e| format!("the file could not be read ({e}); check its permissions")),
+            _ => match File::open(&input.path) {
+                Ok(_) => None,
+                Err(e) if crate::fsutil::is_transient(&e) => {
+                    // Out of descriptors (or the like): not the file's fault; next round.
+                    tracing::warn!(input = ?input.path, error = %e, "cannot open the file now; it stays in the inbox and is tried again");
+                    continue;
+                }
+                Err(e) => Some(format!(
+                    "the file could not be read ({e}); check its permissions"
+                )),
+            },
         };
         found.push(Found {
             input,
@@ -381,6 +389,12 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
     let (prefix, body) = match open_range(job.source(), job.start_offset, limit, header) {
         Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Converted::Vanished { job }),
+        Err(e) if crate::fsutil::is_transient(&e) => {
+            return Err(StageError::local(
+                format!("opening {} (tried again)", job.source().display()),
+                e,
+            ))
+        }
         Err(e) => {
             let why = format!("the file could not be read: {e}");
             return Ok(Converted::Rejected {
@@ -433,6 +447,12 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
     };
     let report = match converted {
         Ok(r) => r,
+        Err(ConvertError::Read(e)) if crate::fsutil::is_transient(&e) => {
+            return Err(StageError::local(
+                format!("reading {} (tried again)", job.source().display()),
+                e,
+            ))
+        }
         Err(ConvertError::Read(e)) => {
             let why = format!("reading the file failed: {e}");
             return Ok(Converted::Rejected {

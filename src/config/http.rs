@@ -15,6 +15,7 @@ pub struct RawHttp {
     pub show_messages: bool,
     pub health_round_secs: i64,
     pub refresh_secs: i64,
+    pub max_connections: i64,
 }
 
 impl Default for RawHttp {
@@ -25,6 +26,7 @@ impl Default for RawHttp {
             show_messages: false,
             health_round_secs: 300,
             refresh_secs: 30,
+            max_connections: 256,
         }
     }
 }
@@ -42,6 +44,9 @@ pub struct HttpConfig {
     pub health_round: Duration,
     /// How often the status page reloads itself.
     pub refresh: Duration,
+    /// Connections open at once over the webhook and operations listeners; more are closed at
+    /// once, so no client can take the descriptors the engine needs.
+    pub max_connections: usize,
 }
 
 pub(super) fn validate(h: RawHttp, path: &Path) -> Result<HttpConfig, ConfigError> {
@@ -73,8 +78,16 @@ pub(super) fn validate(h: RawHttp, path: &Path) -> Result<HttpConfig, ConfigErro
         0..=3600,
         "0 (never) to 3600 seconds",
     )?;
+    let max_connections = ranged(
+        &bad,
+        "max_connections",
+        h.max_connections,
+        1..=16_384,
+        "1 to 16384 connections",
+    )?;
     Ok(HttpConfig {
         listen,
+        max_connections: max_connections as usize,
         token_env: h.token_env.filter(|v| !v.is_empty()),
         show_messages: h.show_messages,
         health_round: Duration::from_secs(health),

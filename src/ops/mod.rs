@@ -141,6 +141,9 @@ pub fn router(cfg: &Config, health: Arc<Health>) -> Result<Router, String> {
         },
         None => None,
     };
+    if let Some(addr) = cfg.http.listen {
+        crate::http::warn_if_open(addr, token.is_some(), "[http] listen", "[http] token_env");
+    }
     metrics::handle();
     let ops = Arc::new(Ops {
         cfg: cfg.clone(),
@@ -158,13 +161,9 @@ pub fn router(cfg: &Config, health: Arc<Health>) -> Result<Router, String> {
 
 async fn bearer(State(ops): State<Arc<Ops>>, req: Request, next: Next) -> Response {
     if let Some(want) = &ops.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| same_secret(g.as_bytes(), want.as_bytes())) {
-            tracing::warn!(path = %req.uri().path(), "HTTP: refused a request without the right bearer token (401)");
+        let given = crate::http::bearer_token(req.headers());
+        if !given.is_some_and(|g| crate::http::same_secret(g, want)) {
+            crate::http::unauthorized("ops", "no or a wrong bearer token");
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -174,11 +173,6 @@ async fn bearer(State(ops): State<Arc<Ops>>, req: Request, next: Next) -> Respon
         }
     }
     next.run(req).await
-}
-
-/// Compares secrets in time independent of where they differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn healthz(State(ops): State<Arc<Ops>>) -> Response {

@@ -374,7 +374,10 @@ impl Service {
     /// When the address cannot be bound or a thread cannot start.
     pub fn start(addr: SocketAddr, opts: &StatusOptions, root: &Path) -> io::Result<Service> {
         let book = Arc::new(Mutex::new(Book::new(opts.clone(), root)));
-        let http = crate::http::HttpServer::start(vec![(addr, router(book.clone()))])?;
+        let http = crate::http::HttpServer::start(
+            vec![(addr, router(book.clone()))],
+            crate::http::Limits::default(),
+        )?;
         let stop = Arc::new(AtomicBool::new(false));
         let pusher = match &opts.webhook {
             Some(url) => {

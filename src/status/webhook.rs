@@ -3,15 +3,15 @@
 //! `webhook_path`. A status is answered 200 only once it is durable in the journal.
 //!
 //! Refused, with a log line and nothing changed: a missing or wrong `?token=` when
-//! `webhook_token_env` is set (401), a body over [`MAX_BODY`] (413), a body that is not JSON or
+//! `webhook_token_env` is set (401, before any of the body is read), a body over [`MAX_BODY`]
+//! (413) or slower than its deadline (408), a body that is not JSON or
 //! not status objects (400), and statuses none of which is a message smsdrop tracks (422). A
 //! journal that cannot be written answers 503, so the gateway tries again.
 
 use crate::config::StatusConfig;
 use crate::journal::{Applied, Journal};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::body::Body;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex};
 
 /// The largest body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// A whole body must arrive within this, however it trickles (the HTTP stack also cuts a body
+/// that sends nothing for its `body_timeout`).
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 struct Hook {
     journal: Mutex<Journal>,
@@ -59,39 +62,50 @@ pub fn router(
     });
     Ok(Router::new()
         .route(&cfg.webhook_path, post(receive))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(hook))
 }
 
 async fn receive(
     State(hook): State<Arc<Hook>>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> (StatusCode, String) {
+    // The token first: a request without it is answered before one byte of its body is read.
     if let Some(want) = &hook.token {
         let given = query.ok().and_then(|Query(mut q)| q.remove("token"));
-        if given.as_deref() != Some(want.as_str()) {
+        if !given
+            .as_deref()
+            .is_some_and(|g| crate::http::same_secret(g, want))
+        {
             let why = if given.is_some() {
-                "a wrong token"
+                "a wrong ?token="
             } else {
-                "no token"
+                "no ?token="
             };
-            tracing::warn!("status webhook: refused a request with {why} (401)");
+            crate::http::unauthorized("webhook", why);
             return (
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong ?token=\n".into(),
             );
         }
     }
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
-            let status = e.status();
+    let read = tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_BODY));
+    let body = match read.await {
+        Ok(Ok(b)) => b,
+        Err(_) => {
+            tracing::warn!("status webhook: refused a body that took over {BODY_DEADLINE:?}");
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time\n".into(),
+            );
+        }
+        Ok(Err(e)) => {
+            let (status, why) = body_refusal(&e);
             tracing::warn!(
                 status = status.as_u16(),
-                "status webhook: refused a body: {e}"
+                "status webhook: refused a body: {why}"
             );
-            return (status, format!("{e} (at most {MAX_BODY} bytes)\n"));
+            return (status, format!("{why}\n"));
         }
     };
     let value: serde_json::Value = match serde_json::from_slice(&body) {
@@ -145,6 +159,30 @@ async fn receive(
             )
         }
     }
+}
+
+/// Why a body could not be read: too long (413), too slow (408), or cut off (400).
+fn body_refusal(e: &axum::Error) -> (StatusCode, String) {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {MAX_BODY} bytes"),
+            );
+        }
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time".into(),
+            );
+        }
+        cause = c.source();
+    }
+    (
+        StatusCode::BAD_REQUEST,
+        format!("the body could not be read: {e}"),
+    )
 }
 
 fn answer(a: &Applied, n: usize) -> (StatusCode, String) {

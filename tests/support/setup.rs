@@ -118,19 +118,35 @@ impl Setup {
     }
 
     pub fn daemon(&self) -> Daemon {
+        self.daemon_with_open_files(None)
+    }
+
+    /// [`Setup::daemon`] with its open-file limit (soft and hard) set to `limit`, as
+    /// `ulimit -n` or systemd's `LimitNOFILE=` would.
+    pub fn daemon_with_open_files(&self, limit: Option<u64>) -> Daemon {
         std::fs::create_dir_all(self.path("inbox")).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path("daemon.log"))
             .unwrap();
-        let child = self
-            .command(&["run"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start daemon");
-        Daemon(Some(child))
+        let mut cmd = self.command(&["run"]);
+        cmd.stdout(Stdio::null()).stderr(log);
+        if let Some(n) = limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let l = rustix::process::Rlimit {
+                        current: Some(n),
+                        maximum: Some(n),
+                    };
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, l)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        Daemon(Some(cmd.spawn().expect("start daemon")))
     }
 
     /// Drops a file into the inbox as an ERP should: written under a name the inbox ignores,
@@ -200,6 +216,11 @@ impl Setup {
 pub struct Daemon(Option<Child>);
 
 impl Daemon {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("a running daemon").id()
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.0.take() {
