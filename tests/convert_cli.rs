@@ -362,3 +362,38 @@ fn convert_shows_repairs_and_the_first_rendered_message() {
         "{text}"
     );
 }
+
+/// Issue 19: the first sheet is the first visible one; a hidden sheet before it is named in the
+/// summary, never sent.
+#[test]
+fn a_hidden_first_sheet_is_skipped_and_named() {
+    use rust_xlsxwriter::Workbook;
+    let mut book = Workbook::new();
+    for (name, phone, text) in [
+        ("Plan1", 5511900000001.0, "lista antiga"),
+        ("Campanha", 5511999999999.0, "campanha"),
+    ] {
+        let s = book.add_worksheet().set_name(name).unwrap();
+        s.write_string(0, 0, "celular").unwrap();
+        s.write_string(0, 1, "texto").unwrap();
+        s.write_number(1, 0, phone).unwrap();
+        s.write_string(1, 1, text).unwrap();
+        if name == "Plan1" {
+            s.set_hidden(true);
+        } else {
+            s.set_active(true);
+        }
+    }
+    let dir = Dir::new();
+    let input = dir.write("campanha.xlsx", book.save_to_buffer().unwrap());
+    let out = convert(&dir, &[], &[input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = "read as xlsx workbook, sheet \"Campanha\" (skipped hidden sheets: \"Plan1\")";
+    assert!(text.contains(want), "{text}");
+    let batch = std::fs::read_to_string(dir.path().join("out/ACME.20261125.01.txt")).unwrap();
+    assert!(
+        batch.contains("5511999999999") && !batch.contains("5511900000001"),
+        "{batch}"
+    );
+}

@@ -233,9 +233,14 @@ fn convert_workbook(
     };
     let read = sheet::read(&data, cfg.sheet.as_deref(), &format, &mut |rec, note| {
         let next = match note {
-            sheet::RowNote::Cells(errors) => {
+            sheet::RowNote::Cells {
+                errors,
+                lost_digits,
+            } => {
                 run.cell_errors.clear();
                 run.cell_errors.extend_from_slice(errors);
+                run.lost_digits.clear();
+                run.lost_digits.extend_from_slice(lost_digits);
                 Next::Record
             }
             sheet::RowNote::TooLarge { bytes, fields } => Next::TooLarge {
@@ -291,6 +296,8 @@ struct Run<'c> {
     scratch: Vec<String>,
     /// Columns of the current spreadsheet row holding formula errors, with the error.
     cell_errors: Vec<(usize, String)>,
+    /// Columns of the current spreadsheet row holding a number stored with digits lost.
+    lost_digits: Vec<usize>,
     /// Which column takes a row's surplus fields, if any.
     repair: Repair,
     /// Decoding buffers for number, correlation id and text.
@@ -326,6 +333,7 @@ impl<'c> Run<'c> {
             template: None,
             scratch: vec![],
             cell_errors: vec![],
+            lost_digits: vec![],
             bufs: Default::default(),
             text: String::new(),
             id: String::new(),
@@ -526,6 +534,19 @@ impl<'c> Run<'c> {
                  formula or the data it uses and save the workbook again",
                     c + 1
                 )
+            })
+            .or_else(|| {
+                // Only where the digits are the point: an amount keeps its 15 digits as shown.
+                self.lost_digits.iter().find_map(|&c| {
+                    let field = if c == layout.number {
+                        "number"
+                    } else if Some(c) == layout.correlation_id {
+                        "correlation id"
+                    } else {
+                        return None;
+                    };
+                    Some(sheet::lost_digits(field, c))
+                })
             });
         let checked = match (placed, number, text, id) {
             _ if cell_error.is_some() => Err(cell_error.unwrap_or_default()),

@@ -5,12 +5,17 @@
 //! [`RawRecord`]s a CSV row makes, so header detection, column mapping, templates and every row
 //! rule apply unchanged. Cell values are written exactly: a whole number as its digits (a phone
 //! stored as a number is never `5.5E+12`), a date in `[input] date_format`, a formula as its
-//! cached value. A formula error is named on its row. `.xlsx` sheets are streamed cell by cell
+//! cached value. A formula error is named on its row, as is a number stored with more than 15
+//! digits (digits lost) where a number or correlation id is read. The sheet read is the one
+//! `[input] sheet` names, or the first visible one: hidden sheets are what a person never sees,
+//! so they are skipped and named in the report. `.xlsx` sheets are streamed cell by cell
 //! (memory: the file, its shared strings and one row); `.xls`/`.ods`/`.xlsb` sheets are loaded
 //! as one grid by calamine. It must never panic on a workbook, whatever it holds.
 
 use super::reader::{RawRecord, MAX_FIELDS, MAX_RECORD_BYTES};
-use calamine::{Data, DataRef, Ods, Reader, Xls, XlsError, Xlsb, Xlsx, XlsxError};
+use calamine::{
+    Data, DataRef, Ods, Reader, Sheet, SheetVisible, Xls, XlsError, Xlsb, Xlsx, XlsxError,
+};
 use std::io::Cursor;
 
 /// The first bytes of a ZIP container (`.xlsx`, `.ods`, `.xlsb`).
@@ -53,14 +58,38 @@ pub type OnRow<'f, E> = dyn FnMut(&RawRecord, RowNote<'_>) -> Result<bool, E> + 
 /// What a row carries besides its cells.
 #[derive(Debug, Clone, Copy)]
 pub enum RowNote<'a> {
-    /// A normal row; the listed columns (0-based) hold formula errors, e.g. `#DIV/0!`.
-    Cells(&'a [(usize, String)]),
+    /// A normal row. `errors`: columns (0-based) holding formula errors, e.g. `#DIV/0!`.
+    /// `lost_digits`: columns holding a number of [`LOST_DIGITS_FROM`] or more, stored with
+    /// more than 15 significant digits, so its last digits are gone (see [`lost_digits`]).
+    Cells {
+        errors: &'a [(usize, String)],
+        lost_digits: &'a [usize],
+    },
     /// The row has more than [`MAX_FIELDS`] columns or [`MAX_RECORD_BYTES`] bytes; it is empty.
     TooLarge { bytes: u64, fields: u64 },
 }
 
-/// Reads `sheet` (or the first) of the workbook in `data`, handing each non-empty row to
-/// `on_row`. Returns a description for the report (`xlsx, sheet "Plan1"`).
+/// A spreadsheet keeps 15 significant digits of a number: a whole number from here up (16
+/// digits or more) was stored with its last digits lost (`12345678901234567890` and
+/// `12345678901234567891` both read `12345678901234567168`). A float cannot tell the digits
+/// typed, so its size is the signal.
+pub const LOST_DIGITS_FROM: f64 = 1e15;
+
+/// Why a row whose `field` (`number`, `correlation id`) in column `col` (0-based) was stored as
+/// a number of more than 15 digits is rejected, with what to do.
+pub fn lost_digits(field: &str, col: usize) -> String {
+    format!(
+        "the {field} in column {} was stored as a number of more than 15 digits, digits lost (a \
+         spreadsheet keeps 15): format the column as text in the spreadsheet and type the digits \
+         again",
+        col + 1
+    )
+}
+
+/// Reads `sheet`, or else the first visible sheet, of the workbook in `data`, handing each
+/// non-empty row to `on_row`. Hidden and very hidden sheets are read only when `sheet` names
+/// them. Returns a description for the report: `xlsx workbook, sheet "Campanha"`, with
+/// ` (skipped hidden sheets: "Plan1")` when hidden sheets came before it.
 ///
 /// calamine can panic on a damaged file (the `reader` fuzz target found a truncated `.xls`
 /// whose sector table slices out of bounds): a panic while reading is caught and the workbook
@@ -69,7 +98,8 @@ pub enum RowNote<'a> {
 ///
 /// # Errors
 /// `Ok(Err(reason))` when the workbook cannot be used (corrupt, password-protected, no such
-/// sheet): the whole input is rejected with the reason. `Err` when `on_row` fails.
+/// sheet, no visible sheet): the whole input is rejected with the reason. `Err` when `on_row`
+/// fails.
 pub fn read<E>(
     data: &[u8],
     sheet: Option<&str>,
@@ -170,36 +200,25 @@ impl Book<'_> {
         format: &CellFormat<'_>,
         on_row: &mut OnRow<'_, E>,
     ) -> Result<Result<String, String>, E> {
-        let (kind, names) = match &self {
-            Book::Xlsx(b) => ("xlsx", b.sheet_names()),
-            Book::Xls(b) => ("xls", b.sheet_names()),
-            Book::Ods(b) => ("ods", b.sheet_names()),
-            Book::Xlsb(b) => ("xlsb", b.sheet_names()),
+        let (kind, sheets) = match &self {
+            Book::Xlsx(b) => ("xlsx", b.sheets_metadata().to_vec()),
+            Book::Xls(b) => ("xls", b.sheets_metadata().to_vec()),
+            Book::Ods(b) => ("ods", b.sheets_metadata().to_vec()),
+            Book::Xlsb(b) => ("xlsb", b.sheets_metadata().to_vec()),
         };
-        let name = match sheet {
-            None => match names.first() {
-                Some(n) => n.clone(),
-                None => return Ok(Err("the workbook has no sheet".into())),
-            },
-            Some(want) => match names.iter().find(|n| n.as_str() == want).or_else(|| {
-                let folded = super::dialect::fold_name(want);
-                names
-                    .iter()
-                    .find(|n| super::dialect::fold_name(n) == folded)
-            }) {
-                Some(n) => n.clone(),
-                None => {
-                    return Ok(Err(format!(
-                    "the workbook has no sheet named {want:?} ([input] sheet); its sheets are {}",
-                    names
-                        .iter()
-                        .map(|n| format!("{n:?}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )))
-                }
-            },
+        let (name, skipped) = match choose(&sheets, sheet) {
+            Ok(chosen) => chosen,
+            Err(why) => return Ok(Err(why)),
         };
+        if !skipped.is_empty() {
+            let skipped: Vec<&str> = skipped.iter().map(|s| s.name.as_str()).collect();
+            tracing::warn!(
+                sheet = ?name,
+                ?skipped,
+                "hidden sheets skipped: read the first visible sheet"
+            );
+        }
+        let described = describe(kind, name, skipped);
         let mut rows = Rows::new(format);
         let failed = |e: &dyn std::fmt::Display| {
             Ok(Err(format!(
@@ -220,7 +239,7 @@ impl Book<'_> {
                         Ok(Some(cell)) => {
                             let (r, c) = cell.get_position();
                             if !rows.cell(r, c, value_ref(cell.get_value()), on_row)? {
-                                return Ok(Ok(describe(kind, &name)));
+                                return Ok(Ok(described));
                             }
                         }
                         Ok(None) => break,
@@ -230,13 +249,13 @@ impl Book<'_> {
             }};
         }
         if let Book::Xlsx(b) = &mut self {
-            stream!(b.worksheet_cells_reader(&name));
+            stream!(b.worksheet_cells_reader(name));
         } else if let Book::Xlsb(b) = &mut self {
-            stream!(b.worksheet_cells_reader(&name));
+            stream!(b.worksheet_cells_reader(name));
         } else {
             let range = match &mut self {
-                Book::Xls(b) => b.worksheet_range(&name).map_err(|e| e.to_string()),
-                Book::Ods(b) => b.worksheet_range(&name).map_err(|e| e.to_string()),
+                Book::Xls(b) => b.worksheet_range(name).map_err(|e| e.to_string()),
+                Book::Ods(b) => b.worksheet_range(name).map_err(|e| e.to_string()),
                 Book::Xlsx(_) | Book::Xlsb(_) => unreachable!("streamed above"),
             };
             let range = match range {
@@ -247,12 +266,12 @@ impl Book<'_> {
             for (r, c, v) in range.used_cells() {
                 let (r, c) = (r0 + r as u32, c0 + c as u32);
                 if !rows.cell(r, c, value(v), on_row)? {
-                    return Ok(Ok(describe(kind, &name)));
+                    return Ok(Ok(described));
                 }
             }
         }
         rows.flush(on_row)?;
-        Ok(Ok(describe(kind, &name)))
+        Ok(Ok(described))
     }
 }
 
@@ -272,8 +291,62 @@ fn oversized_part(data: &[u8], max: u64) -> Option<String> {
     })
 }
 
-fn describe(kind: &str, sheet: &str) -> String {
-    format!("{kind} workbook, sheet {sheet:?}")
+/// The sheet to read (named by `[input] sheet` as written, else case- and accent-insensitively;
+/// or else the first visible one), and the hidden sheets passed over to reach it.
+fn choose<'s>(sheets: &'s [Sheet], want: Option<&str>) -> Result<(&'s str, &'s [Sheet]), String> {
+    let Some(want) = want else {
+        if sheets.is_empty() {
+            return Err("the workbook has no sheet".into());
+        }
+        return match sheets
+            .iter()
+            .position(|s| s.visible == SheetVisible::Visible)
+        {
+            Some(i) => Ok((&sheets[i].name, &sheets[..i])),
+            None => Err(format!(
+                "the workbook has no visible sheet (its sheets are {}), and a hidden sheet is \
+                 read only when named; unhide the sheet to send and save the workbook again, or \
+                 name it with [input] sheet",
+                list(sheets)
+            )),
+        };
+    };
+    let folded = super::dialect::fold_name(want);
+    match sheets.iter().find(|s| s.name == want).or_else(|| {
+        sheets
+            .iter()
+            .find(|s| super::dialect::fold_name(&s.name) == folded)
+    }) {
+        Some(s) => Ok((&s.name, &[])),
+        None => Err(format!(
+            "the workbook has no sheet named {want:?} ([input] sheet); its sheets are {}",
+            list(sheets)
+        )),
+    }
+}
+
+/// Sheet names as a person reads them: `"Campanha", "Plan1" (hidden)`.
+fn list(sheets: &[Sheet]) -> String {
+    let names: Vec<String> = sheets
+        .iter()
+        .map(|s| match s.visible {
+            SheetVisible::Visible => format!("{:?}", s.name),
+            SheetVisible::Hidden => format!("{:?} (hidden)", s.name),
+            SheetVisible::VeryHidden => format!("{:?} (very hidden)", s.name),
+        })
+        .collect();
+    names.join(", ")
+}
+
+fn describe(kind: &str, sheet: &str, skipped: &[Sheet]) -> String {
+    if skipped.is_empty() {
+        return format!("{kind} workbook, sheet {sheet:?}");
+    }
+    let skipped: Vec<String> = skipped.iter().map(|s| format!("{:?}", s.name)).collect();
+    format!(
+        "{kind} workbook, sheet {sheet:?} (skipped hidden sheets: {})",
+        skipped.join(", ")
+    )
 }
 
 fn password() -> String {
@@ -367,6 +440,8 @@ struct Rows<'f> {
     rec: RawRecord,
     row: Option<u32>,
     errors: Vec<(usize, String)>,
+    /// Columns holding a number stored with digits lost ([`LOST_DIGITS_FROM`]).
+    lost_digits: Vec<usize>,
     too_large: bool,
     bytes: u64,
     cell: String,
@@ -379,6 +454,7 @@ impl<'f> Rows<'f> {
             rec: RawRecord::default(),
             row: None,
             errors: vec![],
+            lost_digits: vec![],
             too_large: false,
             bytes: 0,
             cell: String::new(),
@@ -410,7 +486,12 @@ impl<'f> Rows<'f> {
                 None => self.cell.push_str(s),
             },
             Value::Int(i) => self.cell.push_str(&i.to_string()),
-            Value::Float(f) => write_number(f, &mut self.cell),
+            Value::Float(f) => {
+                if f.abs() >= LOST_DIGITS_FROM && f.is_finite() {
+                    self.lost_digits.push(col as usize);
+                }
+                write_number(f, &mut self.cell);
+            }
             Value::Bool(b) => self.cell.push_str(if b { "TRUE" } else { "FALSE" }),
             Value::Date(Some(d)) => self.push_date(d),
             Value::Time(Some(t)) => {
@@ -460,10 +541,14 @@ impl<'f> Rows<'f> {
                 fields: self.rec.len().max(MAX_FIELDS + 1) as u64,
             }
         } else {
-            RowNote::Cells(&self.errors)
+            RowNote::Cells {
+                errors: &self.errors,
+                lost_digits: &self.lost_digits,
+            }
         };
         let go = on_row(&self.rec, note)?;
         self.errors.clear();
+        self.lost_digits.clear();
         self.too_large = false;
         self.bytes = 0;
         Ok(go)

@@ -171,7 +171,11 @@ fn ods_and_xls_read_the_same_way() {
         other.template = None;
         other.columns.text = Some(crate::config::ColumnRef::Name("nome".into()));
         let (rows, _) = run_with(fixture(name), &other);
-        assert_eq!(rows, vec![row(2, "5531977776666", "Outra", "")], "{name}");
+        assert_eq!(
+            rows,
+            vec![row(2, "5531977776666", "Outra", "")],
+            "{name}: {rep:?}"
+        );
     }
 }
 
@@ -335,4 +339,225 @@ fn xlsb_is_read_cell_by_cell() {
     assert_eq!((rep.rows_read, rep.rows_rejected), (3, 2));
     assert_eq!(rows, vec![row(3, "106320601851852", "17", "")]);
     assert!(rep.rejected[0].reason.contains("\"01/01/2021\""), "{rep:?}");
+}
+
+/// A campaign workbook as people keep one: an old list on a hidden first sheet (hidden or, by a
+/// macro, very hidden), the campaign on the first visible one, and a hidden sheet after it.
+fn campaign_behind_hidden_sheet(very: bool) -> Vec<u8> {
+    let mut book = Workbook::new();
+    let old = book.add_worksheet().set_name("Plan1").unwrap();
+    old.write_string(0, 0, "celular").unwrap();
+    old.write_string(0, 1, "texto").unwrap();
+    old.write_number(1, 0, 5511900000001.0).unwrap();
+    old.write_string(1, 1, "lista antiga").unwrap();
+    if very {
+        old.set_very_hidden(true);
+    } else {
+        old.set_hidden(true);
+    }
+    let campaign = book.add_worksheet().set_name("Campanha").unwrap();
+    campaign.write_string(0, 0, "celular").unwrap();
+    campaign.write_string(0, 1, "texto").unwrap();
+    campaign.write_number(1, 0, 5511999999999.0).unwrap();
+    campaign.write_string(1, 1, "campanha").unwrap();
+    campaign.set_active(true);
+    let after = book.add_worksheet().set_name("Notas").unwrap();
+    after.write_number(0, 0, 5511900000002.0).unwrap();
+    after.set_hidden(true);
+    book.save_to_buffer().unwrap()
+}
+
+/// Issue 19: a hidden first sheet's rows were sent and the visible campaign's were not.
+#[test]
+fn the_first_sheet_is_the_first_visible_one() {
+    let cfg = Config::defaults().input;
+    for very in [false, true] {
+        let (rows, rep) = run_with(campaign_behind_hidden_sheet(very), &cfg);
+        assert_eq!(
+            rows,
+            vec![row(2, "5511999999999", "campanha", "")],
+            "{very}"
+        );
+        assert_eq!(
+            rep.encoding,
+            "xlsx workbook, sheet \"Campanha\" (skipped hidden sheets: \"Plan1\")"
+        );
+    }
+    // Named by [input] sheet, a hidden sheet is read.
+    let mut named = cfg.clone();
+    named.sheet = Some("plan1".into());
+    let (rows, rep) = run_with(campaign_behind_hidden_sheet(true), &named);
+    assert_eq!(rows, vec![row(2, "5511900000001", "lista antiga", "")]);
+    assert_eq!(rep.encoding, "xlsx workbook, sheet \"Plan1\"");
+    // A missing name lists every sheet, hidden ones said so.
+    named.sheet = Some("Plan9".into());
+    let (_, rep) = run_with(campaign_behind_hidden_sheet(true), &named);
+    let why = rep.input_rejected.unwrap();
+    assert!(
+        why.contains("\"Plan1\" (very hidden), \"Campanha\", \"Notas\" (hidden)"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_workbook_with_no_visible_sheet_is_refused() {
+    // rust_xlsxwriter keeps one sheet visible: hide it in the workbook's XML.
+    let mut book = Workbook::new();
+    let s = book.add_worksheet().set_name("Plan1").unwrap();
+    s.write_number(0, 0, 5511999999999.0).unwrap();
+    s.write_string(0, 1, "oculta").unwrap();
+    let bytes = patch_zip(&book.save_to_buffer().unwrap(), "xl/workbook.xml", |x| {
+        x.replace(
+            "<sheet name=\"Plan1\"",
+            "<sheet state=\"hidden\" name=\"Plan1\"",
+        )
+    });
+    let (rows, rep) = run_with(bytes.clone(), &Config::defaults().input);
+    assert!(rows.is_empty());
+    let why = rep.input_rejected.unwrap();
+    assert!(
+        why.contains("no visible sheet (its sheets are \"Plan1\" (hidden))")
+            && why.contains("unhide the sheet")
+            && why.contains("[input] sheet"),
+        "{why}"
+    );
+    let mut named = Config::defaults().input;
+    named.sheet = Some("Plan1".into());
+    let (rows, _) = run_with(bytes, &named);
+    assert_eq!(rows, vec![row(1, "5511999999999", "oculta", "")]);
+}
+
+#[test]
+fn ods_and_xls_skip_hidden_sheets_too() {
+    let mut cfg = Config::defaults().input;
+    cfg.columns.text = Some(crate::config::ColumnRef::Name("nome".into()));
+    let ods = patch_zip(&fixture("contatos.ods"), "content.xml", |x| {
+        x.replace(
+            "<office:automatic-styles/>",
+            "<office:automatic-styles><style:style style:name=\"ta1\" style:family=\"table\">\
+             <style:table-properties table:display=\"false\"/></style:style>\
+             </office:automatic-styles>",
+        )
+        .replace(
+            "table:name=\"Contatos\"",
+            "table:name=\"Contatos\" table:style-name=\"ta1\"",
+        )
+    });
+    for (name, bytes) in [
+        ("ods", ods),
+        ("xls", hide_first_xls_sheet(fixture("contatos.xls"))),
+    ] {
+        let (rows, rep) = run_with(bytes, &cfg);
+        assert_eq!(
+            rows,
+            vec![row(2, "5531977776666", "Outra", "")],
+            "{name}: {rep:?}"
+        );
+        assert_eq!(
+            rep.encoding,
+            format!("{name} workbook, sheet \"Outra\" (skipped hidden sheets: \"Contatos\")")
+        );
+    }
+}
+
+/// Issue 19: ids stored as numbers of more than 15 digits all read alike
+/// (`12345678901234567890` and `…891` both `12345678901234567168`), so outcomes could not be
+/// told apart. A number or id of 15 digits or fewer reads as before; other columns keep theirs.
+#[test]
+fn numbers_past_15_digits_reject_their_row_where_digits_matter() {
+    let mut book = Workbook::new();
+    let s = book.add_worksheet();
+    for (c, h) in ["celular", "texto", "id", "valor"].iter().enumerate() {
+        s.write_string(0, c as u16, *h).unwrap();
+    }
+    let rows: [(f64, f64, f64); 5] = [
+        (5511999999999.0, 12345678901234567890.0, 1.0),
+        (5511999999999.0, 12345678901234567891.0, 1.0),
+        (5511999999999.0, 999_999_999_999_999.0, 1e16),
+        (55119999999999999.0, 1.0, 1.0),
+        (5511999999999.0, -1e15, 1.0),
+    ];
+    for (r, (number, id, amount)) in (1u32..).zip(rows) {
+        s.write_number(r, 0, number).unwrap();
+        s.write_string(r, 1, "oi {valor}").unwrap();
+        s.write_number(r, 2, id).unwrap();
+        s.write_number(r, 3, amount).unwrap();
+    }
+    let mut cfg = Config::defaults().input;
+    cfg.template = Some(template::Template::parse("oi {valor}").unwrap());
+    let (sent, rep) = run_with(book.save_to_buffer().unwrap(), &cfg);
+    assert_eq!(
+        sent,
+        vec![row(
+            4,
+            "5511999999999",
+            "oi 10000000000000000",
+            "999999999999999"
+        )]
+    );
+    let said: Vec<_> = rep
+        .rejected
+        .iter()
+        .map(|r| (r.line, r.correlation_id.as_str(), r.reason.as_str()))
+        .collect();
+    let id =
+        "the correlation id in column 3 was stored as a number of more than 15 digits, digits \
+              lost (a spreadsheet keeps 15): format the column as text in the spreadsheet and \
+              type the digits again";
+    let number = id.replace("correlation id in column 3", "number in column 1");
+    assert_eq!(
+        said,
+        vec![
+            (2, "12345678901234567168", id),
+            (3, "12345678901234567168", id),
+            (5, "1", number.as_str()),
+            (6, "-1000000000000000", id),
+        ]
+    );
+}
+
+/// `bytes` (a ZIP) with the text of `part` passed through `edit`.
+fn patch_zip(bytes: &[u8], part: &str, edit: impl Fn(String) -> String) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut from = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut to = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..from.len() {
+        let mut file = from.by_index(i).unwrap();
+        let name = file.name().unwrap().into_owned();
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).unwrap();
+        if name == part {
+            data = edit(String::from_utf8(data).unwrap()).into_bytes();
+        }
+        to.start_file(name, stored).unwrap();
+        to.write_all(&data).unwrap();
+    }
+    to.finish().unwrap().into_inner()
+}
+
+/// An `.xls` with its first sheet hidden: the first BoundSheet8 record's `hsState` set to 1.
+fn hide_first_xls_sheet(bytes: Vec<u8>) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut book = cfb::CompoundFile::open(std::io::Cursor::new(bytes)).unwrap();
+    let mut data = Vec::new();
+    let mut stream = book.open_stream("/Workbook").unwrap();
+    stream.read_to_end(&mut data).unwrap();
+    let mut at = 0;
+    loop {
+        let typ = u16::from_le_bytes([data[at], data[at + 1]]);
+        let len = usize::from(u16::from_le_bytes([data[at + 2], data[at + 3]]));
+        if typ == 0x0085 {
+            data[at + 4 + 4] = 1; // after lbPlyPos (4 bytes)
+            break;
+        }
+        at += 4 + len;
+    }
+    let mut stream = book.open_stream("/Workbook").unwrap();
+    stream.write_all(&data).unwrap();
+    stream.flush().unwrap();
+    drop(stream);
+    book.flush().unwrap();
+    book.into_inner().into_inner()
 }
