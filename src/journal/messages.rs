@@ -109,6 +109,8 @@ pub struct Applied {
     pub closed: usize,
     /// Statuses matching more than one message (not applied).
     pub ambiguous: Vec<String>,
+    /// Statuses that contradicted a final one and were not applied (see `precedence`).
+    pub conflicts: usize,
 }
 
 /// Per-message counts of a job.
@@ -298,7 +300,10 @@ impl Journal {
         Ok(self.transaction(|t| t.mark_repeated_ids(job_id))?)
     }
 
-    /// Applies statuses in one transaction (durable when this returns).
+    /// Applies statuses in one transaction (durable when this returns), in the order of their
+    /// own times (a status without one after those with), each ranked against what the message
+    /// already has by `precedence`. Statuses that contradict a final one are logged (job, line,
+    /// correlation id) and counted in `smsdrop_status_conflicts_total` once committed.
     ///
     /// # Errors
     /// When the journal fails; nothing is then applied.
@@ -307,13 +312,28 @@ impl Journal {
         updates: &[StatusUpdate],
         no_dlr: &dyn Fn(&str) -> bool,
     ) -> Result<Applied> {
-        self.transaction(|t| {
-            let mut applied = Applied::default();
-            for u in updates {
-                apply_one(t, u, no_dlr, &mut applied)?;
-            }
-            Ok(applied)
-        })
+        let (applied, conflicts) = self.transaction(|t| apply_all(t, updates, no_dlr))?;
+        for c in conflicts.iter().take(CONFLICTS_LOGGED) {
+            tracing::warn!(
+                job = c.job_id,
+                line = c.line,
+                correlation_id = %c.correlation_id,
+                kept = %c.kept,
+                heard = %c.heard,
+                "conflicting status for a message: the final status recorded first is kept"
+            );
+        }
+        if conflicts.len() > CONFLICTS_LOGGED {
+            tracing::warn!(
+                more = conflicts.len() - CONFLICTS_LOGGED,
+                "further statuses contradicted final ones and were not applied"
+            );
+        }
+        if !conflicts.is_empty() {
+            // The facade directly: the journal must not name `ops` (it names the journal).
+            metrics::counter!("smsdrop_status_conflicts_total").increment(conflicts.len() as u64);
+        }
+        Ok(applied)
     }
 
     /// Jobs whose tracking is open: (job id, until, in ms).
@@ -516,129 +536,340 @@ impl Journal {
     }
 }
 
-fn apply_one(
+/// Conflicts logged one by one per call (then one line with how many more).
+const CONFLICTS_LOGGED: usize = 20;
+
+/// A message's statuses as the journal keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Statuses {
+    sent_code: Option<i64>,
+    sent_status: Option<String>,
+    sent_at: Option<i64>,
+    delivered_code: Option<i64>,
+    delivered_status: Option<String>,
+    delivered_at: Option<i64>,
+    carrier: Option<String>,
+    is_final: bool,
+}
+
+/// Which of a message's two statuses one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// The first status (the carrier took the message or refused it).
+    First,
+    /// The delivery report.
+    Report,
+}
+
+/// One status heard for a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Heard {
+    kind: Kind,
+    code: i64,
+    name: Option<String>,
+    at: Option<i64>,
+    carrier: Option<String>,
+}
+
+/// What [`precedence`] did with a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Already known (a repeat): nothing changes.
+    Unchanged,
+    /// Recorded, or filled in what was missing.
+    Changed,
+    /// Contradicts what the message has, which is kept.
+    Conflict,
+}
+
+/// The delivery report codes (SPEC.md); every other code is a first status.
+fn is_report_code(code: i64) -> bool {
+    matches!(code, 4 | 104)
+}
+
+/// The first status and report an update carries, each slot taken for what its code is (a
+/// delivery report's code given as the sent status is a delivery report, and the other way);
+/// when both slots say the same kind, the one given in its own slot is heard.
+fn heard_of(u: &StatusUpdate) -> Vec<Heard> {
+    let carrier = u.carrier.clone().filter(|c| !c.is_empty());
+    let slot = |code: Option<i64>, name: &Option<String>, at: Option<i64>, given: Kind| {
+        let code = code?;
+        let kind = if is_report_code(code) {
+            Kind::Report
+        } else if is_first_code(code) {
+            Kind::First
+        } else {
+            given
+        };
+        let heard = Heard {
+            kind,
+            code,
+            name: name.clone(),
+            at,
+            carrier: carrier.clone(),
+        };
+        Some((kind != given, heard))
+    };
+    let mut slots: Vec<(bool, Heard)> = [
+        slot(u.sent_code, &u.sent_status, u.sent_at, Kind::First),
+        slot(
+            u.delivered_code,
+            &u.delivered_status,
+            u.delivered_at,
+            Kind::Report,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    slots.sort_by_key(|(moved, _)| *moved);
+    let mut out: Vec<Heard> = Vec::with_capacity(2);
+    for (_, h) in slots {
+        if !out.iter().any(|o| o.kind == h.kind) {
+            out.push(h);
+        }
+    }
+    out
+}
+
+/// The first-status codes SPEC.md lists (a code it does not list keeps the slot it came in).
+fn is_first_code(code: i64) -> bool {
+    matches!(code, 2 | 101 | 102 | 103 | 201..=207 | 301)
+}
+
+/// How statuses rank: the one place this is decided (README, "Message statuses").
+///
+/// - A final status is never replaced: the message's outcome (delivered or failed) never changes
+///   once final. A status that would change it is a conflict: the first final one is kept.
+/// - A delivery report beats a first status: a first status arriving after its report only fills
+///   in `SENT_SUCCESS`; a failing one is a conflict.
+/// - A first-status failure is final: a later `SENT_SUCCESS` or report is a conflict. It does
+///   replace a `SENT_SUCCESS` still waiting for its report (that was not final).
+/// - `SENT_SUCCESS` from a carrier without reports is final (delivered): a `DELIVERED_SUCCESS`
+///   report fills in, any other report is a conflict.
+/// - The same status again only fills in what was missing (its name, time): a repeat changes
+///   nothing.
+fn precedence(m: &mut Statuses, h: &Heard, no_dlr: &dyn Fn(&str) -> bool) -> Verdict {
+    let before = m.clone();
+    let fill = |name: &mut Option<String>, at: &mut Option<i64>| {
+        if name.is_none() {
+            name.clone_from(&h.name);
+        }
+        if at.is_none() {
+            *at = h.at;
+        }
+    };
+    match h.kind {
+        Kind::First => match m.sent_code {
+            Some(c) if c == h.code => fill(&mut m.sent_status, &mut m.sent_at),
+            Some(2) if h.code != 2 && !m.is_final && m.delivered_code.is_none() => {
+                (m.sent_code, m.sent_status, m.sent_at) = (Some(h.code), h.name.clone(), h.at);
+            }
+            Some(_) => return Verdict::Conflict,
+            None if m.delivered_code.is_some() && h.code != 2 => return Verdict::Conflict,
+            None => (m.sent_code, m.sent_status, m.sent_at) = (Some(h.code), h.name.clone(), h.at),
+        },
+        Kind::Report => match m.delivered_code {
+            Some(d) if d == h.code => fill(&mut m.delivered_status, &mut m.delivered_at),
+            Some(_) => return Verdict::Conflict,
+            None if m.sent_code.is_some_and(|c| c != 2) => return Verdict::Conflict,
+            None if m.is_final && h.code != 4 => return Verdict::Conflict,
+            None => {
+                (m.delivered_code, m.delivered_status, m.delivered_at) =
+                    (Some(h.code), h.name.clone(), h.at);
+            }
+        },
+    }
+    // The carrier: the latest while the message waits, the first known once it is final.
+    if let Some(c) = &h.carrier {
+        if m.carrier.is_none() || !before.is_final {
+            m.carrier = Some(c.clone());
+        }
+    }
+    m.is_final =
+        m.is_final || is_final(m.sent_code, m.delivered_code, m.carrier.as_deref(), no_dlr);
+    if *m == before {
+        Verdict::Unchanged
+    } else {
+        Verdict::Changed
+    }
+}
+
+/// A status's name and code, for a log line.
+fn describe(code: Option<i64>, name: Option<&str>) -> String {
+    match (code, name) {
+        (Some(c), Some(n)) => format!("{n} ({c})"),
+        (Some(c), None) => format!("code {c}"),
+        _ => "none".into(),
+    }
+}
+
+/// A status that contradicted a final one (logged and counted once committed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Conflict {
+    job_id: i64,
+    line: i64,
+    correlation_id: String,
+    kept: String,
+    heard: String,
+}
+
+/// Which message a status is for.
+enum Target {
+    Message(i64, i64),
+    Closed,
+    Unknown,
+    Ambiguous,
+}
+
+fn apply_all(
     t: &mut Tx<'_>,
-    u: &StatusUpdate,
+    updates: &[StatusUpdate],
     no_dlr: &dyn Fn(&str) -> bool,
-    applied: &mut Applied,
-) -> rusqlite::Result<()> {
-    // Candidates: tracked messages with this id; the destination narrows them when given.
+) -> rusqlite::Result<(Applied, Vec<Conflict>)> {
+    let mut applied = Applied::default();
+    // Each status's message, then each status heard, in the order of its own time.
+    let mut events: Vec<(usize, (i64, i64), Heard)> = Vec::with_capacity(updates.len());
+    for (i, u) in updates.iter().enumerate() {
+        match find_message(t, u)? {
+            Target::Message(job, line) => {
+                applied.matched += 1;
+                events.extend(heard_of(u).into_iter().map(|h| (i, (job, line), h)));
+            }
+            Target::Closed => applied.closed += 1,
+            Target::Unknown => applied.unknown.push(u.correlation_id.clone()),
+            Target::Ambiguous => applied.ambiguous.push(u.correlation_id.clone()),
+        }
+    }
+    events.sort_by_key(|(i, _, h)| (h.at.unwrap_or(i64::MAX), h.kind, *i));
+    let mut states: std::collections::HashMap<(i64, i64), (Statuses, Statuses)> =
+        std::collections::HashMap::new();
+    let mut changed = vec![false; updates.len()];
+    let mut conflicts = Vec::new();
+    for (i, key, h) in &events {
+        let (m, _) = match states.entry(*key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let s = load_statuses(t, key.0, key.1)?;
+                e.insert((s.clone(), s))
+            }
+        };
+        match precedence(m, h, no_dlr) {
+            Verdict::Unchanged => {}
+            Verdict::Changed => changed[*i] = true,
+            Verdict::Conflict => {
+                let kept = if m.delivered_code.is_some() {
+                    describe(m.delivered_code, m.delivered_status.as_deref())
+                } else {
+                    describe(m.sent_code, m.sent_status.as_deref())
+                };
+                conflicts.push(Conflict {
+                    job_id: key.0,
+                    line: key.1,
+                    correlation_id: updates[*i].correlation_id.clone(),
+                    kept,
+                    heard: describe(Some(h.code), h.name.as_deref()),
+                });
+            }
+        }
+    }
+    applied.changed = changed.iter().filter(|c| **c).count();
+    applied.conflicts = conflicts.len();
     let mut st = t.tx.prepare_cached(
-        "SELECT m.job_id, m.line, m.number, m.sent_code, m.sent_status, m.sent_at, \
-                m.delivered_code, m.delivered_status, m.delivered_at, m.carrier, m.final, \
-                coalesce(j.tracking, ''), b.uploaded_at \
+        "UPDATE messages SET sent_code = ?3, sent_status = ?4, sent_at = ?5, delivered_code = ?6, \
+         delivered_status = ?7, delivered_at = ?8, carrier = ?9, final = ?10 \
+         WHERE job_id = ?1 AND line = ?2",
+    )?;
+    for ((job_id, line), (m, was)) in &states {
+        if m != was {
+            st.execute(params![
+                job_id,
+                line,
+                m.sent_code,
+                m.sent_status,
+                m.sent_at,
+                m.delivered_code,
+                m.delivered_status,
+                m.delivered_at,
+                m.carrier,
+                m.is_final
+            ])?;
+        }
+    }
+    Ok((applied, conflicts))
+}
+
+fn load_statuses(t: &mut Tx<'_>, job_id: i64, line: i64) -> rusqlite::Result<Statuses> {
+    let mut st = t.tx.prepare_cached(
+        "SELECT sent_code, sent_status, sent_at, delivered_code, delivered_status, delivered_at, \
+                carrier, final FROM messages WHERE job_id = ?1 AND line = ?2",
+    )?;
+    st.query_row(params![job_id, line], |r| {
+        Ok(Statuses {
+            sent_code: r.get(0)?,
+            sent_status: r.get(1)?,
+            sent_at: r.get(2)?,
+            delivered_code: r.get(3)?,
+            delivered_status: r.get(4)?,
+            delivered_at: r.get(5)?,
+            carrier: r.get(6)?,
+            is_final: r.get::<_, i64>(7)? != 0,
+        })
+    })
+}
+
+/// The message a status is for: by correlation id, narrowed by the destination when the status
+/// names one. The status's time is used only to choose between messages sharing the id (one
+/// whose file was uploaded after the status was sent is not its message).
+fn find_message(t: &mut Tx<'_>, u: &StatusUpdate) -> rusqlite::Result<Target> {
+    let mut st = t.tx.prepare_cached(
+        "SELECT m.job_id, m.line, m.number, m.final, coalesce(j.tracking, ''), b.uploaded_at \
          FROM messages m JOIN jobs j ON j.id = m.job_id \
          LEFT JOIN batches b ON b.job_id = m.job_id AND b.part = m.part \
          WHERE m.correlation_id = ?1 AND m.untracked IS NULL",
     )?;
-    type Cand = (
-        i64,
-        i64,
-        String,
-        Option<i64>,
-        Option<String>,
-        Option<i64>,
-        Option<i64>,
-        Option<String>,
-        Option<i64>,
-        Option<String>,
-        bool,
-        String,
-        Option<i64>,
-    );
+    struct Cand {
+        job_id: i64,
+        line: i64,
+        number: String,
+        is_final: bool,
+        closed: bool,
+        uploaded_at: Option<i64>,
+    }
     let mut cands: Vec<Cand> = st
         .query_map([&u.correlation_id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-                r.get::<_, i64>(10)? != 0,
-                r.get(11)?,
-                r.get(12)?,
-            ))
+            Ok(Cand {
+                job_id: r.get(0)?,
+                line: r.get(1)?,
+                number: r.get(2)?,
+                is_final: r.get::<_, i64>(3)? != 0,
+                closed: r.get::<_, String>(4)? == "done",
+                uploaded_at: r.get(5)?,
+            })
         })?
         .collect::<rusqlite::Result<_>>()?;
-    drop(st);
     if let Some(dest) = &u.destination {
-        cands.retain(|c| same_number(&c.2, dest));
+        cands.retain(|c| same_number(&c.number, dest));
     }
-    // A status sent before a message's file was even uploaded is another message's (an id the
-    // ERP used again within the gateway's 3 days); clocks may differ by some minutes.
-    if let Some(sent) = u.sent_at {
-        cands.retain(|c| c.12.is_none_or(|up| sent >= up - CLOCK_SKEW_MS));
+    // Of several, one whose file was uploaded after the status was sent is not its message
+    // (an id the ERP used again within the gateway's 3 days); clocks may differ by minutes.
+    if let (true, Some(at)) = (cands.len() > 1, u.sent_at.or(u.delivered_at)) {
+        let possible = |c: &Cand| c.uploaded_at.is_none_or(|up| at >= up - CLOCK_SKEW_MS);
+        if cands.iter().any(possible) {
+            cands.retain(possible);
+        }
     }
-    let (mut open, closed): (Vec<Cand>, Vec<Cand>) =
-        cands.into_iter().partition(|c| c.11 != "done");
+    let (mut open, closed): (Vec<Cand>, Vec<Cand>) = cands.into_iter().partition(|c| !c.closed);
     // Of several, a message still waiting is the one a new status is for.
-    if open.len() > 1 && open.iter().filter(|c| !c.10).count() == 1 {
-        open.retain(|c| !c.10);
+    if open.len() > 1 && open.iter().filter(|c| !c.is_final).count() == 1 {
+        open.retain(|c| !c.is_final);
     }
-    let c = match open.len() {
-        0 if !closed.is_empty() => {
-            applied.closed += 1;
-            return Ok(());
-        }
-        0 => {
-            applied.unknown.push(u.correlation_id.clone());
-            return Ok(());
-        }
-        1 => open.into_iter().next().expect("one candidate"),
-        _ => {
-            applied.ambiguous.push(u.correlation_id.clone());
-            return Ok(());
-        }
-    };
-    applied.matched += 1;
-    let (job_id, line) = (c.0, c.1);
-    // Known values are kept; a status only fills in or updates what it carries.
-    let sent_code = u.sent_code.or(c.3);
-    let sent_status = u.sent_status.clone().or(c.4.clone());
-    let sent_at = u.sent_at.or(c.5);
-    let delivered_code = u.delivered_code.or(c.6);
-    let delivered_status = u.delivered_status.clone().or(c.7.clone());
-    let delivered_at = u.delivered_at.or(c.8);
-    let carrier = u.carrier.clone().filter(|s| !s.is_empty()).or(c.9.clone());
-    let fin = c.10 || is_final(sent_code, delivered_code, carrier.as_deref(), no_dlr);
-    let before = (&c.3, &c.4, &c.5, &c.6, &c.7, &c.8, &c.9, c.10);
-    let after = (
-        &sent_code,
-        &sent_status,
-        &sent_at,
-        &delivered_code,
-        &delivered_status,
-        &delivered_at,
-        &carrier,
-        fin,
-    );
-    if before == after {
-        return Ok(());
-    }
-    applied.changed += 1;
-    t.tx.execute(
-        "UPDATE messages SET sent_code = ?3, sent_status = ?4, sent_at = ?5, delivered_code = ?6, \
-         delivered_status = ?7, delivered_at = ?8, carrier = ?9, final = ?10 \
-         WHERE job_id = ?1 AND line = ?2",
-        params![
-            job_id,
-            line,
-            sent_code,
-            sent_status,
-            sent_at,
-            delivered_code,
-            delivered_status,
-            delivered_at,
-            carrier,
-            fin
-        ],
-    )?;
-    Ok(())
+    Ok(match open.as_slice() {
+        [] if !closed.is_empty() => Target::Closed,
+        [] => Target::Unknown,
+        [c] => Target::Message(c.job_id, c.line),
+        _ => Target::Ambiguous,
+    })
 }
 
 /// How far the gateway's clock may be behind ours.
@@ -650,4 +881,143 @@ fn same_number(ours: &str, theirs: &str) -> bool {
     let (a, b) = (digits(ours), digits(theirs));
     !b.is_empty()
         && (a == b || a.ends_with(&b) && b.len() >= 10 || b.ends_with(&a) && a.len() >= 10)
+}
+
+#[cfg(test)]
+mod precedence_tests {
+    use super::*;
+
+    fn no_dlr(c: &str) -> bool {
+        c.eq_ignore_ascii_case("OI")
+    }
+
+    /// A message with these codes (a carrier with reports unless `oi`).
+    fn state(sent: Option<i64>, delivered: Option<i64>, oi: bool) -> Statuses {
+        let carrier = Some(if oi { "OI" } else { "VIVO" }.to_owned());
+        Statuses {
+            sent_code: sent,
+            sent_status: None,
+            sent_at: sent.map(|_| 1),
+            delivered_code: delivered,
+            delivered_status: None,
+            delivered_at: delivered.map(|_| 2),
+            is_final: is_final(sent, delivered, carrier.as_deref(), &no_dlr),
+            carrier,
+        }
+    }
+
+    fn heard(kind: Kind, code: i64) -> Heard {
+        Heard {
+            kind,
+            code,
+            name: None,
+            at: Some(3),
+            carrier: Some("VIVO".into()),
+        }
+    }
+
+    /// "pending", "delivered" or "failed", as the journal counts it.
+    fn outcome(m: &Statuses) -> &'static str {
+        let failed = matches!(m.sent_code, Some(c) if c != 2)
+            || matches!(m.delivered_code, Some(c) if c != 4);
+        match (m.is_final, failed) {
+            (_, true) => "failed",
+            (true, false) => "delivered",
+            (false, false) => "pending",
+        }
+    }
+
+    #[test]
+    fn statuses_only_move_forward() {
+        use Kind::{First, Report};
+        use Verdict::{Changed, Conflict, Unchanged};
+        #[rustfmt::skip]
+        let table: &[(&str, Statuses, Heard, Verdict, &str)] = &[
+            ("first status", state(None, None, false), heard(First, 2), Changed, "pending"),
+            ("first-status failure", state(None, None, false), heard(First, 202), Changed, "failed"),
+            ("report alone", state(None, None, false), heard(Report, 104), Changed, "failed"),
+            ("report after SENT_SUCCESS", state(Some(2), None, false), heard(Report, 4), Changed, "delivered"),
+            ("a repeat", state(Some(2), Some(4), false), heard(Report, 4), Unchanged, "delivered"),
+            ("SENT_SUCCESS after a failure", state(Some(202), None, false), heard(First, 2), Conflict, "failed"),
+            ("another failure after a failure", state(Some(202), None, false), heard(First, 203), Conflict, "failed"),
+            ("a report after a failure", state(Some(202), None, false), heard(Report, 4), Conflict, "failed"),
+            ("NOT_DELIVERED after DELIVERED_SUCCESS", state(Some(2), Some(4), false), heard(Report, 104), Conflict, "delivered"),
+            ("DELIVERED_SUCCESS after NOT_DELIVERED", state(Some(2), Some(104), false), heard(Report, 4), Conflict, "failed"),
+            ("a failure while the report is awaited", state(Some(2), None, false), heard(First, 103), Changed, "failed"),
+            ("a failing first status after the report", state(Some(2), Some(4), false), heard(First, 103), Conflict, "delivered"),
+            ("SENT_SUCCESS after its report", state(None, Some(4), false), heard(First, 2), Changed, "delivered"),
+            ("a failing first status after a lone report", state(None, Some(4), false), heard(First, 202), Conflict, "delivered"),
+            ("NOT_DELIVERED for a carrier without reports", state(Some(2), None, true), heard(Report, 104), Conflict, "delivered"),
+            ("DELIVERED_SUCCESS for a carrier without reports", state(Some(2), None, true), heard(Report, 4), Changed, "delivered"),
+            ("a failure after a final SENT_SUCCESS", state(Some(2), None, true), heard(First, 202), Conflict, "delivered"),
+        ];
+        for (what, start, h, verdict, want) in table {
+            let mut m = start.clone();
+            let got = precedence(&mut m, h, &no_dlr);
+            assert_eq!(got, *verdict, "{what}");
+            assert_eq!(outcome(&m), *want, "{what}: {m:?}");
+            if got != Changed {
+                assert_eq!(
+                    &m, start,
+                    "{what}: a status not applied changed the message"
+                );
+            }
+            // Whatever came, a final outcome stays.
+            if start.is_final {
+                assert_eq!(outcome(&m), outcome(start), "{what}");
+                assert!(m.is_final, "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeat_fills_in_only_what_was_missing() {
+        let mut m = state(Some(2), None, false);
+        m.sent_at = None;
+        let h = Heard {
+            name: Some("SENT_SUCCESS".into()),
+            ..heard(Kind::First, 2)
+        };
+        assert_eq!(precedence(&mut m, &h, &no_dlr), Verdict::Changed);
+        assert_eq!(
+            (m.sent_at, m.sent_status.as_deref()),
+            (Some(3), Some("SENT_SUCCESS"))
+        );
+        assert_eq!(precedence(&mut m, &h, &no_dlr), Verdict::Unchanged);
+    }
+
+    #[test]
+    fn each_slot_is_heard_for_what_its_code_is() {
+        let u = |sent: Option<i64>, delivered: Option<i64>| StatusUpdate {
+            correlation_id: "c".into(),
+            sent_code: sent,
+            sent_at: Some(1),
+            delivered_code: delivered,
+            delivered_at: Some(2),
+            ..StatusUpdate::default()
+        };
+        let kinds = |u: &StatusUpdate| {
+            heard_of(u)
+                .into_iter()
+                .map(|h| (h.kind, h.code, h.at))
+                .collect::<Vec<_>>()
+        };
+        // A delivery report's code given as the sent status is a delivery report (at its time).
+        assert_eq!(kinds(&u(Some(4), None)), vec![(Kind::Report, 4, Some(1))]);
+        assert_eq!(kinds(&u(None, Some(2))), vec![(Kind::First, 2, Some(2))]);
+        // Both slots the same kind: the one in its own slot is heard.
+        assert_eq!(
+            kinds(&u(Some(104), Some(4))),
+            vec![(Kind::Report, 4, Some(2))]
+        );
+        assert_eq!(
+            kinds(&u(Some(2), Some(4))),
+            vec![(Kind::First, 2, Some(1)), (Kind::Report, 4, Some(2))]
+        );
+        // A code SPEC.md does not list keeps its slot.
+        assert_eq!(
+            kinds(&u(Some(999), None)),
+            vec![(Kind::First, 999, Some(1))]
+        );
+    }
 }

@@ -82,6 +82,11 @@ fn describe() {
         "smsdrop_messages",
         "Messages by state: delivered, failed, pending (tracking open), untracked"
     );
+    // Counted where statuses are applied (the journal, through the facade: it cannot name ops).
+    describe_counter!(
+        "smsdrop_status_conflicts_total",
+        "Message statuses that contradicted a final one and were not applied (the first is kept)"
+    );
 }
 
 /// An upload took `secs`.

@@ -2,7 +2,8 @@
 //! interface (SPEC.md, "Per-message statuses").
 //!
 //! - [`ids`]: correlation ids smsdrop gives rows, so statuses can be matched to them;
-//! - [`parse`] here: the gateway's status objects, in either envelope and either spelling;
+//! - [`parse_statuses`] and [`read_statuses_from`] here: the gateway's status objects, in either
+//!   envelope and either spelling, read as they arrive (only the fields used are kept);
 //! - [`api`]: the blocking client for `list` and `search` (rate-limited, backing off);
 //! - [`poller`]: the thread that asks the API and records what it hears;
 //! - [`webhook`]: the route that receives pushed statuses (on [`crate::http`]);
@@ -14,6 +15,7 @@ pub mod poller;
 pub mod settle;
 pub mod webhook;
 
+use crate::config::Zone;
 use crate::journal::StatusUpdate;
 use chrono::DateTime;
 use serde_json::Value;
@@ -49,10 +51,13 @@ pub fn start(
         tracing::warn!(api = %s.api_url, "[status] api_url is plain http: the token travels unencrypted");
     }
     let webhook = match (s.mode.listens(), s.webhook_listen) {
-        (true, Some(addr)) => Some((addr, webhook::router(s, &cfg.state.dir, wake.clone())?)),
+        (true, Some(addr)) => Some((
+            addr,
+            webhook::router(s, cfg.batch.zone, &cfg.state.dir, wake.clone())?,
+        )),
         _ => None,
     };
-    let poller = poller::start(s, &cfg.state.dir, wake)?;
+    let poller = poller::start(s, cfg.batch.zone, &cfg.state.dir, wake)?;
     Ok(Running { webhook, poller })
 }
 
@@ -86,112 +91,601 @@ pub fn code_of(name: &str) -> Option<i64> {
         .map(|(c, _)| *c)
 }
 
+/// Statuses handed on at once while an answer is read (so memory does not grow with it).
+pub const SLICE: usize = 10_000;
+
+/// Where parsed statuses go, a slice at a time; an error stops the reading.
+pub type Sink<'a> = dyn FnMut(Vec<StatusUpdate>) -> Result<(), String> + 'a;
+
+/// Why statuses could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The body is not JSON, or not status objects in a shape SPEC.md allows.
+    #[error("{0}")]
+    Body(String),
+    /// The sink refused a slice (statuses handed on before it stay handed on).
+    #[error("{0}")]
+    Sink(String),
+}
+
 /// The status objects in a body: a top-level array, one object, or an object holding one array
 /// of status objects. An element without a correlation id is skipped (it cannot be matched).
+/// A time without an offset is read in `zone` (`[batch] timezone`).
 ///
 /// # Errors
 /// A message saying what shape was expected, when the body is none of these.
-pub fn parse_statuses(body: &Value) -> Result<Vec<StatusUpdate>, String> {
-    let items: Vec<&Value> = match body {
-        Value::Array(a) => a.iter().collect(),
-        Value::Object(o) if o.contains_key("correlationId") => vec![body],
-        Value::Object(o) if !o.values().any(Value::is_array) && looks_like_status(o) => vec![body],
-        Value::Object(o) => {
-            let arrays: Vec<&Vec<Value>> = o.values().filter_map(Value::as_array).collect();
-            match arrays.as_slice() {
-                [one] => one.iter().collect(),
-                [] => return Err("an object with no status fields and no array of statuses".into()),
-                _ => {
-                    return Err(
-                        "an object holding several arrays; expected one array of statuses".into(),
-                    )
-                }
+pub fn parse_statuses(body: &Value, zone: Zone) -> Result<Vec<StatusUpdate>, String> {
+    let mut out = Vec::new();
+    let read = read_statuses(body, zone, usize::MAX, &mut |s| {
+        out.extend(s);
+        Ok(())
+    });
+    match read {
+        Ok(()) => Ok(out),
+        Err(ReadError::Body(e) | ReadError::Sink(e)) => Err(e),
+    }
+}
+
+/// Reads a JSON body from `r` as it arrives, handing the statuses to `sink` in slices of
+/// [`SLICE`]: only the fields smsdrop uses are kept, so memory stays flat however long the
+/// answer. Shapes as [`parse_statuses`]; an empty body holds no statuses. When the body turns out
+/// bad part way, the slices handed on before stay handed on.
+///
+/// # Errors
+/// [`ReadError`]: a read error (e.g. a size limit) is a [`ReadError::Body`].
+pub fn read_statuses_from(
+    r: impl std::io::Read,
+    zone: Zone,
+    sink: &mut Sink<'_>,
+) -> Result<(), ReadError> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::with_capacity(64 * 1024, r);
+    // An empty (or blank) body: no statuses.
+    loop {
+        let buf = r.fill_buf().map_err(|e| ReadError::Body(e.to_string()))?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(n) => {
+                r.consume(n);
+                break;
+            }
+            None => {
+                let n = buf.len();
+                r.consume(n);
             }
         }
-        _ => return Err("expected a status object or an array of them".into()),
+    }
+    let mut de = serde_json::Deserializer::from_reader(r);
+    read_statuses(&mut de, zone, SLICE, sink)?;
+    de.end().map_err(|e| ReadError::Body(e.to_string()))
+}
+
+fn read_statuses<'de, D: serde::Deserializer<'de>>(
+    de: D,
+    zone: Zone,
+    slice: usize,
+    sink: &mut Sink<'_>,
+) -> Result<(), ReadError> {
+    let mut c = Collect {
+        zone,
+        slice,
+        buf: Vec::new(),
+        sink,
+        items: 0,
+        odd: 0,
+        sink_error: None,
     };
-    let mut out = Vec::with_capacity(items.len());
-    let mut odd = 0;
-    for item in &items {
-        match item {
-            Value::Object(o) => out.extend(parse_one(o)),
-            _ => odd += 1,
-        }
+    let shaped = serde::de::DeserializeSeed::deserialize(Top(&mut c), de);
+    if let Some(e) = c.sink_error.take() {
+        return Err(ReadError::Sink(e));
     }
+    shaped.map_err(|e| ReadError::Body(e.to_string()))?;
     // One odd element must not cost the others (`list` never returns them again).
-    if odd > 0 && odd == items.len() {
-        return Err("expected status objects; the array holds none".into());
+    if c.odd > 0 && c.odd == c.items {
+        return Err(ReadError::Body(
+            "expected status objects; the array holds none".into(),
+        ));
     }
-    if odd > 0 {
+    if c.odd > 0 {
         tracing::warn!(
-            skipped = odd,
+            skipped = c.odd,
             "status answer: elements that are not objects were skipped"
         );
     }
-    Ok(out)
+    c.flush().map_err(ReadError::Sink)
 }
 
-fn looks_like_status(o: &serde_json::Map<String, Value>) -> bool {
-    [
-        "correlationId",
-        "sentStatusCode",
-        "deliveredStatusCode",
-        "id",
+/// What reading gathers: statuses not yet handed on, and counts.
+struct Collect<'a, 'b> {
+    zone: Zone,
+    slice: usize,
+    buf: Vec<StatusUpdate>,
+    sink: &'a mut Sink<'b>,
+    items: usize,
+    odd: usize,
+    sink_error: Option<String>,
+}
+
+impl Collect<'_, '_> {
+    fn push<E: serde::de::Error>(&mut self, raw: RawStatus) -> Result<(), E> {
+        self.items += 1;
+        if let Some(u) = raw.into_update(self.zone) {
+            self.buf.push(u);
+        }
+        if self.buf.len() >= self.slice {
+            if let Err(e) = self.flush() {
+                self.sink_error = Some(e.clone());
+                return Err(E::custom(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        (self.sink)(std::mem::take(&mut self.buf))
+    }
+
+    /// Reads an array's elements: status objects, or odd ones (counted, skipped).
+    fn elements<'de, A: serde::de::SeqAccess<'de>>(&mut self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<Element>()? {
+            match item {
+                Element::Status(raw) => self.push(*raw)?,
+                Element::Odd => {
+                    self.items += 1;
+                    self.odd += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The whole body.
+struct Top<'c, 'a, 'b>(&'c mut Collect<'a, 'b>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Top<'_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Top<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a status object or an array of them")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.0.elements(seq)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        let mut raw = RawStatus::default();
+        let mut arrays = 0usize;
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Field(f) => raw.set(f, map.next_value::<Scalar>()?),
+                Key::Other => map.next_value_seed(Member {
+                    c: &mut *self.0,
+                    arrays: &mut arrays,
+                })?,
+            }
+        }
+        if raw.correlation_id.is_some() || (arrays == 0 && raw.looks_like_status()) {
+            return self.0.push(raw);
+        }
+        if arrays == 0 {
+            return Err(A::Error::custom(
+                "an object with no status fields and no array of statuses",
+            ));
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom("expected a status object or an array of them"))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Err(E::custom("expected a status object or an array of them"))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Err(E::custom("expected a status object or an array of them"))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom("expected a status object or an array of them"))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom("expected a status object or an array of them"))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Err(E::custom("expected a status object or an array of them"))
+    }
+}
+
+/// A member of the top-level object that is not a status field: an array of statuses (at most
+/// one), or anything else (skipped).
+struct Member<'c, 'a, 'b, 'n> {
+    c: &'c mut Collect<'a, 'b>,
+    arrays: &'n mut usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Member<'_, '_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Member<'_, '_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        *self.arrays += 1;
+        if *self.arrays > 1 {
+            return Err(A::Error::custom(
+                "an object holding several arrays; expected one array of statuses",
+            ));
+        }
+        self.c.elements(seq)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// An element of an array of statuses.
+enum Element {
+    Status(Box<RawStatus>),
+    Odd,
+}
+
+impl<'de> serde::Deserialize<'de> for Element {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Element;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a status object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Element, A::Error> {
+                let mut raw = RawStatus::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Field(f) => raw.set(f, map.next_value::<Scalar>()?),
+                        Key::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Element::Status(Box::new(raw)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Element, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Element::Odd)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Element, E> {
+                Ok(Element::Odd)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Element, E> {
+                Ok(Element::Odd)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Element, E> {
+                Ok(Element::Odd)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Element, E> {
+                Ok(Element::Odd)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Element, E> {
+                Ok(Element::Odd)
+            }
+            fn visit_unit<E>(self) -> Result<Element, E> {
+                Ok(Element::Odd)
+            }
+        }
+        de.deserialize_any(V)
+    }
+}
+
+/// The status fields smsdrop reads (SPEC.md's names); every other key is skipped unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Id,
+    CorrelationId,
+    Destination,
+    CarrierName,
+    SentStatusCode,
+    SentStatus,
+    SentAt,
+    SentStatusAt,
+    SentDate,
+    SentStatusDate,
+    DeliveredStatusCode,
+    DeliveredStatus,
+    DeliveredAt,
+    DeliveredDate,
+}
+
+enum Key {
+    Field(Field),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E>(self, k: &str) -> Result<Key, E> {
+                use Field::*;
+                Ok(Key::Field(match k {
+                    "id" => Id,
+                    "correlationId" => CorrelationId,
+                    "destination" => Destination,
+                    "carrierName" => CarrierName,
+                    "sentStatusCode" => SentStatusCode,
+                    "sentStatus" => SentStatus,
+                    "sentAt" => SentAt,
+                    "sentStatusAt" => SentStatusAt,
+                    "sentDate" => SentDate,
+                    "sentStatusDate" => SentStatusDate,
+                    "deliveredStatusCode" => DeliveredStatusCode,
+                    "deliveredStatus" => DeliveredStatus,
+                    "deliveredAt" => DeliveredAt,
+                    "deliveredDate" => DeliveredDate,
+                    _ => return Ok(Key::Other),
+                }))
+            }
+        }
+        de.deserialize_identifier(V)
+    }
+}
+
+/// A field's value: text or a number; anything else (objects, arrays, null) counts as absent.
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Absent,
+}
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(s.to_owned()))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(n))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Scalar, E> {
+                Ok(i64::try_from(n).map_or(Scalar::Float(n as f64), Scalar::Int))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(n))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Absent)
+            }
+            fn visit_unit<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Absent)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Scalar, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Absent)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Scalar, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Scalar::Absent)
+            }
+        }
+        de.deserialize_any(V)
+    }
+}
+
+impl Scalar {
+    /// As text: trimmed, not empty; a number as JSON writes it.
+    fn text(&self) -> Option<String> {
+        match self {
+            Scalar::Text(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Scalar::Int(n) => Some(n.to_string()),
+            Scalar::Float(f) => serde_json::Number::from_f64(*f).map(|n| n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// As an integer: a whole number, or text holding one.
+    fn int(&self) -> Option<i64> {
+        match self {
+            Scalar::Int(n) => Some(*n),
+            Scalar::Text(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// One status object's fields smsdrop reads, as given.
+#[derive(Debug, Default)]
+struct RawStatus {
+    id: bool,
+    correlation_id: Option<Scalar>,
+    destination: Option<Scalar>,
+    carrier_name: Option<Scalar>,
+    sent_status_code: Option<Scalar>,
+    sent_status: Option<Scalar>,
+    sent_at: Option<Scalar>,
+    sent_status_at: Option<Scalar>,
+    sent_date: Option<Scalar>,
+    sent_status_date: Option<Scalar>,
+    delivered_status_code: Option<Scalar>,
+    delivered_status: Option<Scalar>,
+    delivered_at: Option<Scalar>,
+    delivered_date: Option<Scalar>,
+}
+
+impl RawStatus {
+    fn set(&mut self, f: Field, v: Scalar) {
+        let slot = match f {
+            Field::Id => {
+                self.id = true;
+                return;
+            }
+            Field::CorrelationId => &mut self.correlation_id,
+            Field::Destination => &mut self.destination,
+            Field::CarrierName => &mut self.carrier_name,
+            Field::SentStatusCode => &mut self.sent_status_code,
+            Field::SentStatus => &mut self.sent_status,
+            Field::SentAt => &mut self.sent_at,
+            Field::SentStatusAt => &mut self.sent_status_at,
+            Field::SentDate => &mut self.sent_date,
+            Field::SentStatusDate => &mut self.sent_status_date,
+            Field::DeliveredStatusCode => &mut self.delivered_status_code,
+            Field::DeliveredStatus => &mut self.delivered_status,
+            Field::DeliveredAt => &mut self.delivered_at,
+            Field::DeliveredDate => &mut self.delivered_date,
+        };
+        *slot = Some(v);
+    }
+
+    fn looks_like_status(&self) -> bool {
+        self.id
+            || self.correlation_id.is_some()
+            || self.sent_status_code.is_some()
+            || self.delivered_status_code.is_some()
+    }
+
+    /// The update this object says; `None` without a correlation id (it cannot be matched).
+    fn into_update(self, zone: Zone) -> Option<StatusUpdate> {
+        let text = |v: &Option<Scalar>| v.as_ref().and_then(Scalar::text);
+        let int = |v: &Option<Scalar>| v.as_ref().and_then(Scalar::int);
+        let correlation_id = text(&self.correlation_id)?;
+        // A time: epoch milliseconds, or an ISO 8601 date (either spelling SPEC.md gives).
+        let at = |ms: [&Option<Scalar>; 2], dates: [&Option<Scalar>; 2]| {
+            ms.iter().find_map(|v| int(v)).or_else(|| {
+                dates
+                    .iter()
+                    .find_map(|v| text(v).and_then(|s| instant(&s, zone)))
+            })
+        };
+        // A status: its code, else its name's code by SPEC.md's table (a name the table does not
+        // know says nothing); the name is the table's for a code it knows.
+        let status = |code: &Option<Scalar>, name: &Option<Scalar>| {
+            let name = text(name);
+            let code = int(code).or_else(|| name.as_deref().and_then(code_of))?;
+            let name = code_name(code)
+                .map(str::to_owned)
+                .or(name.map(|n| n.to_ascii_uppercase()));
+            Some((code, name))
+        };
+        let sent = status(&self.sent_status_code, &self.sent_status);
+        let delivered = status(&self.delivered_status_code, &self.delivered_status);
+        let (sent_code, sent_status) = sent.map_or((None, None), |(c, n)| (Some(c), n));
+        let (delivered_code, delivered_status) =
+            delivered.map_or((None, None), |(c, n)| (Some(c), n));
+        Some(StatusUpdate {
+            correlation_id,
+            destination: text(&self.destination)
+                .map(|d| d.chars().filter(char::is_ascii_digit).collect()),
+            carrier: text(&self.carrier_name),
+            sent_code,
+            sent_status,
+            sent_at: at(
+                [&self.sent_at, &self.sent_status_at],
+                [&self.sent_date, &self.sent_status_date],
+            ),
+            delivered_code,
+            delivered_status,
+            delivered_at: at([&self.delivered_at, &None], [&self.delivered_date, &None]),
+        })
+    }
+}
+
+/// An ISO 8601 time in epoch milliseconds; one without an offset is read in `zone`.
+pub fn instant(s: &str, zone: Zone) -> Option<i64> {
+    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+        return Some(d.timestamp_millis());
+    }
+    let naive = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
     ]
     .iter()
-    .any(|k| o.contains_key(*k))
-}
-
-fn parse_one(o: &serde_json::Map<String, Value>) -> Option<StatusUpdate> {
-    let text = |k: &str| match o.get(k) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
+    .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())?;
+    let resolve = |n: chrono::NaiveDateTime| -> Option<i64> {
+        match zone {
+            Zone::Local => n
+                .and_local_timezone(chrono::Local)
+                .earliest()
+                .map(|d| d.timestamp_millis()),
+            Zone::Named(tz) => n
+                .and_local_timezone(tz)
+                .earliest()
+                .map(|d| d.timestamp_millis()),
+        }
     };
-    let int = |k: &str| match o.get(k) {
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
-    };
-    let correlation_id = text("correlationId")?;
-    // A time: epoch milliseconds, or an ISO 8601 date (either spelling SPEC.md gives).
-    let at = |ms_keys: &[&str], date_keys: &[&str]| {
-        ms_keys.iter().find_map(|k| int(k)).or_else(|| {
-            date_keys.iter().find_map(|k| {
-                let s = text(k)?;
-                DateTime::parse_from_rfc3339(&s)
-                    .ok()
-                    .map(|d| d.timestamp_millis())
-                    .or_else(|| {
-                        chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f")
-                            .ok()
-                            .map(|d| d.and_utc().timestamp_millis())
-                    })
-            })
-        })
-    };
-    let status = |code_key: &str, name_key: &str| {
-        let name = text(name_key);
-        let code = int(code_key).or_else(|| name.as_deref().and_then(code_of));
-        let name = code
-            .and_then(code_name)
-            .map(str::to_owned)
-            .or(name.map(|n| n.to_ascii_uppercase()));
-        (code, name)
-    };
-    let (sent_code, sent_status) = status("sentStatusCode", "sentStatus");
-    let (delivered_code, delivered_status) = status("deliveredStatusCode", "deliveredStatus");
-    Some(StatusUpdate {
-        correlation_id,
-        destination: text("destination").map(|d| d.chars().filter(char::is_ascii_digit).collect()),
-        carrier: text("carrierName"),
-        sent_code,
-        sent_status,
-        sent_at: at(&["sentAt", "sentStatusAt"], &["sentDate", "sentStatusDate"]),
-        delivered_code,
-        delivered_status,
-        delivered_at: at(&["deliveredAt"], &["deliveredDate"]),
-    })
+    // A time in a spring-forward gap does not exist on the wall clock: read it an hour on.
+    resolve(naive).or_else(|| resolve(naive + chrono::Duration::hours(1)).map(|ms| ms - 3_600_000))
 }
 
 #[cfg(test)]
@@ -204,7 +698,7 @@ mod tests {
         let one = json!({"id": "u1", "correlationId": "c1", "destination": "+55 11 99999-0000",
             "carrierName": "VIVO", "sentStatusCode": 2, "sentStatus": "SENT_SUCCESS",
             "sentStatusAt": 1_700_000_000_000_i64, "extra": {"x": 1}});
-        let got = parse_statuses(&one).unwrap();
+        let got = parse_statuses(&one, Zone::Local).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].correlation_id, "c1");
         assert_eq!(got[0].destination.as_deref(), Some("5511999990000"));
@@ -212,14 +706,14 @@ mod tests {
         assert_eq!(got[0].sent_at, Some(1_700_000_000_000));
         let arr = json!([{"correlationId": "c2", "deliveredStatus": "not_delivered",
             "deliveredDate": "2026-12-01T10:00:00Z"}, {"id": "no-correlation"}]);
-        let got = parse_statuses(&arr).unwrap();
+        let got = parse_statuses(&arr, Zone::Local).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].delivered_code, Some(104));
         assert_eq!(got[0].delivered_status.as_deref(), Some("NOT_DELIVERED"));
         assert_eq!(got[0].delivered_at, Some(1_796_119_200_000));
         let wrapped =
             json!({"total": 1, "statuses": [{"correlationId": "c3", "sentStatusCode": "202"}]});
-        let got = parse_statuses(&wrapped).unwrap();
+        let got = parse_statuses(&wrapped, Zone::Local).unwrap();
         assert_eq!(
             got[0].sent_status.as_deref(),
             Some("INVALID_DESTINATION_NUMBER")
@@ -231,7 +725,107 @@ mod tests {
             json!({"a": [], "b": []}),
             json!([1]),
         ] {
-            assert!(parse_statuses(&bad).is_err(), "{bad}");
+            assert!(parse_statuses(&bad, Zone::Local).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_time_without_offset_is_the_batch_zones() {
+        let sp = Zone::Named("America/Sao_Paulo".parse().unwrap());
+        let body = json!({"correlationId": "c", "sentStatusCode": 2,
+            "sentDate": "2026-12-07T15:55:49", "deliveredDate": "2026-12-07T15:56:00-03:00"});
+        let got = parse_statuses(&body, sp).unwrap();
+        let want = chrono::DateTime::parse_from_rfc3339("2026-12-07T18:55:49Z").unwrap();
+        assert_eq!(got[0].sent_at, Some(want.timestamp_millis()));
+        assert_eq!(got[0].delivered_at, Some(want.timestamp_millis() + 11_000));
+        let utc = parse_statuses(&body, Zone::Named(chrono_tz::UTC)).unwrap();
+        assert_eq!(
+            utc[0].sent_at,
+            Some(want.timestamp_millis() - 3 * 3_600_000)
+        );
+        // A wall-clock time that does not exist (spring forward) is read an hour on.
+        let ny = Zone::Named("America/New_York".parse().unwrap());
+        let gap = instant("2026-03-08T02:30:00", ny).unwrap();
+        let after = instant("2026-03-08T03:30:00", ny).unwrap();
+        assert_eq!(gap, after - 3_600_000);
+        assert_eq!(instant("not a time", ny), None);
+    }
+
+    #[test]
+    fn a_status_named_only_is_mapped_by_the_table_and_an_unknown_name_says_nothing() {
+        let body = json!([
+            {"correlationId": "a", "sentStatus": "delivered_success"},
+            {"correlationId": "b", "sentStatus": "QUEUED", "deliveredStatus": "NOT_DELIVERED"},
+            {"correlationId": "c", "sentStatus": "QUEUED"},
+            {"correlationId": "d", "sentStatusCode": 999, "sentStatus": "NEW_THING"},
+        ]);
+        let got = parse_statuses(&body, Zone::Local).unwrap();
+        assert_eq!(
+            (got[0].sent_code, got[0].sent_status.as_deref()),
+            (Some(4), Some("DELIVERED_SUCCESS"))
+        );
+        assert_eq!(
+            (got[1].sent_code, got[1].sent_status.as_deref()),
+            (None, None)
+        );
+        assert_eq!(got[1].delivered_code, Some(104));
+        assert_eq!(
+            (
+                got[2].sent_code,
+                got[2].sent_status.as_deref(),
+                got[2].delivered_code
+            ),
+            (None, None, None)
+        );
+        assert_eq!(
+            (got[3].sent_code, got[3].sent_status.as_deref()),
+            (Some(999), Some("NEW_THING"))
+        );
+    }
+
+    #[test]
+    fn a_long_answer_is_handed_on_in_slices_as_it_is_read() {
+        let one = r#"{"id": "u", "correlationId": "c", "carrierName": "VIVO", "sentStatusCode": 2,
+            "extraInfo": {"deep": [1, 2, {"x": "y"}]}, "campaignId": null, "tags": ["a"]}"#;
+        let body = format!("[{}]", vec![one; 2 * SLICE + 5].join(","));
+        let mut slices = vec![];
+        read_statuses_from(body.as_bytes(), Zone::Local, &mut |s| {
+            slices.push(s.len());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(slices, vec![SLICE, SLICE, 5]);
+        // The same shapes as a parsed body: an envelope with one array, one object, blank.
+        for (body, n) in [
+            (format!(r#"{{"total": 2, "statuses": [{one}, {one}]}}"#), 2),
+            (one.to_owned(), 1),
+            (" \n ".to_owned(), 0),
+            (String::new(), 0),
+        ] {
+            let mut got = 0;
+            read_statuses_from(body.as_bytes(), Zone::Local, &mut |s| {
+                got += s.len();
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, n, "{body}");
+        }
+        for bad in [
+            "{\"a\": [], \"b\": []}",
+            "[1, 2]",
+            "3",
+            "{\"x\": 1}",
+            "[{}",
+            "[] []",
+        ] {
+            let r = read_statuses_from(bad.as_bytes(), Zone::Local, &mut |_| Ok(()));
+            assert!(matches!(r, Err(ReadError::Body(_))), "{bad}: {r:?}");
+        }
+        // A sink that fails stops the reading, and says so.
+        let r = read_statuses_from(body.as_bytes(), Zone::Local, &mut |_| Err("full".into()));
+        assert!(
+            matches!(r, Err(ReadError::Sink(ref e)) if e == "full"),
+            "{r:?}"
+        );
     }
 }

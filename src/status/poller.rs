@@ -7,8 +7,11 @@
 //!   after their upload, each asked again after as long (this also covers what `list` returned
 //!   before a restart, and what the webhook missed).
 //!
-//! Errors never stop it: HTTP 429 and 5xx back off, refused credentials are logged once as an
-//! error (with what to check) and tried again every few minutes.
+//! Errors never stop it: HTTP 429 and 5xx back off, refused credentials and a redirect are logged
+//! once as an error (with what to check) and tried again every few minutes.
+//!
+//! Answers are recorded as they are read, a slice ([`super::SLICE`]) per transaction, so a long
+//! `list` answer never sits whole in memory.
 
 use super::api::{ApiError, StatusApi, SEARCH_CHUNK};
 use crate::config::{StatusConfig, StatusMode};
@@ -43,13 +46,14 @@ impl Drop for Poller {
 /// When the token cannot be loaded or the journal opened.
 pub fn start(
     cfg: &StatusConfig,
+    zone: crate::config::Zone,
     state_dir: &Path,
     wake: std::sync::mpsc::SyncSender<()>,
 ) -> Result<Option<Poller>, String> {
     if !cfg.mode.queries() {
         return Ok(None);
     }
-    let api = StatusApi::new(cfg)?;
+    let api = StatusApi::new(cfg)?.in_zone(zone);
     let journal = Journal::open(state_dir).map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
@@ -58,11 +62,10 @@ pub fn start(
         .name("smsdrop-status".into())
         .spawn(move || {
             Worker {
-                cfg,
                 api,
-                journal,
+                rec: Recorder { cfg, journal, wake },
                 auth_logged: false,
-                wake,
+                redirect_logged: false,
             }
             .run(&s)
         })
@@ -74,30 +77,97 @@ pub fn start(
 }
 
 struct Worker {
-    cfg: StatusConfig,
     api: StatusApi,
-    journal: Journal,
+    rec: Recorder,
     auth_logged: bool,
+    redirect_logged: bool,
+}
+
+/// Records statuses as an answer is read.
+struct Recorder {
+    cfg: StatusConfig,
+    journal: Journal,
     wake: std::sync::mpsc::SyncSender<()>,
+}
+
+/// What one answer did, over its slices.
+#[derive(Default)]
+struct Totals {
+    statuses: usize,
+    matched: usize,
+    changed: usize,
+    not_ours: usize,
+    conflicts: usize,
+}
+
+impl Recorder {
+    /// Records a slice of statuses (one transaction); the error is logged here.
+    fn apply(
+        &mut self,
+        updates: &[StatusUpdate],
+        from: &str,
+        t: &mut Totals,
+    ) -> Result<(), String> {
+        let cfg = &self.cfg;
+        let no_dlr = |c: &str| cfg.no_dlr(c);
+        match self.journal.apply_statuses(updates, &no_dlr) {
+            Ok(a) => {
+                if a.changed > 0 {
+                    let _ = self.wake.try_send(());
+                }
+                t.statuses += updates.len();
+                t.matched += a.matched;
+                t.changed += a.changed;
+                t.not_ours += a.unknown.len();
+                t.conflicts += a.conflicts;
+                Ok(())
+            }
+            Err(e) => {
+                // `list` will not return these again; `search` asks for them later.
+                tracing::error!(error = %e, from, "status poller: cannot record statuses; they are searched for again later");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn log(t: &Totals, from: &str) {
+        if t.statuses > 0 {
+            tracing::info!(
+                from,
+                statuses = t.statuses,
+                matched = t.matched,
+                changed = t.changed,
+                not_ours = t.not_ours,
+                conflicts = t.conflicts,
+                "message statuses recorded"
+            );
+        }
+    }
 }
 
 impl Worker {
     fn run(mut self, stop: &AtomicBool) {
-        tracing::info!(api = %self.cfg.api_url, mode = ?self.cfg.mode, "status poller started");
+        tracing::info!(api = %self.rec.cfg.api_url, mode = ?self.rec.cfg.mode, "status poller started");
         let mut next_list = Instant::now();
         let mut next_search = Instant::now();
         while !stop.load(Ordering::SeqCst) {
             let mut wait = None;
-            if self.cfg.mode == StatusMode::Poll && Instant::now() >= next_list {
-                next_list = Instant::now() + self.cfg.poll;
-                match self.api.list(stop).map(|u| self.record(&u, "list")) {
-                    Ok(Ok(())) => self.ok(),
-                    Ok(Err(())) => next_list = Instant::now() + Duration::from_secs(5),
+            if self.rec.cfg.mode == StatusMode::Poll && Instant::now() >= next_list {
+                next_list = Instant::now() + self.rec.cfg.poll;
+                let mut t = Totals::default();
+                let rec = &mut self.rec;
+                let got = self.api.list(stop, &mut |u| rec.apply(&u, "list", &mut t));
+                Recorder::log(&t, "list");
+                match got {
+                    Ok(()) => self.ok(),
+                    Err(ApiError::NotRecorded(_)) => {
+                        next_list = Instant::now() + Duration::from_secs(5)
+                    }
                     Err(e) => wait = self.failed(&e),
                 }
             }
             if wait.is_none() && Instant::now() >= next_search {
-                next_search = Instant::now() + self.cfg.poll;
+                next_search = Instant::now() + self.rec.cfg.poll;
                 if let Some(w) = self.search_round(stop) {
                     wait = Some(w);
                 }
@@ -108,7 +178,7 @@ impl Worker {
                     next_search = next_search.max(Instant::now() + w);
                     Instant::now() + w
                 }
-                None if self.cfg.mode == StatusMode::Poll => next_list.min(next_search),
+                None if self.rec.cfg.mode == StatusMode::Poll => next_list.min(next_search),
                 None => next_search,
             };
             while Instant::now() < until && !stop.load(Ordering::SeqCst) {
@@ -125,9 +195,9 @@ impl Worker {
     /// Asks `search` about messages pending too long; the wait when the API failed.
     fn search_round(&mut self, stop: &AtomicBool) -> Option<Duration> {
         let now = chrono::Utc::now().timestamp_millis();
-        let after = self.cfg.search_after.as_millis() as i64;
+        let after = self.rec.cfg.search_after.as_millis() as i64;
         for _ in 0..SEARCHES_PER_ROUND {
-            let ids = match self.journal.ids_to_search(
+            let ids = match self.rec.journal.ids_to_search(
                 now - after,
                 now - after.max(1000),
                 SEARCH_CHUNK as u32,
@@ -139,56 +209,35 @@ impl Worker {
                     return Some(Duration::from_secs(10));
                 }
             };
-            match self.api.search(&ids, stop) {
-                Ok(updates) => {
+            let mut t = Totals::default();
+            let rec = &mut self.rec;
+            let got = self
+                .api
+                .search_each(&ids, stop, &mut |u| rec.apply(&u, "search", &mut t));
+            Recorder::log(&t, "search");
+            match got {
+                Ok(()) => {
                     self.ok();
-                    if self.record(&updates, "search").is_err() {
-                        return Some(Duration::from_secs(10));
-                    }
-                    if let Err(e) = self.journal.mark_searched(&ids) {
+                    if let Err(e) = self.rec.journal.mark_searched(&ids) {
                         tracing::error!(error = %e, "status poller: cannot write the journal");
                         return Some(Duration::from_secs(10));
                     }
                 }
+                Err(ApiError::NotRecorded(_)) => return Some(Duration::from_secs(10)),
                 Err(e) => return self.failed(&e),
             }
         }
         None
     }
 
-    fn record(&mut self, updates: &[StatusUpdate], from: &str) -> Result<(), ()> {
-        if updates.is_empty() {
-            return Ok(());
-        }
-        let cfg = &self.cfg;
-        let no_dlr = |c: &str| cfg.no_dlr(c);
-        match self.journal.apply_statuses(updates, &no_dlr) {
-            Ok(a) => {
-                if a.changed > 0 {
-                    let _ = self.wake.try_send(());
-                }
-                tracing::info!(
-                    from,
-                    statuses = updates.len(),
-                    matched = a.matched,
-                    changed = a.changed,
-                    not_ours = a.unknown.len(),
-                    "message statuses recorded"
-                );
-                Ok(())
-            }
-            Err(e) => {
-                // `list` will not return these again; `search` asks for them later.
-                tracing::error!(error = %e, from, "status poller: cannot record statuses; they are searched for again later");
-                Err(())
-            }
-        }
-    }
-
     fn ok(&mut self) {
         if self.auth_logged {
             tracing::info!("the status API accepts the credentials again");
             self.auth_logged = false;
+        }
+        if self.redirect_logged {
+            tracing::info!("the status API answers without a redirect again");
+            self.redirect_logged = false;
         }
     }
 
@@ -199,7 +248,7 @@ impl Worker {
         let wait = if e.backs_off() {
             self.api.backoff(e)
         } else {
-            self.cfg.poll
+            self.rec.cfg.poll
         };
         match e {
             ApiError::Unauthorized(..) if !self.auth_logged => {
@@ -207,6 +256,11 @@ impl Worker {
                 tracing::error!(error = %e, retry_in_secs = wait.as_secs(), "status API refused smsdrop");
             }
             ApiError::Unauthorized(..) => {}
+            ApiError::Redirect { .. } if !self.redirect_logged => {
+                self.redirect_logged = true;
+                tracing::error!(error = %e, retry_in_secs = wait.as_secs(), "status API redirected smsdrop elsewhere; not followed");
+            }
+            ApiError::Redirect { .. } => {}
             _ => {
                 tracing::warn!(error = %e, retry_in_secs = wait.as_secs(), "status API request failed")
             }

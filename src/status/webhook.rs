@@ -29,6 +29,7 @@ struct Hook {
     journal: Mutex<Journal>,
     token: Option<String>,
     cfg: StatusConfig,
+    zone: crate::config::Zone,
     wake: std::sync::mpsc::SyncSender<()>,
 }
 
@@ -38,6 +39,7 @@ struct Hook {
 /// When the journal cannot be opened or `webhook_token_env` names an unset variable.
 pub fn router(
     cfg: &StatusConfig,
+    zone: crate::config::Zone,
     state_dir: &Path,
     wake: std::sync::mpsc::SyncSender<()>,
 ) -> Result<Router, String> {
@@ -58,6 +60,7 @@ pub fn router(
         journal: Mutex::new(journal),
         token,
         cfg: cfg.clone(),
+        zone,
         wake,
     });
     Ok(Router::new()
@@ -115,7 +118,7 @@ async fn receive(
             return (StatusCode::BAD_REQUEST, format!("not JSON: {e}\n"));
         }
     };
-    let updates = match super::parse_statuses(&value) {
+    let updates = match super::parse_statuses(&value, hook.zone) {
         Ok(u) => u,
         Err(e) => {
             tracing::warn!("status webhook: refused a body: {e}");
