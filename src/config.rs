@@ -22,8 +22,8 @@ pub use status::{IdMode, StatusConfig, StatusMode, TokenSource, DEFAULT_API_URL}
 pub(crate) use template::Part as TemplatePart;
 pub use template::Template;
 pub use validate::{
-    BatchConfig, ColumnRef, Columns, Config, Delimiter, EncodingChoice, ExtraFields, HeaderChoice,
-    InputConfig, InvalidRows, Sanitize, SubaccountConfig, Zone, DELIMITERS,
+    BatchConfig, ColumnRef, Columns, Config, Delimiter, DuplicateRows, EncodingChoice, ExtraFields,
+    HeaderChoice, InputConfig, InvalidRows, Sanitize, SubaccountConfig, Zone, DELIMITERS,
 };
 
 use std::path::{Path, PathBuf};

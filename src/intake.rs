@@ -11,15 +11,18 @@ use crate::archive::{store_inputs, Origin};
 use crate::batch::BatchWriter;
 use crate::claim::{claim, open_range, Claimed};
 use crate::config::IdMode;
+use crate::convert::billing::Billing;
 use crate::convert::{convert, ConvertError, ConvertReport};
+use crate::convert::{RejectedRow, Row, RowSink};
 use crate::fsutil::{hash_file, hex, parent, sync_dir, sync_fs};
-use crate::journal::InsertError;
-use crate::journal::{Job, JobState, NewBatch, NewJob};
+use crate::journal::{row_key, BatchCache, Duplicate, Earlier, InsertError, Journal, RowKey};
+use crate::journal::{Job, JobState, JournalError, NewBatch, NewJob};
 use crate::spool::{spool_dir, spool_path};
 use crate::stage::{Ctx, StageError};
 use crate::status::ids::{read_messages, IdSink};
 use crate::upload::probe_sequences;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -154,6 +157,8 @@ enum Converted {
         consumed: u64,
         /// Its messages (a spool file), when message statuses are tracked.
         messages: Option<tempfile::NamedTempFile>,
+        /// What the row-level duplicate guard found, when it is on.
+        guard: Option<Guarded>,
     },
     Rejected {
         job: Job,
@@ -162,6 +167,8 @@ enum Converted {
         report: Option<ConvertReport>,
         /// Bytes read, when the whole file was read (it may then still be watched).
         consumed: Option<u64>,
+        /// The rows skipped as already sent, when that is why nothing is left to send.
+        guard: Option<Guarded>,
     },
     Vanished {
         job: Job,
@@ -181,8 +188,14 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
     let mut hashes_in_group: Vec<(String, String)> = vec![];
     let mut results = Vec::with_capacity(ids.len());
     let mut claim_failed = None;
+    let guard_on = row_guard(ctx.cfg);
+    if guard_on {
+        ctx.journal.prepare_remembered(since)?;
+    }
+    let mut sent_in_group: HashMap<RowKey, Earlier> = HashMap::new();
     for job in claim_all(ctx, ids, origin, &mut claim_failed)? {
-        let mut converted = convert_one(ctx, job)?;
+        let guard = guard_on.then_some((since, &sent_in_group));
+        let mut converted = convert_one(ctx, job, guard)?;
         // The duplicate guard, against the journal and against this group (a continuation of
         // late writes is part of an input already taken, never a duplicate).
         if let (Converted::Ready { job, hash, .. }, true) = (
@@ -215,9 +228,27 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                         why,
                         report: None,
                         consumed: None,
+                        guard: None,
                     };
                 }
                 None => hashes_in_group.push((hash.clone(), job.input_name.clone())),
+            }
+        }
+        let converted = every_row_sent_before(ctx, converted);
+        // Rows of this group count as recorded for upload for the inputs after it.
+        if let Converted::Ready {
+            job,
+            guard: Some(g),
+            ..
+        } = &converted
+        {
+            let at = ctx.clock.now();
+            for (key, line) in &g.sent {
+                sent_in_group.entry(*key).or_insert(Earlier {
+                    job: job.id,
+                    line: *line,
+                    at,
+                });
             }
         }
         results.push(converted);
@@ -280,9 +311,10 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                     report,
                     batches,
                     consumed,
+                    guard,
                     ..
                 } => {
-                    let json = serde_json::to_string(report).expect("reports always serialise");
+                    let json = report_json(report, guard.as_ref(), &ctx.cfg.batch.zone);
                     t.set_hash(job.id, hash)?;
                     t.set_consumed(job.id, *consumed, watch_until(ctx.cfg, ctx.clock, job))?;
                     t.set_counts(
@@ -297,6 +329,12 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                         job.id,
                         t.record_batches(job.id, &job.subaccount, day, batches)?,
                     ));
+                    // Recorded for upload with its batches: from now on these rows count as
+                    // sent for the guard, and a crash leaves both or neither.
+                    if let Some(g) = guard {
+                        t.remember_rows(job.id, ctx.clock.now(), &g.sent)?;
+                        t.set_duplicates(job.id, &g.dups)?;
+                    }
                 }
                 Converted::Rejected {
                     job,
@@ -304,6 +342,7 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                     why,
                     report,
                     consumed,
+                    guard,
                 } => {
                     if let Some(h) = hash {
                         t.set_hash(job.id, h)?;
@@ -312,8 +351,11 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                         t.set_consumed(job.id, *n, watch_until(ctx.cfg, ctx.clock, job))?;
                     }
                     if let Some(r) = report {
-                        let json = serde_json::to_string(r).expect("reports always serialise");
+                        let json = report_json(r, guard.as_ref(), &ctx.cfg.batch.zone);
                         t.set_counts(job.id, r.rows_read, r.rows_sent, r.rows_rejected, &json)?;
+                    }
+                    if let Some(g) = guard {
+                        t.set_duplicates(job.id, &g.dups)?;
                     }
                     t.set_job_state(job.id, JobState::Rejected, Some(why))?;
                 }
@@ -333,6 +375,21 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
     crate::crash::point("converted");
     for (id, n) in &names {
         tracing::info!(job = id, remote = ?n, "converted");
+    }
+    for c in &results {
+        if let Converted::Ready {
+            job,
+            guard: Some(g),
+            ..
+        } = c
+        {
+            tracing::info!(
+                job = job.id,
+                sent = g.sent.len(),
+                duplicate = g.dups.len(),
+                "duplicate guard: rows already sent are not sent again"
+            );
+        }
     }
     for c in &results {
         if let Converted::Rejected { job, why, .. } = c {
@@ -371,8 +428,14 @@ fn duplicate_reason(name: &str, id: i64, when: &str) -> String {
     )
 }
 
-/// Converts one job's input into spool files, hashing (and counting) its bytes on the way.
-fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
+/// Converts one job's input into spool files, hashing (and counting) its bytes on the way; with
+/// `guard` (the window's start, and the rows earlier inputs of this group send), rows already
+/// sent are skipped.
+fn convert_one(
+    ctx: &mut Ctx<'_>,
+    job: Job,
+    guard: Option<(chrono::DateTime<chrono::Utc>, &HashMap<RowKey, Earlier>)>,
+) -> Result<Converted, StageError> {
     let header = ctx.journal.carries_header(&job)?;
     // Without a view of the writer (`watch = "poll"`), a file still being written may end in the
     // middle of a row: read up to its last line break, and leave the rest to the late-write
@@ -403,6 +466,7 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
                 why,
                 report: None,
                 consumed: None,
+                guard: None,
             });
         }
     };
@@ -427,7 +491,36 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
     };
     let input_cfg = ctx.cfg.input_for(Some(&job.subaccount));
     let input = prefix.chain(hasher);
-    let (converted, messages) = match journal_id.as_deref() {
+    // The row guard sits in front of the writer (and of the correlation ids: a skipped row gets
+    // none and is not tracked).
+    let mut guarded = None;
+    let journal: &Journal = ctx.journal;
+    let line_offset = if guard.is_some() {
+        crate::report::line_offset(&job, header)
+    } else {
+        0
+    };
+    let run = |sink: &mut dyn RowSink| match guard {
+        Some((since, group)) => {
+            let mut g = Guard {
+                inner: sink,
+                journal,
+                subaccount: &job.subaccount,
+                since,
+                group,
+                cache: BatchCache::new(),
+                line_offset,
+                found: Guarded::default(),
+                billing: Billing::default(),
+                failed: None,
+            };
+            let r = convert(input, &input_cfg, &mut g);
+            guarded = Some((g.found, g.billing, g.failed));
+            r
+        }
+        None => convert(input, &input_cfg, sink),
+    };
+    let (mut converted, messages) = match journal_id.as_deref() {
         Some(jid) => {
             let max_rows = ctx.cfg.batch.max_rows_per_file;
             let record = status.tracks().then_some(spool.as_path());
@@ -440,11 +533,19 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
                 record,
             )
             .map_err(local)?;
-            let converted = convert(input, &input_cfg, &mut ids);
+            let converted = run(&mut ids);
             (converted, ids.finish().map_err(local)?)
         }
-        None => (convert(input, &input_cfg, &mut writer), None),
+        None => (run(&mut writer), None),
     };
+    let mut guard = None;
+    if let Some((found, billing, failed)) = guarded {
+        if let Some(e) = failed {
+            return Err(StageError::Journal(e));
+        }
+        guard = Some(found);
+        duplicates_not_sent(converted.as_mut().ok(), guard.as_ref(), billing);
+    }
     let report = match converted {
         Ok(r) => r,
         Err(ConvertError::Read(e)) if crate::fsutil::is_transient(&e) => {
@@ -461,6 +562,7 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
                 why,
                 report: None,
                 consumed: None,
+                guard: None,
             });
         }
         Err(ConvertError::Write(e)) => return Err(local(e)),
@@ -489,6 +591,7 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
             why,
             report: Some(report),
             consumed: whole.then_some(consumed),
+            guard: None,
         });
     }
     let mut batches = Vec::with_capacity(pending.len());
@@ -509,7 +612,140 @@ fn convert_one(ctx: &mut Ctx<'_>, job: Job) -> Result<Converted, StageError> {
         batches,
         consumed,
         messages,
+        guard,
     })
+}
+
+/// Whether the row-level duplicate guard is on: `[batch] duplicate_rows = "skip"` and a window
+/// (`[inbox] duplicate_days` above 0).
+fn row_guard(cfg: &crate::config::Config) -> bool {
+    cfg.batch.duplicate_rows == crate::config::DuplicateRows::Skip && cfg.inbox.duplicate_days > 0
+}
+
+/// What the row guard found in one input.
+#[derive(Debug, Default)]
+struct Guarded {
+    /// The rows handed on to be sent: key and line (as the result CSV numbers it), in order.
+    sent: Vec<(RowKey, u64)>,
+    /// The rows skipped, with where they went before.
+    dups: Vec<Duplicate>,
+}
+
+/// The row-level duplicate guard: a row whose key was sent before (or goes out with an
+/// earlier input of this group) is not handed on.
+struct Guard<'a> {
+    inner: &'a mut dyn RowSink,
+    journal: &'a Journal,
+    subaccount: &'a str,
+    since: chrono::DateTime<chrono::Utc>,
+    group: &'a HashMap<RowKey, Earlier>,
+    cache: BatchCache,
+    line_offset: u64,
+    found: Guarded,
+    /// What the skipped rows would have cost (taken off the report's totals).
+    billing: Billing,
+    failed: Option<JournalError>,
+}
+
+impl RowSink for Guard<'_> {
+    fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
+        let key = row_key(self.subaccount, row.number, row.text);
+        let earlier = match self.group.get(&key) {
+            Some(e) => Some(*e),
+            None => match self.journal.sent_before(&key, self.since, &mut self.cache) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.failed = Some(e);
+                    return Err(io::Error::other("the journal failed"));
+                }
+            },
+        };
+        match earlier {
+            Some(earlier) => {
+                self.found.dups.push(Duplicate {
+                    line: row.line,
+                    earlier,
+                });
+                self.billing.add(crate::convert::billing::cost(row.text));
+                Ok(())
+            }
+            None => {
+                self.found.sent.push((key, row.line + self.line_offset));
+                self.inner.row(row)
+            }
+        }
+    }
+
+    fn rejected(&mut self, row: &RejectedRow) -> io::Result<()> {
+        self.inner.rejected(row)
+    }
+}
+
+/// Takes the skipped rows off the report's sent rows and billing.
+fn duplicates_not_sent(report: Option<&mut ConvertReport>, g: Option<&Guarded>, skipped: Billing) {
+    let (Some(r), Some(g)) = (report, g) else {
+        return;
+    };
+    r.rows_sent = r.rows_sent.saturating_sub(g.dups.len() as u64);
+    let b = &mut r.billing;
+    b.gsm7_messages = b.gsm7_messages.saturating_sub(skipped.gsm7_messages);
+    b.ucs2_messages = b.ucs2_messages.saturating_sub(skipped.ucs2_messages);
+    b.concatenated_messages = b
+        .concatenated_messages
+        .saturating_sub(skipped.concatenated_messages);
+    b.parts = b.parts.saturating_sub(skipped.parts);
+}
+
+/// A job whose every row was already sent has nothing to send: rejected, saying where its rows
+/// went (the file-level guard, which says more, is asked first).
+fn every_row_sent_before(ctx: &Ctx<'_>, c: Converted) -> Converted {
+    match c {
+        Converted::Ready {
+            job,
+            hash,
+            report,
+            batches,
+            consumed,
+            guard: Some(g),
+            ..
+        } if batches.is_empty() && !g.dups.is_empty() => {
+            let why = format!(
+                "nothing to send: every row ({}) was already sent, the first {}; the result CSV                  lists each ([batch] duplicate_rows = \"send\" sends such rows again)",
+                g.dups.len(),
+                g.dups[0].reason(&ctx.cfg.batch.zone)
+            );
+            Converted::Rejected {
+                job,
+                hash: Some(hash),
+                why,
+                report: Some(report),
+                consumed: Some(consumed),
+                guard: Some(g),
+            }
+        }
+        c => c,
+    }
+}
+
+/// The conversion report as stored with the job, with the guard's findings: how many rows were
+/// skipped, and the first ones with where they went before.
+fn report_json(
+    report: &ConvertReport,
+    guard: Option<&Guarded>,
+    zone: &crate::config::Zone,
+) -> String {
+    let mut v = serde_json::to_value(report).expect("reports always serialise");
+    if let (Some(g), Some(map)) = (guard, v.as_object_mut()) {
+        map.insert("rows_duplicate".into(), g.dups.len().into());
+        let listed: Vec<serde_json::Value> = g
+            .dups
+            .iter()
+            .take(crate::convert::REPORT_DETAIL_LIMIT)
+            .map(|d| serde_json::json!({"line": d.line, "reason": d.reason(zone)}))
+            .collect();
+        map.insert("duplicate_rows".into(), listed.into());
+    }
+    v.to_string()
 }
 
 fn is_continuation(c: &Converted) -> bool {

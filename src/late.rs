@@ -12,19 +12,21 @@
 use crate::archive::{store_inputs, Origin};
 use crate::claim::{count_breaks, ends_a_line, next_line};
 use crate::config::LateWrites;
-use crate::journal::Job;
+use crate::journal::{Job, JobState};
 use crate::stage::{Ctx, StageError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-/// Appended parts seen growing: job → (size, since when).
+/// Appended parts seen growing: job → (size, since when); and the modification time at which
+/// each watched input's read bytes were last proven unchanged.
 #[derive(Debug, Default)]
 pub struct LateWatch {
     growing: HashMap<i64, (u64, Instant)>,
+    verified: HashMap<i64, SystemTime>,
 }
 
 impl LateWatch {
@@ -72,8 +74,8 @@ impl LateWatch {
     ) -> Result<Look, StageError> {
         let path = job.source().to_owned();
         let end = job.start_offset + job.consumed.unwrap_or(0);
-        let size = match std::fs::metadata(&path) {
-            Ok(m) => m.len(),
+        let (size, modified) = match std::fs::metadata(&path) {
+            Ok(m) => (m.len(), m.modified().ok()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let why = format!(
                     "{} disappeared while it was watched for late writes",
@@ -86,6 +88,19 @@ impl LateWatch {
         let over = job.watch_until.is_some_and(|t| ctx.clock.now() >= t);
         if size == end {
             self.growing.remove(&job.id);
+            // A rewrite in place keeps the size: the read bytes are hashed again whenever the
+            // file's modification time moved since they were last proven unchanged (and once
+            // after a start, when nothing is known).
+            if modified.is_none() || self.verified.get(&job.id) != modified.as_ref() {
+                let unchanged = hash_range(&path, job.start_offset, job.consumed.unwrap_or(0))
+                    .is_ok_and(|h| h == job.hash);
+                if !unchanged {
+                    return self.stop(ctx, job, Some(&rewritten(size)));
+                }
+                if let Some(m) = modified {
+                    self.verified.insert(job.id, m);
+                }
+            }
             return if over {
                 self.stop(ctx, job, None)
             } else {
@@ -116,6 +131,9 @@ impl LateWatch {
                        changed): nothing was sent again; check what the ERP meant to send and \
                        drop a new export if rows are missing";
             return self.stop(ctx, job, Some(why));
+        }
+        if job.state == JobState::Rejected && ctx.journal.duplicates(job.id)?.is_empty() {
+            return self.appended_to_rejected(ctx, job, end, size);
         }
         self.appended(ctx, job, &path, end, size, over)
     }
@@ -198,6 +216,28 @@ impl LateWatch {
         })
     }
 
+    /// Rows appended to an input rejected whole: it stays rejected, they are reported and never
+    /// sent (under `invalid_rows = "reject-file"` one bad row holds back the whole file, and a
+    /// continuation would send part of it).
+    fn appended_to_rejected(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        job: &Job,
+        end: u64,
+        size: u64,
+    ) -> Result<Look, StageError> {
+        let rows = count_breaks(job.source(), end, size).unwrap_or(0);
+        let why = format!(
+            "late write: {} bytes (about {rows} rows) were written to {} after smsdrop took it \
+             and were NOT sent: the input was rejected whole ({}), so it stays rejected; fix \
+             the export and drop it again as a new file",
+            size - end,
+            job.input_name,
+            job.reason.as_deref().unwrap_or("see its report")
+        );
+        self.stop(ctx, job, Some(&why))
+    }
+
     /// Ends a job's watch, recording why when something went wrong.
     fn stop(
         &mut self,
@@ -206,6 +246,7 @@ impl LateWatch {
         why: Option<&str>,
     ) -> Result<Look, StageError> {
         self.growing.remove(&job.id);
+        self.verified.remove(&job.id);
         ctx.journal.transaction(|t| {
             t.set_watch(job.id, None)?;
             match why {
@@ -222,6 +263,14 @@ impl LateWatch {
             Look::Nothing
         })
     }
+}
+
+fn rewritten(size: u64) -> String {
+    format!(
+        "the input was rewritten in place after smsdrop took it (same size, {size} bytes, but the \
+         bytes it had read changed): nothing was sent again; check what the ERP meant to send \
+         and drop a new export if rows changed"
+    )
 }
 
 /// True while the input's file waits in a claim folder (the archive is on another file system),

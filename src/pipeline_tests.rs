@@ -98,13 +98,18 @@ struct World {
 
 impl World {
     fn new(extra: &str) -> World {
+        World::with("", "", extra)
+    }
+
+    /// A world whose `[inbox]` and `[batch]` sections get `inbox` and `batch` added.
+    fn with(inbox: &str, batch: &str, extra: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
         let cfg_path = dir.path().join("smsdrop.toml");
         std::fs::write(
             &cfg_path,
             format!(
-                "[inbox]\ndir = \"inbox\"\n[batch]\nsubaccount = \"ACME\"\n\
-                 timezone = \"America/Sao_Paulo\"\nmax_rows_per_file = 2\n\
+                "[inbox]\ndir = \"inbox\"\n{inbox}\n[batch]\nsubaccount = \"ACME\"\n\
+                 timezone = \"America/Sao_Paulo\"\nmax_rows_per_file = 2\n{batch}\n\
                  [state]\ndir = \"state\"\n{extra}"
             ),
         )
@@ -146,7 +151,6 @@ impl World {
 
     /// Drops an input of `rows` rows into the inbox and takes it; returns its job id.
     fn take(&mut self, name: &str, rows: usize) -> i64 {
-        let path = self.dir.path().join("inbox").join(name);
         let mut s = String::from("celular;mensagem;id\n");
         for i in 0..rows {
             s.push_str(&format!(
@@ -154,13 +158,46 @@ impl World {
                 i + 1
             ));
         }
-        std::fs::write(&path, s).unwrap();
-        let input = Input {
-            path,
-            subaccount: Ok(None),
-        };
-        let ids = intake::take_all(&mut self.ctx(), &[input], Origin::Inbox).unwrap();
-        ids[0]
+        self.take_group(&[(name, s)])[0]
+    }
+
+    /// Drops inputs (name, content) into the inbox and takes them as one group.
+    fn take_group(&mut self, inputs: &[(&str, String)]) -> Vec<i64> {
+        let inputs: Vec<Input> = inputs
+            .iter()
+            .map(|(name, text)| {
+                let path = self.dir.path().join("inbox").join(name);
+                std::fs::write(&path, text).unwrap();
+                Input {
+                    path,
+                    subaccount: Ok(None),
+                }
+            })
+            .collect();
+        intake::take_all(&mut self.ctx(), &inputs, Origin::Inbox).unwrap()
+    }
+
+    /// Every row of the batch files on the server (any folder), header lines and EOF left out.
+    fn rows_on_server(&self) -> Vec<String> {
+        let mut rows = vec![];
+        for d in ["upload", "success", "error"] {
+            for n in self.server(d) {
+                let text = std::fs::read_to_string(self.dir.path().join("server").join(d).join(n))
+                    .unwrap();
+                rows.extend(
+                    text.lines()
+                        .filter(|l| *l != "EOF" && !l.starts_with("number;"))
+                        .map(str::to_owned),
+                );
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    fn result_csv(&self, id: i64) -> String {
+        let (_, csv) = report::report_paths(&self.cfg, &self.job(id));
+        std::fs::read_to_string(csv).unwrap()
     }
 
     /// One upload round; a server error is what the engine would retry.
@@ -215,6 +252,16 @@ impl World {
     fn spool(&self, id: i64, part: u32) -> PathBuf {
         spool::spool_path(&self.cfg, id, part)
     }
+}
+
+/// An export of `rows` (the ERP's invoice rows, the same number and text for the same index
+/// whatever the file's name); correlation ids name the file.
+fn export(tag: &str, rows: std::ops::Range<usize>) -> String {
+    let mut s = String::from("celular;mensagem;id\n");
+    for i in rows {
+        s.push_str(&format!("55119{:08};invoice {i} is due;{tag}-{i}\n", i + 1));
+    }
+    s
 }
 
 /// Part 2 of a 3-part job lands in `error/` while part 3 meets a transient upload error: the
@@ -679,4 +726,184 @@ fn message_tracking_counts_only_sent_files_and_gives_up_in_time() {
     assert_eq!(json["messages"]["failed_messages"][0]["line"], 2);
     // Nothing more to end.
     assert_eq!(crate::status::settle::settle(&mut w.ctx()).unwrap(), 0);
+}
+
+/// Issue 19, item 4: the ERP closed its export, then rewrote the same path with the same 5 rows
+/// plus 3 new ones. Only the 3 new rows go out; the 5 are reported as already sent, in the
+/// result CSV, the JSON report and the totals; an export of rows all sent before sends nothing.
+#[test]
+fn a_reexport_sends_only_the_new_rows() {
+    let mut w = World::new("");
+    let first = w.take_group(&[("open.csv", export("h1", 0..5))])[0];
+    w.upload().unwrap();
+    for n in w.names(first) {
+        w.gateway(&n, "success");
+    }
+    w.track_and_report();
+    let again = w.take_group(&[("open.csv", export("h2", 0..8))])[0];
+    let job = w.job(again);
+    assert_eq!(job.state, JobState::Converted, "{job:?}");
+    assert_eq!(job.rows_sent, 3);
+    w.upload().unwrap();
+    let rows = w.rows_on_server();
+    assert_eq!(rows.len(), 8, "5 + 3 rows, none twice: {rows:#?}");
+    for n in w.names(again) {
+        w.gateway(&n, "success");
+    }
+    w.track_and_report();
+    let csv = w.result_csv(again);
+    assert!(
+        csv.contains(
+            "2;5511900000001;h2-0;duplicate;already sent in job 1, line 2, on 2026-12-03;\n"
+        ),
+        "{csv}"
+    );
+    assert_eq!(csv.matches(";duplicate;").count(), 5, "{csv}");
+    assert_eq!(csv.matches(";succeeded;").count(), 3, "{csv}");
+    let (json, _) = report::report_paths(&w.cfg, &w.job(again));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(json["rows_duplicate"], 5, "{json:#}");
+    assert_eq!(json["rows_sent"], 3);
+    assert_eq!(
+        json["conversion"]["duplicate_rows"][4]["reason"],
+        "already sent in job 1, line 6, on 2026-12-03"
+    );
+    assert_eq!(w.journal.stats(0).unwrap().rows_duplicate, 5);
+    // Rows all sent before (in another order, so not the same file): nothing to send.
+    let mut text = export("h3", 6..8);
+    text.push_str(&export("h3", 0..2)["celular;mensagem;id\n".len()..]);
+    let third = w.take_group(&[("open.csv", text)])[0];
+    let job = w.job(third);
+    assert_eq!(job.state, JobState::Rejected);
+    assert!(
+        job.reason
+            .as_deref()
+            .unwrap()
+            .contains("every row (4) was already sent, the first already sent in job 2, line 8"),
+        "{job:?}"
+    );
+    w.track_and_report();
+    assert_eq!(w.result_csv(third).matches(";duplicate;").count(), 4);
+    assert_eq!(w.rows_on_server().len(), 8);
+}
+
+/// Two inputs with rows in common taken in one round: each row goes out once. The same export
+/// again after a restart (the journal opened anew) between conversion and upload: its rows are
+/// recorded for upload, so they count, and nothing is lost.
+#[test]
+fn rows_in_one_round_and_across_a_restart_go_out_once() {
+    let mut w = World::new("");
+    let ids = w.take_group(&[("a.csv", export("a", 0..4)), ("b.csv", export("b", 2..6))]);
+    assert_eq!(w.job(ids[0]).rows_sent, 4);
+    assert_eq!(w.job(ids[1]).rows_sent, 2, "rows 2 and 3 go with a.csv");
+    // A restart before anything was uploaded.
+    w.journal = Journal::open(&w.cfg.state.dir).unwrap();
+    let c = w.take_group(&[("c.csv", export("c", 0..7))])[0];
+    assert_eq!(w.job(c).rows_sent, 1, "only row 6 is new");
+    w.upload().unwrap();
+    let rows = w.rows_on_server();
+    let numbers: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r.split(';').next().unwrap()).collect();
+    assert_eq!((rows.len(), numbers.len()), (7, 7), "{rows:#?}");
+}
+
+/// `duplicate_rows = "send"` keeps sending every row; rows of a batch the gateway failed are
+/// not duplicates; rows older than `duplicate_days` are forgotten (and pruned).
+#[test]
+fn the_guard_can_be_off_skips_failed_rows_and_forgets_old_ones() {
+    let mut w = World::with("", "duplicate_rows = \"send\"", "");
+    w.take("a.csv", 2);
+    let again = w.take_group(&[("b.csv", export("b", 0..2)), ("c.csv", export("c", 0..2))]);
+    assert_eq!(w.job(again[1]).rows_sent, 2, "sent again");
+
+    let mut w = World::with("duplicate_days = 2", "", "");
+    let failed = w.take_group(&[("a.csv", export("a", 0..2))])[0];
+    w.upload().unwrap();
+    w.gateway(&w.names(failed)[0], "error");
+    w.track_and_report();
+    let after = w.take_group(&[("b.csv", export("b", 0..2))])[0];
+    assert_eq!(
+        w.job(after).rows_sent,
+        2,
+        "the failed rows were not delivered"
+    );
+    let later = w.clock.now() + chrono::TimeDelta::days(3);
+    w.set_clock(later);
+    assert_eq!(w.journal.remembered_size().unwrap().0, 4);
+    let old = w.take_group(&[("c.csv", export("c", 0..3))])[0];
+    assert_eq!(w.job(old).rows_sent, 3, "older than duplicate_days");
+    assert_eq!(w.journal.remembered_size().unwrap().0, 3, "pruned");
+}
+
+/// Issue 19, item 4: an input rejected whole (`invalid_rows = "reject-file"`) stays rejected:
+/// rows appended to it later are reported, never sent as a continuation.
+#[test]
+fn rows_appended_to_an_input_rejected_whole_are_reported_not_sent() {
+    let mut w = World::with(
+        "stable_secs = 0",
+        "",
+        "[input]\ninvalid_rows = \"reject-file\"\n",
+    );
+    let mut text = export("r", 0..2);
+    text.push_str("not a number;bad row;r-x\n");
+    let id = w.take_group(&[("r.csv", text)])[0];
+    let job = w.job(id);
+    assert_eq!(job.state, JobState::Rejected, "{job:?}");
+    assert!(job.watch_until.is_some(), "watched for late writes");
+    let claimed = job.claimed_path.clone().unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&claimed)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut f,
+        &export("r", 5..7).as_bytes()["celular;mensagem;id\n".len()..],
+    )
+    .unwrap();
+    drop(f);
+    let mut watch = crate::late::LateWatch::default();
+    let continued = watch.check(&mut w.ctx(), &|_| false).unwrap();
+    assert_eq!(continued, Vec::<i64>::new(), "no continuation");
+    let job = w.job(id);
+    assert_eq!(job.state, JobState::Rejected);
+    let late = job.late.unwrap_or_default();
+    assert!(
+        late.contains("were NOT sent: the input was rejected whole"),
+        "{late}"
+    );
+    assert!(job.watch_until.is_none(), "the watch ends");
+    assert!(w.rows_on_server().is_empty());
+}
+
+/// Issue 19, item 4: a rewrite in place of the same size after the pickup is seen (the read
+/// bytes hashed again) and reported on the job; nothing is sent again.
+#[test]
+fn a_same_size_rewrite_in_place_is_reported() {
+    let mut w = World::with("stable_secs = 0", "", "");
+    let id = w.take_group(&[("s.csv", export("s", 0..3))])[0];
+    let mut watch = crate::late::LateWatch::default();
+    assert!(watch.check(&mut w.ctx(), &|_| false).unwrap().is_empty());
+    assert_eq!(w.job(id).late, None, "unchanged: nothing to say");
+    let claimed = w.job(id).claimed_path.unwrap();
+    let before = std::fs::read(&claimed).unwrap();
+    let after = String::from_utf8(before.clone())
+        .unwrap()
+        .replace("invoice 1 is due", "invoice 1 is DUE");
+    assert_eq!(after.len(), before.len());
+    // A writer still holding the file rewrites it in place (same inode, same size).
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&claimed)
+        .unwrap();
+    std::io::Write::write_all(&mut f, after.as_bytes()).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(1))
+        .unwrap();
+    drop(f);
+    assert!(watch.check(&mut w.ctx(), &|_| false).unwrap().is_empty());
+    let job = w.job(id);
+    let late = job.late.unwrap_or_default();
+    assert!(late.contains("rewritten in place"), "{late:?}");
+    assert!(job.watch_until.is_none(), "the watch ends");
+    assert!(!job.reported, "its report is written again");
 }

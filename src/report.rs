@@ -87,7 +87,14 @@ fn report_one(ctx: &mut Ctx<'_>, job: &Job) -> Result<(), StageError> {
     let batches = ctx.journal.batches(job.id)?;
     let (json_path, csv_path) = report_paths(ctx.cfg, job);
     let header = ctx.journal.carries_header(job)?;
-    write_result_csv(ctx.cfg, job, &batches, &csv_path, header)
+    let zone = &ctx.cfg.batch.zone;
+    let duplicates = ctx
+        .journal
+        .duplicates(job.id)?
+        .into_iter()
+        .map(|d| (d.line, d.reason(zone)))
+        .collect();
+    write_result_csv(ctx.cfg, job, &batches, &csv_path, header, &duplicates)
         .map_err(|e| StageError::local(format!("writing {}", csv_path.display()), e))?;
     write_json(
         ctx.cfg,
@@ -141,6 +148,7 @@ pub fn write_json(
         "rows_read": job.rows_read,
         "rows_sent": job.rows_sent,
         "rows_rejected": job.rows_rejected,
+        "rows_duplicate": conversion.get("rows_duplicate").cloned().unwrap_or(0.into()),
         "remote_files": batches.iter().map(|b| json!({
             "name": b.name, "rows": b.rows, "bytes": b.bytes, "state": b.state,
             "uploaded_at": b.uploaded_at, "upload_attempts_failed": b.attempts, "last_error": b.last_error,
@@ -164,6 +172,7 @@ fn write_result_csv(
     batches: &[Batch],
     path: &Path,
     header: bool,
+    duplicates: &std::collections::HashMap<u64, String>,
 ) -> io::Result<()> {
     write_replacing(
         path,
@@ -171,6 +180,7 @@ fn write_result_csv(
             let mut sink = ResultSink {
                 out,
                 batches,
+                duplicates,
                 sent: 0,
                 job_reason: (job.state == JobState::Rejected)
                     .then(|| job.reason.clone().unwrap_or_default()),
@@ -266,6 +276,8 @@ fn status_of(state: JobState) -> &'static str {
 struct ResultSink<'a, W: Write> {
     out: W,
     batches: &'a [Batch],
+    /// Rows not sent because they were already sent (`[batch] duplicate_rows`), by line.
+    duplicates: &'a std::collections::HashMap<u64, String>,
     sent: u64,
     job_reason: Option<String>,
     /// Added to line numbers: a continuation's rows sit further down in the input.
@@ -274,6 +286,16 @@ struct ResultSink<'a, W: Write> {
 
 impl<W: Write> RowSink for ResultSink<'_, W> {
     fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
+        if let Some(why) = self.duplicates.get(&row.line) {
+            return writeln!(
+                self.out,
+                "{};{};{};duplicate;{};",
+                row.line + self.line_offset,
+                row.number,
+                csv_field(row.correlation_id),
+                csv_field(why)
+            );
+        }
         if let Some(why) = &self.job_reason {
             return writeln!(
                 self.out,

@@ -325,3 +325,61 @@ fn a_workbook_in_a_polled_inbox_is_read_whole() {
         assert_eq!(s.gateway.messages().get(id).copied(), Some(1), "{id}");
     }
 }
+
+/// Issue 19, item 4: the ERP exports "every open invoice" again. It closed its export, then,
+/// after the pickup, wrote the same path again with the same 5 rows plus 3 new ones: each row
+/// reaches the gateway once (before the fix, 13 rows: 5 twice), and the 5 are reported as
+/// already sent in the result CSV and the log.
+#[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
+fn an_export_written_again_with_new_rows_sends_each_row_once() {
+    let s = setup("notify", "");
+    let daemon = s.daemon();
+    let mut f = File::create(s.path("inbox/faturas.csv")).unwrap();
+    f.write_all(rows("E", 0, 5, true).as_bytes()).unwrap();
+    drop(f);
+    wait_for("the first export claimed", Duration::from_secs(30), || {
+        !s.path("inbox/faturas.csv").exists() && jobs(&s).len() == 1
+    });
+    // The next hour's export: the same open invoices and three new ones, same path.
+    let mut f = File::create(s.path("inbox/faturas.csv")).unwrap();
+    f.write_all(rows("E", 0, 8, true).as_bytes()).unwrap();
+    drop(f);
+    // Both jobs final: the second one's batch went through the gateway, so every row it sent
+    // has been counted.
+    let st = s.wait_final(2, Duration::from_secs(60));
+    assert!(stop(daemon).success());
+    once(&s, "E", 8);
+    assert_eq!(count(&s, "E"), 8, "{}", s.log());
+    let list = st["jobs"].as_array().unwrap();
+    assert!(list.iter().all(|j| j["state"] == "succeeded"), "{st:#}");
+    assert!(
+        s.log().contains("rows already sent are not sent again"),
+        "{}",
+        s.log()
+    );
+    let second = list
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    let csv = std::fs::read_dir(s.path("state/reports"))
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&format!("{second}-")) && n.ends_with(".result.csv")
+        })
+        .unwrap();
+    let csv = std::fs::read_to_string(csv.path()).unwrap();
+    assert_eq!(
+        csv.matches(";duplicate;already sent in job ").count(),
+        5,
+        "{csv}"
+    );
+    assert_eq!(csv.matches(";succeeded;").count(), 3, "{csv}");
+    println!("re-export of 5 rows plus 3 new: 8 of 8 rows once, 5 reported as already sent");
+}

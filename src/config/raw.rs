@@ -88,6 +88,7 @@ pub struct RawBatch {
     pub timezone: String,
     pub max_rows_per_file: i64,
     pub header_line: bool,
+    pub duplicate_rows: String,
 }
 
 impl Default for RawBatch {
@@ -97,6 +98,7 @@ impl Default for RawBatch {
             timezone: "local".into(),
             max_rows_per_file: 50_000,
             header_line: true,
+            duplicate_rows: "skip".into(),
         }
     }
 }

@@ -176,6 +176,19 @@ pub struct BatchConfig {
     pub max_rows_per_file: usize,
     /// Whether each batch file starts with `number;text;correlationId;`.
     pub header_line: bool,
+    /// What a row already sent (same subaccount, number and text, within `[inbox]
+    /// duplicate_days`) gets.
+    pub duplicate_rows: DuplicateRows,
+}
+
+/// `[batch] duplicate_rows`: a row whose number and text were already sent for its subaccount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DuplicateRows {
+    /// Not sent again; reported with where it went before (the ERP exporting "every open
+    /// invoice" each hour sends each message once).
+    Skip,
+    /// Sent again (each export is a new send).
+    Send,
 }
 
 /// A time zone: the machine's own or a named IANA zone.
@@ -438,6 +451,16 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         1..=1_000_000,
         "1 to 1000000 rows",
     )?;
+    let duplicate_rows = match b.duplicate_rows.as_str() {
+        "skip" => DuplicateRows::Skip,
+        "send" => DuplicateRows::Send,
+        other => {
+            return Err(bad(
+                "batch.duplicate_rows",
+                format!("{other:?} is not allowed; use \"skip\" or \"send\""),
+            ))
+        }
+    };
     Ok(Config {
         inbox: d.inbox,
         sftp: d.sftp,
@@ -467,6 +490,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
             zone,
             max_rows_per_file: max_rows_per_file as usize,
             header_line: b.header_line,
+            duplicate_rows,
         },
         subaccounts,
         source: path.to_owned(),
@@ -494,6 +518,9 @@ mod tests {
         assert_eq!(c.batch.max_rows_per_file, 50_000);
         assert!(c.batch.header_line);
         assert_eq!(c.batch.zone, Zone::Local);
+        assert_eq!(c.batch.duplicate_rows, DuplicateRows::Skip);
+        let c = parse("[batch]\nduplicate_rows = \"send\"").unwrap();
+        assert_eq!(c.batch.duplicate_rows, DuplicateRows::Send);
     }
 
     #[test]
@@ -543,6 +570,7 @@ mod tests {
             ("[batch]\nsubaccount = \"../etc\"", "batch.subaccount"),
             ("[batch]\ntimezone = \"Mars/Base\"", "batch.timezone"),
             ("[batch]\nmax_rows_per_file = 0", "batch.max_rows_per_file"),
+            ("[batch]\nduplicate_rows = \"drop\"", "batch.duplicate_rows"),
         ];
         for (text, key) in cases {
             let err = parse(text).unwrap_err();

@@ -7,6 +7,7 @@
 //! twice. It must never hold a secret.
 
 mod messages;
+mod remembered;
 mod schema;
 mod state;
 mod stats;
@@ -17,6 +18,7 @@ mod tx;
 pub use messages::{
     Applied, EachError, InsertError, Message, MessageCounts, NewMessage, StatusUpdate,
 };
+pub use remembered::{row_key, BatchCache, Duplicate, Earlier, RowKey};
 pub use schema::SCHEMA_VERSION;
 pub use state::{IllegalTransition, JobState, UnknownState};
 pub use stats::{Stats, JOB_STATES};
@@ -168,6 +170,9 @@ pub struct NewBatch {
 pub struct Journal {
     conn: Connection,
     path: PathBuf,
+    /// The rows already sent, in memory, once the duplicate guard first looked
+    /// ([`Journal::prepare_remembered`]).
+    rows: Option<remembered::RowIndex>,
 }
 
 fn now() -> i64 {
@@ -218,7 +223,11 @@ impl Journal {
         if let Err(newer) = migrate(&mut conn).map_err(err)? {
             return Err(err(newer_schema(newer)));
         }
-        Ok(Journal { conn, path })
+        Ok(Journal {
+            conn,
+            path,
+            rows: None,
+        })
     }
 
     /// Opens an existing journal for reading only (`smsdrop status`); `None` when there is none
@@ -249,7 +258,13 @@ impl Journal {
         }
         // An older schema is being upgraded by the daemon that owns it (or waits for one):
         // nothing to read yet, like a journal still being created.
-        Ok((tables > 0 && version == SCHEMA_VERSION).then_some(Journal { conn, path }))
+        Ok(
+            (tables > 0 && version == SCHEMA_VERSION).then_some(Journal {
+                conn,
+                path,
+                rows: None,
+            }),
+        )
     }
 
     /// This journal's random identity (message correlation ids are built on it).

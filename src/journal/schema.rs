@@ -109,6 +109,17 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE jobs ADD COLUMN tracking_until INTEGER;
      ALTER TABLE jobs ADD COLUMN tracking_done_at INTEGER;
      CREATE INDEX IF NOT EXISTS jobs_tracking ON jobs(tracking) WHERE tracking IS NOT NULL;",
+    // 5: the row-level duplicate guard: per batch, the keys (hash of subaccount, number, text)
+    // and input lines of its rows, packed (one journal row per batch file, pruned by age); per
+    // job, the rows skipped as already sent and where they went before.
+    "CREATE TABLE IF NOT EXISTS remembered (
+         batch_id INTEGER PRIMARY KEY,
+         at INTEGER NOT NULL,
+         rows BLOB NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS remembered_at ON remembered(at);
+     ALTER TABLE jobs ADD COLUMN rows_duplicate INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN duplicates BLOB;",
 ];
 
 /// The schema version this smsdrop writes.

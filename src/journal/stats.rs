@@ -25,6 +25,8 @@ pub struct Stats {
     pub jobs_today: BTreeMap<&'static str, u64>,
     pub rows_sent: u64,
     pub rows_rejected: u64,
+    /// Rows not sent because they were already sent (`[batch] duplicate_rows = "skip"`).
+    pub rows_duplicate: u64,
     pub batches_uploaded: u64,
     pub upload_bytes: u64,
     /// When the oldest job not yet final was created (ms), if any.
@@ -89,17 +91,19 @@ impl Journal {
                 s.jobs_today.insert(st.as_str(), today);
             }
         }
-        let (sent, rejected, oldest) = self
+        let (sent, rejected, oldest, duplicate) = self
             .query(
                 "SELECT coalesce(sum(rows_sent), 0), coalesce(sum(rows_rejected), 0), \
                  (SELECT min(created_at) FROM jobs WHERE state NOT IN \
-                   ('succeeded', 'failed', 'expired', 'rejected')) FROM jobs",
+                   ('succeeded', 'failed', 'expired', 'rejected')), \
+                 coalesce(sum(rows_duplicate), 0) FROM jobs",
                 [],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)? as u64,
                         r.get::<_, i64>(1)? as u64,
                         r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, i64>(3)? as u64,
                     ))
                 },
             )?
@@ -107,6 +111,7 @@ impl Journal {
             .next()
             .unwrap_or_default();
         (s.rows_sent, s.rows_rejected, s.oldest_pending_ms) = (sent, rejected, oldest);
+        s.rows_duplicate = duplicate;
         let (batches, bytes) = self
             .query(
                 "SELECT count(*), coalesce(sum(bytes), 0) FROM batches WHERE uploaded_at IS NOT NULL",

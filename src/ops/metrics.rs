@@ -51,6 +51,10 @@ fn describe() {
         "Jobs created today (the batch timezone's day), by their state now"
     );
     describe_counter!("smsdrop_rows_total", "Input rows sent or rejected");
+    describe_counter!(
+        "smsdrop_rows_duplicate_total",
+        "Input rows not sent because they were already sent ([batch] duplicate_rows)"
+    );
     describe_counter!("smsdrop_batches_uploaded_total", "Batch files uploaded");
     describe_counter!(
         "smsdrop_upload_bytes_total",
@@ -128,6 +132,7 @@ pub fn render(
     }
     counter!("smsdrop_rows_total", "outcome" => "sent").absolute(s.rows_sent);
     counter!("smsdrop_rows_total", "outcome" => "rejected").absolute(s.rows_rejected);
+    counter!("smsdrop_rows_duplicate_total").absolute(s.rows_duplicate);
     counter!("smsdrop_batches_uploaded_total").absolute(s.batches_uploaded);
     counter!("smsdrop_upload_bytes_total").absolute(s.upload_bytes);
     let oldest = s

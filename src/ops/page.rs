@@ -164,6 +164,17 @@ fn state_badge(state: &str) -> Markup {
 struct Rejected {
     rows_rejected: u64,
     rejected: Vec<RejectedRow>,
+    /// Rows not sent because they were already sent (`[batch] duplicate_rows`).
+    #[serde(default)]
+    rows_duplicate: u64,
+    #[serde(default)]
+    duplicate_rows: Vec<DuplicateRow>,
+}
+
+#[derive(Deserialize)]
+struct DuplicateRow {
+    line: u64,
+    reason: String,
 }
 
 #[derive(Deserialize)]
@@ -329,7 +340,8 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
                         @if let Some(r) = &job.reason { dt { "Reason" } dd { (mask_text(r)) } }
             dt { "Input" } dd { (job.input_path.display()) }
             dt { "Subaccount" } dd { (job.subaccount) }
-            dt { "Rows" } dd { (job.rows_read) " read, " (job.rows_sent) " sent, " (job.rows_rejected) " rejected" }
+            dt { "Rows" } dd { (job.rows_read) " read, " (job.rows_sent) " sent, " (job.rows_rejected) " rejected"
+                @if let Some(c) = conversion.as_ref().filter(|c| c.rows_duplicate > 0) { ", " (c.rows_duplicate) " already sent (not sent again)" } }
             dt { "SHA-256" } dd { code { (job.hash) } }
             dt { "Created (UTC)" } dd { (time(job.created_at)) }
             dt { "Updated (UTC)" } dd { (time(job.updated_at)) }
@@ -362,6 +374,14 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
                 @if (c.rejected.len() as u64) < c.rows_rejected { p { "(the first " (c.rejected.len()) " of " (c.rows_rejected) "; the JSON report has the result CSV with all)" } }
             }
             _ => { p { "None." } }
+        }
+        @if let Some(c) = conversion.as_ref().filter(|c| !c.duplicate_rows.is_empty()) {
+            h2 { "Rows already sent" }
+            div.scroll { table id="duplicates" {
+                thead { tr { th { "Line" } th { "Not sent again: why" } } }
+                tbody { @for d in &c.duplicate_rows { tr { td.n { (d.line) } td { (d.reason) } } } }
+            } }
+            @if (c.duplicate_rows.len() as u64) < c.rows_duplicate { p { "(the first " (c.duplicate_rows.len()) " of " (c.rows_duplicate) "; the result CSV lists all)" } }
         }
         @if !failed.is_empty() {
             h2 { "Failed messages" }
