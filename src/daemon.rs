@@ -110,6 +110,8 @@ pub struct Engine {
     ignored: Option<HashSet<PathBuf>>,
     /// What `/healthz` reports.
     health: Arc<crate::ops::Health>,
+    /// Runs the outcome hooks the stages queue, beside the engine (none without a hook).
+    hooks: Option<crate::hooks::Runner>,
 }
 
 impl Engine {
@@ -148,6 +150,7 @@ impl Engine {
         })?;
         let (hint_tx, hints) = std::sync::mpsc::sync_channel(16);
         let now = Instant::now();
+        let hooks = crate::hooks::Runner::start(&cfg);
         Ok(Engine {
             cfg,
             journal,
@@ -167,6 +170,7 @@ impl Engine {
             late: LateWatch::default(),
             ignored: None,
             health: Arc::default(),
+            hooks,
         })
     }
 
@@ -700,7 +704,16 @@ impl Engine {
                 }
             }
         }
-        self.wait_for(&ids, wait, progress)
+        let jobs = self.wait_for(&ids, wait, progress);
+        self.drain_hooks();
+        jobs
+    }
+
+    /// A one-shot command ends with the hooks its jobs queued run (each within its timeout).
+    fn drain_hooks(&self) {
+        if let Some(h) = &self.hooks {
+            h.drain();
+        }
     }
 
     /// `smsdrop send` after the daemon it handed `queued` files to went away: takes the queue
@@ -722,7 +735,9 @@ impl Engine {
                 ids.push(j.id);
             }
         }
-        self.wait_for(&ids, wait, progress)
+        let jobs = self.wait_for(&ids, wait, progress);
+        self.drain_hooks();
+        jobs
     }
 
     /// Delivers until every job of `ids` is done (see [`job_done`]) or the engine is stopped.

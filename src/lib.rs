@@ -11,7 +11,8 @@
 //! - [`archive`]: where inputs go once recorded (moved or copied, made durable first).
 //! - [`upload`]: each batch on the server once: temp name, size check, no-clobber rename.
 //! - [`track`]: `success/` and `error/` listings to batch and job outcomes.
-//! - [`report`]: JSON and `.result.csv` per finished job, the outcome hook.
+//! - [`report`]: JSON and `.result.csv` per finished job.
+//! - [`hooks`]: the outcome hook, queued durably and run beside the engine.
 //! - [`status`]: message-level statuses: correlation ids, the status API poller, the webhook,
 //!   and the stage that ends a job's tracking with its `.delivery.csv`.
 //!
@@ -50,6 +51,7 @@ pub mod crash;
 pub mod daemon;
 pub mod fsutil;
 pub mod handoff;
+pub mod hooks;
 pub mod http;
 pub mod intake;
 pub mod journal;

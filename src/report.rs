@@ -3,22 +3,18 @@
 //! Per job, under `[report] dir`: `<id>-<input>.json` (input, hash, subaccount, counts, rejected
 //! rows with reasons, remote files, state history with times) and `<id>-<input>.result.csv`, one
 //! line per input row (`line;number;correlation_id;status;reason;remote_file`) for the ERP to
-//! import. Then the `on_outcome` hook runs once. Reports never hold a secret.
+//! import. Then the `on_outcome` hook is queued (`hooks`). Reports never hold a secret.
 
-use crate::config::{Auth, Config};
+use crate::config::Config;
 use crate::convert::{convert, RejectedRow, Row, RowSink};
 use crate::fsutil::{sync_dir, sync_fs, write_replacing};
+pub use crate::hooks::Event;
 use crate::journal::{Batch, Job, JobState, Journal, Message};
 use crate::stage::{Ctx, StageError};
 use serde_json::json;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
-
-/// How long the outcome hook may run.
-const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a job's per-message outcomes go when its tracking ends.
 pub fn delivery_path(cfg: &Config, job: &Job) -> PathBuf {
@@ -36,7 +32,7 @@ pub fn report_paths(cfg: &Config, job: &Job) -> (PathBuf, PathBuf) {
     )
 }
 
-/// Writes the reports of every finished job not yet reported, runs the hook, and removes the
+/// Writes the reports of every finished job not yet reported, queues the hook, and removes the
 /// job's spool files. Returns the jobs reported.
 ///
 /// # Errors
@@ -106,7 +102,7 @@ fn report_one(ctx: &mut Ctx<'_>, job: &Job) -> Result<(), StageError> {
         false,
     )?;
     crate::crash::point("reported");
-    run_hook(ctx.cfg, job, &json_path, &csv_path, Event::File);
+    queue_hook(ctx.cfg, job, &json_path, &csv_path, Event::File)?;
     // Spool files go only with batches that succeeded: a failed or expired batch's file is what
     // `smsdrop retry` sends again (and what a late outcome is compared with).
     for b in batches.iter().filter(|b| b.state == JobState::Succeeded) {
@@ -362,88 +358,39 @@ pub(crate) fn csv_field(s: &str) -> String {
     }
 }
 
-/// Why the outcome hook runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// The job's file outcome is known (`SMSDROP_EVENT=file`).
-    File,
-    /// The job's message tracking ended (`SMSDROP_EVENT=delivery`).
-    Delivery,
-}
-
-/// Runs `[report] on_outcome` once, with the outcome in its environment and no secret in it.
-pub(crate) fn run_hook(cfg: &Config, job: &Job, json: &Path, csv: &Path, event: Event) {
-    let Some((cmd, args)) = cfg.report.on_outcome.split_first() else {
-        return;
-    };
-    let mut c = Command::new(cmd);
-    c.args(args)
-        .env("SMSDROP_JOB_ID", job.id.to_string())
-        .env("SMSDROP_OUTCOME", job.state.as_str())
-        .env("SMSDROP_INPUT", &job.input_name)
-        .env("SMSDROP_SUBACCOUNT", &job.subaccount)
-        .env("SMSDROP_REPORT", json)
-        .env("SMSDROP_RESULT_CSV", csv)
-        .env(
-            "SMSDROP_EVENT",
-            match event {
-                Event::File => "file",
-                Event::Delivery => "delivery",
-            },
-        )
-        .stdin(std::process::Stdio::null());
-    if let Some(sftp) = &cfg.sftp {
-        match &sftp.auth {
-            Auth::PasswordEnv(v) => {
-                c.env_remove(v);
-            }
-            Auth::Key {
-                passphrase_env: Some(v),
-                ..
-            } => {
-                c.env_remove(v);
-            }
-            _ => {}
-        }
-    }
-    // Nor the status API's token or the webhook's secret.
-    if let Some(crate::config::TokenSource::Env(v)) = &cfg.status.token {
-        c.env_remove(v);
-    }
-    if let Some(v) = &cfg.status.webhook_token_env {
-        c.env_remove(v);
-    }
+/// Queues the outcome hook for `job` (run beside the engine by [`crate::hooks::Runner`]) with
+/// the outcome in its environment.
+///
+/// # Errors
+/// When the queue file cannot be written (the job is reported again in a later round).
+pub(crate) fn queue_hook(
+    cfg: &Config,
+    job: &Job,
+    json: &Path,
+    csv: &Path,
+    event: Event,
+) -> Result<(), StageError> {
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut env = vec![
+        ("SMSDROP_JOB_ID", job.id.to_string()),
+        ("SMSDROP_OUTCOME", job.state.as_str().to_owned()),
+        ("SMSDROP_INPUT", job.input_name.clone()),
+        ("SMSDROP_SUBACCOUNT", job.subaccount.clone()),
+        ("SMSDROP_REPORT", path(json)),
+        ("SMSDROP_RESULT_CSV", path(csv)),
+    ];
     if event == Event::Delivery {
-        c.env("SMSDROP_DELIVERY_CSV", delivery_path(cfg, job));
+        env.push(("SMSDROP_DELIVERY_CSV", path(&delivery_path(cfg, job))));
     }
-    let mut child = match c.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            tracing::warn!(command = %cmd, error = %e, "on_outcome hook could not start");
-            return;
-        }
-    };
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return,
-            Ok(Some(status)) => {
-                tracing::warn!(command = %cmd, %status, "on_outcome hook failed");
-                return;
-            }
-            Ok(None) if start.elapsed() > HOOK_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                tracing::warn!(command = %cmd, "on_outcome hook killed after {}s", HOOK_TIMEOUT.as_secs());
-                return;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => {
-                tracing::warn!(command = %cmd, error = %e, "on_outcome hook: wait failed");
-                return;
-            }
-        }
-    }
+    crate::hooks::queue(cfg, job.id, event, env).map_err(|e| {
+        StageError::local(
+            format!(
+                "queueing the hook in {}",
+                crate::hooks::queue_dir(cfg).display()
+            ),
+            e,
+        )
+    })
 }
 
 /// The most failed messages listed one by one in a JSON report.

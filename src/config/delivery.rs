@@ -126,6 +126,7 @@ impl Default for RawState {
 pub struct RawReport {
     pub dir: Option<String>,
     pub on_outcome: Vec<String>,
+    pub hook_timeout_secs: i64,
     pub log_format: String,
     pub log_level: String,
 }
@@ -135,6 +136,7 @@ impl Default for RawReport {
         RawReport {
             dir: None,
             on_outcome: vec![],
+            hook_timeout_secs: 60,
             log_format: "text".into(),
             log_level: "info".into(),
         }
@@ -267,6 +269,8 @@ pub struct ReportConfig {
     pub dir: PathBuf,
     /// Command and arguments run once per finished job.
     pub on_outcome: Vec<String>,
+    /// How long one run of the hook may take before its process group is killed.
+    pub hook_timeout: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -515,7 +519,15 @@ pub(super) fn validate(raw: Raw, path: &Path) -> Result<Validated, ConfigError> 
             "the first element is the command to run".into(),
         ));
     }
+    let hook_timeout = ranged(
+        &bad,
+        "report.hook_timeout_secs",
+        r.hook_timeout_secs,
+        1..=3600,
+        "1 to 3600 seconds",
+    )?;
     let report = ReportConfig {
+        hook_timeout: Duration::from_secs(hook_timeout),
         dir: r
             .dir
             .as_deref()

@@ -5,7 +5,7 @@
 
 use crate::fsutil::{sync_dir, sync_fs, write_replacing};
 use crate::journal::{EachError, Job, Journal, Message};
-use crate::report::{delivery_path, line_offset, report_paths, run_hook, write_json, Event};
+use crate::report::{delivery_path, line_offset, queue_hook, report_paths, write_json, Event};
 use crate::stage::{Ctx, StageError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::io::{self, Write};
@@ -39,10 +39,10 @@ pub fn settle(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
     sync_fs(dir)
         .and_then(|()| sync_dir(dir))
         .map_err(|e| StageError::local(format!("syncing {}", dir.display()), e))?;
-    // As for file outcomes, the hook runs before the record: at least once per job.
+    // As for file outcomes, the hook is queued before the record: at least once per job.
     for job in &ended {
         let (json, csv) = report_paths(ctx.cfg, job);
-        run_hook(ctx.cfg, job, &json, &csv, Event::Delivery);
+        queue_hook(ctx.cfg, job, &json, &csv, Event::Delivery)?;
     }
     ctx.journal.transaction(|t| {
         for job in &ended {
