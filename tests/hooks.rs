@@ -63,12 +63,12 @@ fn a_hook_that_never_ends_holds_up_neither_uploads_nor_the_watchdog() {
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut child = run_watched(&s, &sock_path);
-    for n in 0..20 {
-        s.drop_in(&format!("e{n:02}.csv"), export(n));
-    }
+    // The first export's hook hangs; the 19 others are dropped once it does.
+    s.drop_in("e00.csv", export(0));
     let mut pings = vec![];
     let mut buf = [0u8; 4096];
     let start = Instant::now();
+    let mut hung_at = None;
     let mut done = false;
     let mut next_status = Instant::now();
     while start.elapsed() < Duration::from_secs(120) {
@@ -77,11 +77,23 @@ fn a_hook_that_never_ends_holds_up_neither_uploads_nor_the_watchdog() {
                 pings.push(start.elapsed());
             }
         }
-        if Instant::now() >= next_status {
+        if hung_at.is_none() && s.path("started.log").exists() {
+            hung_at = Some(Instant::now());
+            for n in 1..20 {
+                s.drop_in(&format!("e{n:02}.csv"), export(n));
+            }
+        }
+        if Instant::now() >= next_status && hung_at.is_some() {
             next_status = Instant::now() + Duration::from_secs(1);
             let st = s.status();
             let jobs = st["jobs"].as_array().unwrap();
-            if jobs.len() == 20 && jobs.iter().all(|j| j["state"] == "succeeded") {
+            let reports = std::fs::read_dir(s.path("state/reports")).map_or(0, |d| d.count());
+            // Every job uploaded and reported, and the watchdog watched for 10 s of the hang.
+            if jobs.len() == 20
+                && jobs.iter().all(|j| j["state"] == "succeeded")
+                && reports >= 40
+                && hung_at.is_some_and(|t| t.elapsed() > Duration::from_secs(10))
+            {
                 done = true;
                 break;
             }

@@ -41,7 +41,42 @@ pub fn init_logging(cfg: &Config) {
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
     let _ = match cfg.report.log_format {
+        // JSON strings escape every control character already.
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(escaped_fields()).try_init(),
     };
+}
+
+/// Text-log fields with every control character escaped: a file name holding a line break or a
+/// terminal escape (`a\nERROR forged.csv`) cannot start a log line of its own or recolour one.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let raw = format!("{value:?}");
+        let shown = escape_controls(&raw);
+        if field.name() == "message" {
+            w.write_str(&shown)
+        } else {
+            write!(w, "{}={shown}", field.name())
+        }
+    })
+    .delimited(" ")
+}
+
+/// `s` with control characters (line breaks, escapes, C1 codes) written as `\n`, `\x1b`, ...
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
