@@ -211,6 +211,63 @@ fn a_failed_job_is_retried_by_decision() {
     assert_eq!(s.run(&["retry", &id, "--yes"]).status.code(), Some(2));
 }
 
+/// Eight operators (or scripts) run `retry JOB --yes` at once: one records the retry, the seven
+/// others are refused and use no sequence number (each used to succeed and burn one).
+#[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
+fn concurrent_retries_of_one_job_record_one() {
+    let mut s = Setup::new(Login::Key);
+    s.gateway.stop();
+    s.gateway = gateway(&s, |b| b.fail_every(1));
+    let daemon = s.daemon();
+    s.drop_in("a.csv", rows("K", 4));
+    s.wait_final(1, Duration::from_secs(30));
+    assert!(stop(daemon).success());
+    let j = job(&s, "a.csv");
+    assert_eq!(j["state"], "failed");
+    let id = j["id"].as_i64().unwrap().to_string();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            s.command(&["retry", &id, "--yes"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        ok,
+        1,
+        "{}",
+        outs.iter().map(show).collect::<Vec<_>>().join("\n")
+    );
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert_eq!(o.status.code(), Some(2), "{}", show(o));
+    }
+    s.gateway.stop();
+    s.gateway = gateway(&s, |b| b);
+    let daemon = s.daemon();
+    s.wait_final(1, Duration::from_secs(30));
+    assert!(stop(daemon).success());
+    once(&s, "K", 4);
+    // The failed file was number 01; its one retry is 02, not 09.
+    let today = s.today();
+    assert_eq!(
+        s.remote("success"),
+        vec![format!("ACME.{today}.02.txt")],
+        "error/: {:?}",
+        s.remote("error")
+    );
+}
+
 /// Case 4: with the gateway stopped the job expires saying its file is still in `upload/`;
 /// when the gateway resumes and delivers it, the job and its result file say `succeeded`.
 #[test]
@@ -278,7 +335,10 @@ fn a_lost_journal_is_loud_and_recoverable() {
     );
     let status = s.run(&["status"]);
     assert!(!status.status.success());
-    assert!(String::from_utf8_lossy(&status.stderr).contains("smsdrop recover"));
+    let said = String::from_utf8_lossy(&status.stderr);
+    assert!(said.contains("smsdrop recover"), "{said}");
+    // Said once, not repeated down the error chain.
+    assert_eq!(said.matches("the journal is missing").count(), 1, "{said}");
     let check = s.run(&["check"]);
     assert!(
         String::from_utf8_lossy(&check.stdout).contains("FAIL  journal"),

@@ -150,7 +150,12 @@ pub fn retry(cfg: &Config, job_id: i64, yes: bool) -> Result<Outcome, DecideErro
         ));
     }
     let day = cfg.batch.zone.today();
+    // Under the journal's write lock: a second `retry` of the same job that got this far too
+    // finds the job no longer failed and records nothing (no sequence number is used).
     let renamed = journal.transaction(|t| {
+        if !matches!(t.job_state(job_id)?, JobState::Failed | JobState::Expired) {
+            return Ok(None);
+        }
         let mut renamed = vec![];
         for b in &again {
             t.set_batch_state(b.id, JobState::Converted, None)?;
@@ -163,8 +168,14 @@ pub fn retry(cfg: &Config, job_id: i64, yes: bool) -> Result<Outcome, DecideErro
         }
         t.set_job_state(job_id, JobState::Uploading, Some("retried by the operator"))?;
         t.unreport(job_id)?;
-        Ok(renamed)
+        Ok(Some(renamed))
     })?;
+    let Some(renamed) = renamed else {
+        return Err(DecideError::Refused(format!(
+            "job {job_id} was retried meanwhile (another `smsdrop retry`?): nothing recorded; \
+             see `smsdrop status {job_id}`"
+        )));
+    };
     let _ = writeln!(
         std::io::stdout().lock(),
         "job {job_id}: {} batch file(s) ({rows} rows) will be sent again as {} by the daemon",

@@ -33,11 +33,12 @@ use std::path::{Path, PathBuf};
 
 /// A journal operation failed: the disk or the database is in trouble; the daemon stops.
 #[derive(Debug, thiserror::Error)]
-#[error("journal {path}: {source}")]
+// The cause is in the message, not also a `source()`: printed as a chain (`{:#}`) it would
+// say the same sentence twice.
+#[error("journal {path}: {cause}")]
 pub struct JournalError {
     path: PathBuf,
-    #[source]
-    source: rusqlite::Error,
+    cause: rusqlite::Error,
 }
 
 impl JournalError {
@@ -45,7 +46,7 @@ impl JournalError {
     pub fn missing(path: &Path, why: &str) -> JournalError {
         JournalError {
             path: path.to_owned(),
-            source: rusqlite::Error::ToSqlConversionFailure(why.to_owned().into()),
+            cause: rusqlite::Error::ToSqlConversionFailure(why.to_owned().into()),
         }
     }
 
@@ -53,7 +54,7 @@ impl JournalError {
     /// stopping (SQLite rolled the transaction back; the journal is intact).
     pub fn is_disk_problem(&self) -> bool {
         matches!(
-            self.source.sqlite_error_code(),
+            self.cause.sqlite_error_code(),
             Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
         )
     }
@@ -62,7 +63,7 @@ impl JournalError {
     /// later, not a reason to stop).
     pub fn is_busy(&self) -> bool {
         matches!(
-            self.source.sqlite_error_code(),
+            self.cause.sqlite_error_code(),
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
         )
     }
@@ -197,7 +198,10 @@ fn read_only_connection(dir: &Path) -> Result<Option<(Connection, PathBuf)>> {
         });
     match conn {
         Ok(conn) => Ok(Some((conn, path))),
-        Err(source) => Err(JournalError { path, source }),
+        Err(source) => Err(JournalError {
+            path,
+            cause: source,
+        }),
     }
 }
 
@@ -210,7 +214,7 @@ impl Journal {
         let path = dir.join("journal.db");
         let err = |source| JournalError {
             path: path.clone(),
-            source,
+            cause: source,
         };
         let mut conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
@@ -241,7 +245,7 @@ impl Journal {
         };
         let err = |source| JournalError {
             path: path.clone(),
-            source,
+            cause: source,
         };
         let tables: i64 = conn
             .query_row(
@@ -292,7 +296,10 @@ impl Journal {
         };
         conn.query_row("PRAGMA user_version", [], |r| r.get(0))
             .map(Some)
-            .map_err(|source| JournalError { path, source })
+            .map_err(|source| JournalError {
+                path,
+                cause: source,
+            })
     }
 
     /// SQLite's quick integrity check: `"ok"`, or what is wrong.
@@ -327,7 +334,7 @@ impl Journal {
     fn err(&self, source: rusqlite::Error) -> JournalError {
         JournalError {
             path: self.path.clone(),
-            source,
+            cause: source,
         }
     }
 
@@ -342,7 +349,7 @@ impl Journal {
         let path = self.path.clone();
         let err = |source| JournalError {
             path: path.clone(),
-            source,
+            cause: source,
         };
         // IMMEDIATE: the write lock is taken at the start, so a writer on another connection
         // (the status webhook, the poller) makes this wait (busy timeout) instead of failing
@@ -368,7 +375,7 @@ impl Journal {
         let path = self.path.clone();
         let err = |source| JournalError {
             path: path.clone(),
-            source,
+            cause: source,
         };
         self.conn
             .pragma_update(None, "synchronous", "NORMAL")

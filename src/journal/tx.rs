@@ -44,6 +44,14 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// A job's state as this transaction sees it (decisions re-check it under the write lock).
+    pub fn job_state(&mut self, job_id: i64) -> rusqlite::Result<JobState> {
+        self.tx
+            .query_row("SELECT state FROM jobs WHERE id = ?1", [job_id], |r| {
+                r.get(0)
+            })
+    }
+
     /// Moves a job to `state`, with a reason for the history and the job.
     pub fn set_job_state(
         &mut self,
