@@ -710,7 +710,8 @@ fn every_row_sent_before(ctx: &Ctx<'_>, c: Converted) -> Converted {
             ..
         } if batches.is_empty() && !g.dups.is_empty() => {
             let why = format!(
-                "nothing to send: every row ({}) was already sent, the first {}; the result CSV                  lists each ([batch] duplicate_rows = \"send\" sends such rows again)",
+                "nothing to send: every row ({}) was already sent, the first {}; the result CSV \
+                 lists each ([batch] duplicate_rows = \"send\" sends such rows again)",
                 g.dups.len(),
                 g.dups[0].reason(&ctx.cfg.batch.zone)
             );
