@@ -103,13 +103,18 @@ impl World {
 
     /// A world whose `[inbox]` and `[batch]` sections get `inbox` and `batch` added.
     fn with(inbox: &str, batch: &str, extra: &str) -> World {
+        let rows = if batch.contains("max_rows_per_file") {
+            ""
+        } else {
+            "max_rows_per_file = 2\n"
+        };
         let dir = tempfile::tempdir().unwrap();
         let cfg_path = dir.path().join("smsdrop.toml");
         std::fs::write(
             &cfg_path,
             format!(
                 "[inbox]\ndir = \"inbox\"\n{inbox}\n[batch]\nsubaccount = \"ACME\"\n\
-                 timezone = \"America/Sao_Paulo\"\nmax_rows_per_file = 2\n{batch}\n\
+                 timezone = \"America/Sao_Paulo\"\n{rows}{batch}\n\
                  [state]\ndir = \"state\"\n{extra}"
             ),
         )
@@ -906,4 +911,79 @@ fn a_same_size_rewrite_in_place_is_reported() {
     assert!(late.contains("rewritten in place"), "{late:?}");
     assert!(job.watch_until.is_none(), "the watch ends");
     assert!(!job.reported, "its report is written again");
+}
+
+/// The figures in the README ("Duplicate rows: cost"): a 100,000-row export taken and uploaded
+/// (to the local stand-in server) with `duplicate_rows = "send"`, with the guard and nothing
+/// remembered, and with the guard and 1,000,000 rows remembered; the median of 5 runs each, and
+/// what remembering costs in the journal and in memory. Not a timed assertion: run it with
+/// `cargo test --release --lib remembered_rows_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: run with --release --ignored --nocapture"]
+fn remembered_rows_cost() {
+    use std::time::Instant;
+    const ROWS: usize = 100_000;
+    let run = |batch: &str, remembered: u64| -> (Vec<f64>, String) {
+        let mut times = vec![];
+        let mut note = String::new();
+        for round in 0..5 {
+            let mut w = World::with("", &format!("max_rows_per_file = 50000\n{batch}"), "");
+            if remembered > 0 {
+                let now = w.clock.now();
+                let (before, after) = w
+                    .journal
+                    .remember_made_up(remembered / 50_000, 50_000, now)
+                    .unwrap();
+                let t = Instant::now();
+                w.journal
+                    .prepare_remembered(w.cfg.inbox.duplicate_since(now))
+                    .unwrap();
+                let load = t.elapsed();
+                let (n, heap) = w.journal.remembered_size().unwrap();
+                if round == 0 {
+                    note = format!(
+                        "journal +{:.1} bytes per remembered row ({} rows, {:.1} MB); index in \
+                         memory {:.1} bytes per row ({:.1} MB), loaded in {:.0} ms",
+                        (after - before) as f64 / n as f64,
+                        n,
+                        (after - before) as f64 / 1e6,
+                        heap as f64 / n as f64,
+                        heap as f64 / 1e6,
+                        load.as_secs_f64() * 1000.0
+                    );
+                }
+            }
+            let text = export(&format!("x{round}"), 0..ROWS);
+            let t = Instant::now();
+            let id = w.take_group(&[("big.csv", text)])[0];
+            w.upload().unwrap();
+            times.push(t.elapsed().as_secs_f64());
+            assert_eq!(w.job(id).rows_sent, ROWS as u64);
+        }
+        times.sort_by(f64::total_cmp);
+        (times, note)
+    };
+    let (send, _) = run("duplicate_rows = \"send\"", 0);
+    let (empty, _) = run("", 0);
+    let (full, note) = run("", 1_000_000);
+    let med = |v: &[f64]| v[v.len() / 2];
+    println!("100,000-row export, taken and uploaded (median of 5, seconds):");
+    println!(
+        "  duplicate_rows = \"send\":              {:.3}  {send:.3?}",
+        med(&send)
+    );
+    println!(
+        "  \"skip\", nothing remembered:           {:.3}  {empty:.3?}",
+        med(&empty)
+    );
+    println!(
+        "  \"skip\", 1,000,000 rows remembered:    {:.3}  {full:.3?}",
+        med(&full)
+    );
+    println!(
+        "  1M remembered vs none: {:+.1}%; guard vs send: {:+.1}%",
+        (med(&full) / med(&empty) - 1.0) * 100.0,
+        (med(&empty) / med(&send) - 1.0) * 100.0
+    );
+    println!("  {note}");
 }

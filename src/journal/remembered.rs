@@ -378,6 +378,49 @@ impl Tx<'_> {
     }
 }
 
+impl super::Journal {
+    /// Remembers `batches` batch files of `rows` made-up rows each (keys no export has), as
+    /// recorded at `at`; returns the journal's size in bytes before and after. For the
+    /// benchmark of the guard.
+    #[cfg(test)]
+    pub(crate) fn remember_made_up(
+        &mut self,
+        batches: u64,
+        rows: u64,
+        at: DateTime<Utc>,
+    ) -> Result<(u64, u64)> {
+        let size = |j: &Self| -> Result<u64> {
+            j.conn
+                .query_row(
+                    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n as u64)
+                .map_err(|e| j.err(e))
+        };
+        let before = size(self)?;
+        self.transaction(|t| {
+            for b in 0..batches {
+                let mut packed = Vec::with_capacity((rows as usize) * PACKED);
+                for r in 0..rows {
+                    packed.extend_from_slice(&row_key("made-up", &b.to_string(), &r.to_string()));
+                    packed.extend_from_slice(&(r as u32 + 2).to_le_bytes());
+                }
+                t.tx.execute(
+                    "INSERT INTO remembered (batch_id, at, rows) VALUES (?1, ?2, ?3)",
+                    params![1_000_000_000 + b as i64, at.timestamp_millis(), packed],
+                )?;
+            }
+            Ok(())
+        })?;
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(|e| self.err(e))?;
+        Ok((before, size(self)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
