@@ -63,6 +63,24 @@ pub(super) fn describe(e: &ssh2::Error) -> String {
     }
 }
 
+/// A request the server refused (the session is fine). SFTP v3 has no "disk full" status: a
+/// refused write says only "failure", so the message says what it may mean.
+pub(super) fn refusal(op: &'static str, path: &str, message: String) -> RemoteError {
+    let message = if matches!(op, "write" | "close" | "create") {
+        format!(
+            "{message} (the server refused to store the file: its disk may be full or the \
+             account over its quota; ask the gateway's support)"
+        )
+    } else {
+        message
+    };
+    RemoteError::Op {
+        op,
+        path: path.to_owned(),
+        message,
+    }
+}
+
 pub(super) fn local_error(local: &Path, temp: &str, e: &io::Error) -> RemoteError {
     RemoteError::Op {
         op: "upload",

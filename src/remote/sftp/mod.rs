@@ -30,23 +30,19 @@ mod hostkey;
 mod many;
 mod pipe;
 mod session;
+mod steps;
 
 pub use auth::check_secret_permissions;
 pub use hostkey::{accept_new_host_key, host_key_status, HostKeyStatus};
 
 use super::{Remote, RemoteError, Upload};
 use crate::config::SftpConfig;
-use crate::fsutil::read_full;
-use errors::{describe, local_error, no_such_file, session_lost, ERROR_FILE};
+use errors::{describe, no_such_file, refusal, session_lost, ERROR_FILE};
 use session::{connect, target, Conn};
-use ssh2::{ErrorCode, MethodType, OpenFlags, OpenType, RenameFlags, Sftp};
+use ssh2::{ErrorCode, MethodType, Sftp};
 use std::fmt;
-use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
-
-/// Upload write size: libssh2 pipelines one big write into many packets (2x faster than 32 KiB).
-const CHUNK: usize = 1 << 20;
 
 /// The SFTP client: one session, opened lazily, reused, dropped on connection failure.
 pub struct SftpRemote {
@@ -158,20 +154,7 @@ impl SftpRemote {
             tracing::warn!(server = %target(&self.cfg), op, path, error = %message, "session lost");
             self.connect_error(format!("{op} {path}: connection lost: {message}"))
         } else {
-            // SFTP v3 has no "disk full" status: a refused write says only "failure".
-            let message = if matches!(op, "write" | "close" | "create") {
-                format!(
-                    "{message} (the server refused to store the file: its disk may be full or \
-                     the account over its quota; ask the gateway's support)"
-                )
-            } else {
-                message
-            };
-            RemoteError::Op {
-                op,
-                path: path.to_owned(),
-                message,
-            }
+            refusal(op, path, message)
         }
     }
 
@@ -179,50 +162,6 @@ impl SftpRemote {
         RemoteError::Connect {
             target: target(&self.cfg),
             message,
-        }
-    }
-
-    /// Creates `temp` and copies `local` into it; returns the bytes sent.
-    fn write_temp(
-        &mut self,
-        local: &mut fs::File,
-        local_path: &Path,
-        temp: &str,
-    ) -> Result<u64, RemoteError> {
-        let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
-        let opened =
-            self.sftp("create", temp)?
-                .open_mode(Path::new(temp), flags, 0o644, OpenType::File);
-        let mut remote = opened.map_err(|e| self.fail("create", temp, &e))?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut sent = 0u64;
-        loop {
-            let n = read_full(local, &mut buf).map_err(|e| local_error(local_path, temp, &e))?;
-            if n == 0 {
-                break;
-            }
-            if let Err(e) = remote.write_all(&buf[..n]) {
-                return Err(self.fail_io("write", temp, &e));
-            }
-            sent += n as u64;
-            // A long upload is progress, not a hang (systemd's watchdog, /healthz).
-            crate::liveness::progress();
-        }
-        remote.close().map_err(|e| self.fail("close", temp, &e))?;
-        Ok(sent)
-    }
-
-    /// Renames `temp` to `dest` without overwriting: SFTP v3 sends no flags and OpenSSH then
-    /// refuses a rename onto an existing name, which is what we want.
-    fn rename_no_clobber(&mut self, temp: &str, dest: &str) -> Result<(), RemoteError> {
-        let flags = Some(RenameFlags::ATOMIC | RenameFlags::NATIVE);
-        let renamed = self
-            .sftp("rename", dest)?
-            .rename(Path::new(temp), Path::new(dest), flags);
-        match renamed {
-            Ok(()) => Ok(()),
-            Err(e) if session_lost(&e) => Err(self.fail("rename", dest, &e)),
-            Err(e) => Err(self.rename_refused(temp, dest, &describe(&e))),
         }
     }
 }
@@ -306,50 +245,32 @@ impl Remote for SftpRemote {
         dest: &str,
         before_rename: &mut dyn FnMut() -> Result<(), RemoteError>,
     ) -> Result<u64, RemoteError> {
-        let mut file = fs::File::open(local).map_err(|e| local_error(local, temp, &e))?;
-        let expected = file
-            .metadata()
-            .map_err(|e| local_error(local, temp, &e))?
-            .len();
-        // A stale temp file from an interrupted attempt is truncated by the open; only when the
-        // open itself fails (e.g. something odd under that name) is it removed and tried again.
-        let first = self.write_temp(&mut file, local, temp);
-        let first = match first {
-            Err(RemoteError::Op { op: "create", .. }) if self.connected() => {
-                self.remove(temp)?;
-                file = fs::File::open(local).map_err(|e| local_error(local, temp, &e))?;
-                self.write_temp(&mut file, local, temp)
-            }
-            other => other,
+        let files = [Upload {
+            local: local.to_owned(),
+            temp: temp.to_owned(),
+            dest: dest.to_owned(),
+        }];
+        let mut results = [None];
+        self.sftp("upload", temp)?;
+        let ran = match &self.conn {
+            Some(conn) => steps::run(
+                &mut steps::OneAtATime::new(&conn.sftp, &conn.link.session),
+                &files,
+                &mut |_| before_rename(),
+                &mut results,
+            ),
+            None => Err("no session".into()),
         };
-        let sent = match first {
-            Ok(sent) => sent,
-            Err(e) => {
-                if self.connected() {
-                    let _ = self.remove(temp);
-                }
-                return Err(e);
-            }
-        };
-        let remote_size = self.size(temp)?;
-        if sent != expected || remote_size != Some(sent) {
-            self.remove(temp)?;
-            let message = format!(
-                "size mismatch: local file {} had {expected} bytes, sent {sent}, server has {}",
-                local.display(),
-                remote_size.map_or_else(|| "no file".to_owned(), |s| s.to_string())
-            );
-            return Err(RemoteError::Op {
-                op: "upload",
-                path: temp.to_owned(),
-                message,
-            });
+        let [result] = results;
+        // A failed channel drops the session, whatever became of the file.
+        let lost = ran
+            .err()
+            .map(|message| self.fail_with("upload", temp, true, message));
+        match (result, lost) {
+            (Some(r), _) => r,
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(self.connect_error(format!("upload {temp}: not attempted"))),
         }
-        crate::crash::point("temp-uploaded");
-        before_rename()?;
-        self.rename_no_clobber(temp, dest)?;
-        crate::crash::point("renamed");
-        Ok(sent)
     }
 
     fn upload_many(
