@@ -206,6 +206,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_machines_trouble_is_transient() {
+        use rustix::io::Errno;
+        let os = |e: Errno| io::Error::from_raw_os_error(e.raw_os_error());
+        for e in [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOMEM,
+            Errno::IO,
+            Errno::STALE,
+        ] {
+            assert!(is_transient(&os(e)), "{e:?}");
+        }
+        for e in [Errno::ACCESS, Errno::ISDIR, Errno::NAMETOOLONG, Errno::LOOP] {
+            assert!(!is_transient(&os(e)), "{e:?}");
+        }
+        assert!(!is_transient(&io::Error::from(io::ErrorKind::InvalidData)));
+    }
+
+    #[test]
     fn durable_write_replaces_and_leaves_no_temp() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("r.json");
