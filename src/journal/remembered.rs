@@ -70,14 +70,15 @@ impl Duplicate {
     }
 }
 
-/// Every remembered key, in memory: `slots` (open addressing, linear probing) point into
-/// `keys`; a key remembered twice (a batch that failed, then sent again) has two entries.
+/// Every remembered key, in memory: `slots` (open addressing, linear probing) hold a tag (4
+/// more bytes of the key, so a miss rarely reads `keys`) and an index into `keys`; a key
+/// remembered twice (a batch that failed, then sent again) has two entries.
 #[derive(Debug, Default)]
 pub(super) struct RowIndex {
     keys: Vec<(RowKey, u32, u32)>,
     /// Batch ids, by the index `keys` holds.
     batches: Vec<i64>,
-    slots: Vec<u32>,
+    slots: Vec<u64>,
     /// The highest batch id loaded.
     loaded_to: i64,
     /// Entries whose journal rows were pruned (rebuilt once they are half the index).
@@ -106,7 +107,7 @@ impl RowIndex {
         while self.slots[i] != 0 {
             i = (i + 1) & mask;
         }
-        self.slots[i] = at;
+        self.slots[i] = (u64::from(tag(&key)) << 32) | u64::from(at);
     }
 
     fn grow(&mut self) {
@@ -127,12 +128,15 @@ impl RowIndex {
             self.slot_of(key)
         };
         std::iter::from_fn(move || loop {
-            let at = *self.slots.get(i)?;
-            if at == 0 {
+            let slot = *self.slots.get(i)?;
+            if slot == 0 {
                 return None;
             }
             i = (i + 1) & mask;
-            let (k, b, line) = &self.keys[at as usize - 1];
+            if (slot >> 32) as u32 != tag(key) {
+                continue;
+            }
+            let (k, b, line) = &self.keys[(slot as u32) as usize - 1];
             if k == key {
                 return Some((self.batches[*b as usize], *line));
             }
@@ -142,9 +146,14 @@ impl RowIndex {
     /// Bytes the index holds, for the README's figures.
     fn heap_bytes(&self) -> usize {
         self.keys.capacity() * std::mem::size_of::<(RowKey, u32, u32)>()
-            + self.slots.capacity() * 4
+            + self.slots.capacity() * 8
             + self.batches.capacity() * 8
     }
+}
+
+/// Bytes 8..12 of a key (the slot is chosen by bytes 0..8).
+fn tag(key: &RowKey) -> u32 {
+    u32::from_le_bytes([key[8], key[9], key[10], key[11]])
 }
 
 /// What a lookup learned about a batch: the job it belongs to and when it was remembered, when
