@@ -142,7 +142,7 @@ pub fn copy_durable(from: &Path, to: &Path) -> io::Result<()> {
 pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
     match std::fs::rename(from, to) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+        Err(e) if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::XDEV) => {
             copy_durable(from, to)?;
             std::fs::remove_file(from)?;
             sync_dir(parent(from))

@@ -41,6 +41,8 @@
 //!   for trying smsdrop on one machine without gateway credentials.
 //! - `main.rs`: argument parsing, tracing, exit codes only.
 
+#![forbid(unsafe_code)]
+
 pub mod archive;
 pub mod batch;
 pub mod claim;

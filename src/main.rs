@@ -1,6 +1,8 @@
 //! The `smsdrop` binary: parses arguments, starts logging, loads config, calls the library and maps
 //! the result to an exit code. No business rules here.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod generate;
 

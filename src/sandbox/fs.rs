@@ -114,7 +114,9 @@ fn io_status(e: &io::Error) -> StatusReply {
         io::ErrorKind::NotFound => StatusCode::NoSuchFile,
         io::ErrorKind::PermissionDenied => StatusCode::PermissionDenied,
         // O_NOFOLLOW met a symlink created after the path was checked.
-        _ if e.raw_os_error() == Some(libc::ELOOP) => StatusCode::PermissionDenied,
+        _ if rustix::io::Errno::from_io_error(e) == Some(rustix::io::Errno::LOOP) => {
+            StatusCode::PermissionDenied
+        }
         _ => StatusCode::Failure,
     };
     code.with_message(e.to_string())
@@ -147,7 +149,7 @@ fn open_options(flags: OpenFlags, mode: u32) -> fs::OpenOptions {
         .append(flags.contains(OpenFlags::APPEND))
         .truncate(flags.contains(OpenFlags::TRUNCATE))
         .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW);
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
     if flags.contains(OpenFlags::CREATE) {
         if flags.contains(OpenFlags::EXCLUDE) {
             o.create_new(true);
