@@ -65,7 +65,7 @@ pub struct SandboxArgs {
 
 fn parse_delay(s: &str) -> Result<Duration, String> {
     crate::config::parse_duration(s)
-        .ok_or_else(|| format!("{s:?} is not a duration: use e.g. 2s, 30s, 1m"))
+        .map_err(|_| format!("{s:?} is not a duration: use e.g. 2s, 30s, 1m"))
 }
 
 impl SandboxArgs {

@@ -275,19 +275,32 @@ pub struct ReportConfig {
     pub log_level: String,
 }
 
-/// Parses `90s`, `30m`, `24h`, `7d` (or a bare number of seconds).
-pub fn parse_duration(s: &str) -> Option<Duration> {
+/// Why a duration could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadDuration {
+    /// Not written as a duration.
+    Syntax,
+    /// Written as one, but too long for any clock.
+    TooLong,
+}
+
+/// Parses `90s`, `30m`, `24h`, `7d`, `1h 30m` (humantime's syntax), or a bare number of
+/// seconds.
+///
+/// # Errors
+/// [`BadDuration`] saying whether the text is no duration or one too long.
+pub fn parse_duration(s: &str) -> Result<Duration, BadDuration> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| BadDuration::TooLong);
+    }
+    humantime::parse_duration(s).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => BadDuration::TooLong,
+        _ => BadDuration::Syntax,
+    })
 }
 
 /// The range of `[track] give_up_after`, in seconds: one second to 30 days.
@@ -301,22 +314,13 @@ fn validate_give_up_after(
     let key = "track.give_up_after";
     let out_of_range = || bad(key, format!("{text:?} is out of range; use 1s to 30d"));
     match parse_duration(text) {
-        Some(d) if GIVE_UP_AFTER_SECS.contains(&d.as_secs()) => Ok(d),
-        Some(_) => Err(out_of_range()),
-        // Written as a duration, but too many digits for any clock.
-        None if is_duration_syntax(text) => Err(out_of_range()),
-        None => Err(bad(
+        Ok(d) if GIVE_UP_AFTER_SECS.contains(&d.as_secs()) => Ok(d),
+        Ok(_) | Err(BadDuration::TooLong) => Err(out_of_range()),
+        Err(BadDuration::Syntax) => Err(bad(
             key,
             format!("{text:?} is not a duration; use e.g. \"90m\", \"24h\", \"2d\""),
         )),
     }
-}
-
-/// Digits and an optional unit, the shape [`parse_duration`] reads, whatever the size.
-fn is_duration_syntax(s: &str) -> bool {
-    let s = s.trim();
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    digits > 0 && ["", "s", "m", "h", "d"].contains(&s[digits..].trim())
 }
 
 /// Checks a whole-number key against its documented range. TOML integers may be negative, so
@@ -647,13 +651,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172_800)));
-        assert_eq!(parse_duration("15"), Some(Duration::from_secs(15)));
-        for bad in ["", "h", "1w", "-1h", "1.5h"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        for bad in ["", "h", "-1h", "soon", "5 parsecs"] {
+            assert_eq!(parse_duration(bad), Err(BadDuration::Syntax), "{bad}");
+        }
+        for long in ["99999999999999999999", "99999999999999999999d"] {
+            assert_eq!(parse_duration(long), Err(BadDuration::TooLong), "{long}");
         }
     }
 
@@ -715,8 +724,8 @@ mod tests {
                  use 1s to 30d",
             ),
             (
-                "[track]\ngive_up_after = \"1w\"",
-                "key `track.give_up_after`: \"1w\" is not a duration; use e.g. \"90m\", \"24h\", \"2d\"",
+                "[track]\ngive_up_after = \"soon\"",
+                "key `track.give_up_after`: \"soon\" is not a duration; use e.g. \"90m\", \"24h\", \"2d\"",
             ),
             (
                 "[batch]\nmax_rows_per_file = -5",

@@ -221,7 +221,7 @@ pub(super) fn validate(
     )?;
     let dur = |key: &str, v: &str, max_secs: u64| -> Result<Duration, ConfigError> {
         match parse_duration(v) {
-            Some(d) if d.as_secs() <= max_secs => Ok(d),
+            Ok(d) if d.as_secs() <= max_secs => Ok(d),
             _ => Err(bad(
                 key,
                 format!(
