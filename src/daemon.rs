@@ -80,6 +80,18 @@ impl Stopper {
     }
 }
 
+/// The waits after a transient server failure: 1 s, doubling to [`MAX_BACKOFF`]; started afresh
+/// after a success.
+fn reconnect_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(MAX_BACKOFF)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
+
 /// The engine and everything it owns.
 pub struct Engine {
     cfg: Config,
@@ -90,7 +102,7 @@ pub struct Engine {
     hint_tx: SyncSender<()>,
     /// When the server may be tried again, and the current wait.
     remote_at: Instant,
-    backoff: Duration,
+    backoff: backon::ExponentialBackoff,
     last_remote_use: Instant,
     /// Log in before there is anything to send (at start, and after a keepalive found the
     /// session gone), so a file dropped into an idle daemon does not wait for a login.
@@ -159,7 +171,7 @@ impl Engine {
             hints,
             hint_tx,
             remote_at: now,
-            backoff: Duration::ZERO,
+            backoff: reconnect_backoff(),
             last_remote_use: now,
             warm_up_due: true,
             fail_fast: false,
@@ -263,11 +275,10 @@ impl Engine {
             Err(StageError::Remote(e)) => {
                 crate::ops::metrics::sftp_connected(false);
                 let wait = if e.is_transient() {
-                    (self.backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF)
+                    self.backoff.next().unwrap_or(MAX_BACKOFF)
                 } else {
                     OPERATOR_BACKOFF
                 };
-                self.backoff = wait;
                 self.remote_at = Instant::now() + wait;
                 if e.is_transient() {
                     tracing::warn!(error = %e, retry_in_secs = wait.as_secs(), "server unavailable");
@@ -318,7 +329,7 @@ impl Engine {
             let stop = self.shutdown.clone();
             let r = upload::upload_pending(&mut self.ctx(), &stop);
             if matches!(r, Ok(n) if n > 0) {
-                self.backoff = Duration::ZERO;
+                self.backoff = reconnect_backoff();
                 self.last_remote_use = Instant::now();
                 crate::ops::metrics::sftp_connected(true);
             }
@@ -327,7 +338,7 @@ impl Engine {
         if track_due && self.remote_ready() && !self.stopping() {
             let r = track::poll_listed(&mut self.ctx());
             if let Ok((_, listed)) = r {
-                self.backoff = Duration::ZERO;
+                self.backoff = reconnect_backoff();
                 self.last_remote_use = Instant::now();
                 if listed {
                     crate::ops::metrics::sftp_connected(true);
