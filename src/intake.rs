@@ -14,7 +14,7 @@ use crate::config::IdMode;
 use crate::convert::billing::Billing;
 use crate::convert::{convert, ConvertError, ConvertReport};
 use crate::convert::{RejectedRow, Row, RowSink};
-use crate::fsutil::{hash_file, hex, parent, sync_dir, sync_fs};
+use crate::fsutil::{hash_file, parent, sync_dir, sync_fs};
 use crate::journal::{row_key, BatchCache, Duplicate, Earlier, InsertError, Journal, RowKey};
 use crate::journal::{Job, JobState, JournalError, NewBatch, NewJob};
 use crate::spool::{spool_dir, spool_path};
@@ -872,7 +872,7 @@ struct Digester {
 impl Digester {
     fn finish(&mut self) -> String {
         let h = self.sha.take().unwrap_or_default();
-        hex(&h.finalize())
+        hex::encode(h.finalize())
     }
 }
 

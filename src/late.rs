@@ -299,7 +299,7 @@ fn hash_range(path: &Path, start: u64, len: u64) -> io::Result<String> {
     if copied != len {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    Ok(crate::fsutil::hex(&h.finalize()))
+    Ok(hex::encode(h.finalize()))
 }
 
 struct HashWriter<'a>(&'a mut Sha256);

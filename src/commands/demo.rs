@@ -223,7 +223,7 @@ pub fn run(dir: Option<&Path>) -> Result<Outcome, DemoError> {
 fn random_password() -> std::io::Result<String> {
     let mut bytes = [0u8; 16];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(bytes))
 }
 
 /// Polls the journal until `count` jobs are final and reported, or the time runs out.

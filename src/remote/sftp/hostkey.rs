@@ -17,6 +17,8 @@ use super::errors::describe;
 use super::session::{handshake, target};
 use crate::config::SftpConfig;
 use crate::remote::RemoteError;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::Engine as _;
 use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, Session};
 use std::fs;
 use std::io::{self, Write};
@@ -88,7 +90,7 @@ pub(super) fn host_key(cfg: &SftpConfig, session: &Session) -> Result<HostKey, R
     Ok(HostKey {
         key: key.to_vec(),
         kind,
-        fingerprint: format!("SHA256:{}", base64_unpadded(hash)),
+        fingerprint: format!("SHA256:{}", STANDARD_NO_PAD.encode(hash)),
     })
 }
 
@@ -195,7 +197,7 @@ fn known_hosts_line(line: &str) -> KnownHostsLine<'_> {
 /// inside the blob, as OpenSSH requires.
 fn revoked_at(text: &str, blob: &[u8]) -> Option<usize> {
     let blob_type = blob_key_type(blob)?;
-    let encoded = base64_padded(blob);
+    let encoded = STANDARD.encode(blob);
     text.lines()
         .position(|line| {
             matches!(
@@ -329,57 +331,9 @@ fn key_type_name(kind: HostKeyType) -> &'static str {
     }
 }
 
-/// Standard base64 with `=` padding, as OpenSSH writes keys in known_hosts.
-fn base64_padded(bytes: &[u8]) -> String {
-    let mut out = base64_unpadded(bytes);
-    out.extend(std::iter::repeat_n('=', (3 - bytes.len() % 3) % 3));
-    out
-}
-
-/// Standard base64 without `=` padding, as OpenSSH prints fingerprints.
-fn base64_unpadded(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(char::from(ABC[(n >> (18 - 6 * i)) as usize & 63]));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_without_padding() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg"),
-            ("fo", "Zm8"),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg"),
-            ("fooba", "Zm9vYmE"),
-        ];
-        for (input, want) in cases {
-            assert_eq!(base64_unpadded(input.as_bytes()), want, "{input:?}");
-        }
-        assert_eq!(base64_unpadded(&[0xfb, 0xff]), "+/8");
-    }
-
-    #[test]
-    fn base64_padded_pads_to_whole_quanta() {
-        for (input, want) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v")] {
-            assert_eq!(base64_padded(input.as_bytes()), want, "{input:?}");
-        }
-    }
 
     /// An SSH public key blob: the type name, then `fill` as the key (ed25519-shaped).
     fn blob(key_type: &str, fill: u8) -> Vec<u8> {
@@ -441,8 +395,8 @@ mod tests {
     #[test]
     fn a_revoked_line_names_the_key_whatever_its_hosts() {
         let key = blob("ssh-ed25519", 7);
-        let b64 = base64_padded(&key);
-        let other = base64_padded(&blob("ssh-ed25519", 8));
+        let b64 = STANDARD.encode(&key);
+        let other = STANDARD.encode(blob("ssh-ed25519", 8));
         assert_eq!(revoked_at("", &key), None);
         let plain = format!("[gw]:2222 ssh-ed25519 {b64}\n");
         assert_eq!(
