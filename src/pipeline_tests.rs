@@ -5,7 +5,7 @@
 use crate::archive::Origin;
 use crate::config::Config;
 use crate::intake::{self, Input};
-use crate::journal::{Job, JobState, Journal};
+use crate::journal::{Job, JobState, Journal, NowMs};
 use crate::remote::local::LocalRemote;
 use crate::remote::{Remote, RemoteError};
 use crate::stage::{Clock, Ctx, StageError};
@@ -13,10 +13,25 @@ use crate::{report, spool, track, upload};
 use chrono::{DateTime, TimeZone, Utc};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// A clock the test sets.
-struct TestClock(Mutex<DateTime<Utc>>);
+/// A clock the test sets; the journal stamps its records by it too.
+struct TestClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl TestClock {
+    /// This clock in milliseconds, for the journal.
+    fn in_ms(&self) -> NowMs {
+        let t = Arc::clone(&self.0);
+        Box::new(move || t.lock().unwrap().timestamp_millis())
+    }
+}
+
+/// The journal in `cfg`'s state folder, stamping by `clock`.
+fn open_journal(cfg: &Config, clock: &TestClock) -> Journal {
+    let mut journal = Journal::open(&cfg.state.dir).unwrap();
+    journal.set_clock(clock.in_ms());
+    journal
+}
 
 impl Clock for TestClock {
     fn now(&self) -> DateTime<Utc> {
@@ -124,7 +139,6 @@ impl World {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
         spool::prepare_dirs(&cfg).unwrap();
-        let journal = Journal::open(&cfg.state.dir).unwrap();
         let remote = Flaky {
             inner: LocalRemote::new(&dir.path().join("server")),
             fail_once: vec![],
@@ -132,12 +146,13 @@ impl World {
             drop_after_rename: vec![],
         };
         let noon = Utc.with_ymd_and_hms(2026, 12, 3, 15, 0, 0).unwrap();
+        let clock = TestClock(Arc::new(Mutex::new(noon)));
         World {
             dir,
+            journal: open_journal(&cfg, &clock),
             cfg,
-            journal,
             remote,
-            clock: TestClock(Mutex::new(noon)),
+            clock,
         }
     }
 
@@ -803,7 +818,7 @@ fn rows_in_one_round_and_across_a_restart_go_out_once() {
     assert_eq!(w.job(ids[0]).rows_sent, 4);
     assert_eq!(w.job(ids[1]).rows_sent, 2, "rows 2 and 3 go with a.csv");
     // A restart before anything was uploaded.
-    w.journal = Journal::open(&w.cfg.state.dir).unwrap();
+    w.journal = open_journal(&w.cfg, &w.clock);
     let c = w.take_group(&[("c.csv", export("c", 0..7))])[0];
     assert_eq!(w.job(c).rows_sent, 1, "only row 6 is new");
     w.upload().unwrap();
@@ -986,4 +1001,27 @@ fn remembered_rows_cost() {
         (med(&empty) / med(&send) - 1.0) * 100.0
     );
     println!("  {note}");
+}
+
+/// The journal stamps the engine's time, not the machine's: a job taken at the test clock's
+/// time is created then, and its batches are uploaded at the time the clock was set to next.
+#[test]
+fn the_journal_stamps_the_time_of_the_engines_clock() {
+    let mut w = World::new("");
+    let t0 = w.clock.now();
+    let id = w.take("a.csv", 3);
+    let job = w.job(id);
+    assert_eq!((job.created_at, job.updated_at), (t0, t0));
+    let later = t0 + chrono::TimeDelta::minutes(5);
+    w.set_clock(later);
+    w.upload().unwrap();
+    let batches = w.journal.batches(id).unwrap();
+    assert_eq!(batches.len(), 2, "{batches:#?}");
+    assert!(
+        batches.iter().all(|b| b.uploaded_at == Some(later)),
+        "{batches:#?}"
+    );
+    let history = w.journal.history(id).unwrap();
+    assert_eq!(history.first().map(|h| h.at), Some(t0), "{history:#?}");
+    assert_eq!(history.last().map(|h| h.at), Some(later), "{history:#?}");
 }

@@ -238,7 +238,7 @@ fn convert_sample(cfg: &Config) -> Result<(), TestCaseError> {
     prop_assert_eq!(report.rows_read, report.rows_sent + report.rows_rejected);
     let rows: u64 = pending.iter().map(|b| b.rows).sum();
     prop_assert_eq!(rows, report.rows_sent);
-    let _ = cfg.batch.zone.today();
+    let _ = cfg.batch.zone.day_of(chrono::Utc::now());
     // And a workbook, under the config's size limit.
     let book: &[u8] = include_bytes!("../samples/contatos.xlsx");
     let mut rows: Vec<(u64, String, String, String)> = vec![];

@@ -131,7 +131,9 @@ pub fn run(cfg: &Config, args: &ConvertArgs) -> Result<Outcome, ConvertCmdError>
         dir: &args.out,
         next: BatchName {
             subaccount,
-            date: args.date.unwrap_or_else(|| cfg.batch.zone.today()),
+            date: args
+                .date
+                .unwrap_or_else(|| cfg.batch.zone.day_of(chrono::Utc::now())),
             seq: 1,
         },
     };

@@ -55,7 +55,7 @@ pub fn resolve(cfg: &Config, job_id: i64, sent: bool) -> Result<Outcome, DecideE
             job.state.as_str()
         )));
     }
-    let day = cfg.batch.zone.today();
+    let day = cfg.batch.zone.day_of(chrono::Utc::now());
     let renamed = journal.transaction(|t| {
         let mut renamed = vec![];
         for b in &unknown {
@@ -149,7 +149,7 @@ pub fn retry(cfg: &Config, job_id: i64, yes: bool) -> Result<Outcome, DecideErro
             "nothing recorded (answer y, or pass --yes)".into(),
         ));
     }
-    let day = cfg.batch.zone.today();
+    let day = cfg.batch.zone.day_of(chrono::Utc::now());
     // Under the journal's write lock: a second `retry` of the same job that got this far too
     // finds the job no longer failed and records nothing (no sequence number is used).
     let renamed = journal.transaction(|t| {

@@ -119,7 +119,7 @@ fn requeue(cfg: &Config, sub: &str, files: &[PathBuf]) -> Result<Vec<i64>, Recov
     let failed = |e: &dyn std::fmt::Display| RecoverError::Failed(e.to_string());
     crate::spool::prepare_dirs(cfg).map_err(|e| failed(&e))?;
     let mut journal = Journal::open(&cfg.state.dir).map_err(|e| failed(&e))?;
-    let day = cfg.batch.zone.today();
+    let day = cfg.batch.zone.day_of(chrono::Utc::now());
     if let Some(sftp) = cfg.sftp.clone() {
         let mut remote = SftpRemote::new(sftp);
         let clock = SystemClock;

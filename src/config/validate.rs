@@ -199,11 +199,6 @@ pub enum Zone {
 }
 
 impl Zone {
-    /// Today's date in this zone.
-    pub fn today(&self) -> NaiveDate {
-        self.day_of(Utc::now())
-    }
-
     /// For `"local"`: the machine's zone by name (e.g. `Etc/UTC`), its current offset from UTC,
     /// and whether that is UTC (a server's default, rarely the sending day the gateway means).
     /// `None` for a named zone.

@@ -7,7 +7,7 @@
 //! gateway that repeats itself never counts a message twice.
 
 use super::tx::Tx;
-use super::{now, Journal, JournalError, Result};
+use super::{Journal, JournalError, Result};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
@@ -246,7 +246,7 @@ impl Tx<'_> {
     pub fn close_tracking(&mut self, job_id: i64) -> rusqlite::Result<()> {
         self.tx.execute(
             "UPDATE jobs SET tracking = 'done', tracking_done_at = ?2 WHERE id = ?1",
-            params![job_id, now()],
+            params![job_id, self.now],
         )?;
         Ok(())
     }
@@ -505,7 +505,7 @@ impl Journal {
     /// # Errors
     /// When the write fails.
     pub fn mark_searched(&mut self, ids: &[String]) -> Result<()> {
-        let at = now();
+        let at = (self.now_ms)();
         self.transaction(|t| {
             let mut st = t.tx.prepare_cached(
                 "UPDATE messages SET searched_at = ?2 WHERE correlation_id = ?1 AND final = 0",

@@ -174,8 +174,15 @@ pub struct Journal {
     /// The rows already sent, in memory, once the duplicate guard first looked
     /// ([`Journal::prepare_remembered`]).
     rows: Option<remembered::RowIndex>,
+    /// Where the time stamped into the record comes from ([`Journal::set_clock`]).
+    now_ms: NowMs,
 }
 
+/// A clock in milliseconds since the epoch, for the journal's timestamps (`created_at`, the
+/// state history, ...). A plain function, so the journal needs nothing from the stages above it.
+pub type NowMs = Box<dyn Fn() -> i64 + Send>;
+
+/// The system clock in milliseconds: the journal's clock unless it is given another.
 fn now() -> i64 {
     Utc::now().timestamp_millis()
 }
@@ -231,6 +238,7 @@ impl Journal {
             conn,
             path,
             rows: None,
+            now_ms: Box::new(now),
         })
     }
 
@@ -267,8 +275,15 @@ impl Journal {
                 conn,
                 path,
                 rows: None,
+                now_ms: Box::new(now),
             }),
         )
+    }
+
+    /// Stamps this journal's records with `now_ms` instead of the system clock: the engine's
+    /// clock, so a test that sets the time finds that time in the record.
+    pub fn set_clock(&mut self, now_ms: NowMs) {
+        self.now_ms = now_ms;
     }
 
     /// This journal's random identity (message correlation ids are built on it).
@@ -358,7 +373,11 @@ impl Journal {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
-        let mut t = Tx { tx };
+        // One time for the whole transaction: its stamps agree with each other.
+        let mut t = Tx {
+            tx,
+            now: (self.now_ms)(),
+        };
         let out = f(&mut t).map_err(err)?;
         t.tx.commit().map_err(err)?;
         Ok(out)
@@ -475,7 +494,7 @@ impl Journal {
             for (p, why) in added {
                 t.tx.execute(
                     "INSERT OR REPLACE INTO ignored (path, reason, seen_at) VALUES (?1, ?2, ?3)",
-                    params![path_to_sql(p), why, now()],
+                    params![path_to_sql(p), why, t.now],
                 )?;
             }
             for p in gone {

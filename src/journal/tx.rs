@@ -3,7 +3,7 @@
 //! does, once).
 
 use super::state::illegal;
-use super::{now, path_to_sql, BatchName, Job, JobState, NewBatch, NewJob};
+use super::{path_to_sql, BatchName, Job, JobState, NewBatch, NewJob};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Transaction};
 use std::path::Path;
@@ -11,12 +11,14 @@ use std::path::Path;
 /// Writes inside one transaction.
 pub struct Tx<'c> {
     pub(super) tx: Transaction<'c>,
+    /// The time this transaction stamps, in milliseconds (the journal's clock at its start).
+    pub(super) now: i64,
 }
 
 impl Tx<'_> {
     /// Records a newly found input as `detected`.
     pub fn insert_job(&mut self, job: &NewJob<'_>) -> rusqlite::Result<i64> {
-        let t = now();
+        let t = self.now;
         self.tx.execute(
             "INSERT INTO jobs (input_name, input_path, subaccount, hash, size, state, created_at, \
              updated_at, input_dev, input_ino) VALUES (?1, ?2, ?3, ?4, ?5, 'detected', ?6, ?6, ?7, ?8)",
@@ -39,7 +41,7 @@ impl Tx<'_> {
     fn note(&mut self, job_id: i64, state: &str, note: Option<&str>) -> rusqlite::Result<()> {
         self.tx.execute(
             "INSERT INTO history (job_id, state, at, note) VALUES (?1, ?2, ?3, ?4)",
-            params![job_id, state, now(), note],
+            params![job_id, state, self.now, note],
         )?;
         Ok(())
     }
@@ -69,7 +71,7 @@ impl Tx<'_> {
         }
         self.tx.execute(
             "UPDATE jobs SET state = ?2, reason = COALESCE(?3, reason), updated_at = ?4 WHERE id = ?1",
-            params![job_id, state.as_str(), reason, now()],
+            params![job_id, state.as_str(), reason, self.now],
         )?;
         if from == state && reason.is_none() {
             return Ok(());
@@ -165,7 +167,7 @@ impl Tx<'_> {
     /// Records a continuation of `parent`: the rows written to the same input after
     /// `offset`, read from the same claimed file, as a new `detected` job.
     pub fn insert_continuation(&mut self, parent: &Job, offset: u64) -> rusqlite::Result<i64> {
-        let t = now();
+        let t = self.now;
         self.tx.execute(
             "INSERT INTO jobs (input_name, input_path, claimed_path, subaccount, hash, \
              size, state, created_at, updated_at, start_offset, parent_job, input_dev, input_ino) \
@@ -303,7 +305,7 @@ impl Tx<'_> {
         if from != state && !from.batch_may_become(state) {
             return Err(illegal("batch", batch_id, from, state));
         }
-        let uploaded = (state == JobState::Uploaded).then(now);
+        let uploaded = (state == JobState::Uploaded).then_some(self.now);
         self.tx.execute(
             "UPDATE batches SET state = ?2, last_error = COALESCE(?3, last_error), \
              uploaded_at = COALESCE(?4, uploaded_at), \
@@ -326,7 +328,7 @@ impl Tx<'_> {
     pub fn set_reason(&mut self, job_id: i64, reason: Option<&str>) -> rusqlite::Result<()> {
         self.tx.execute(
             "UPDATE jobs SET reason = ?2, updated_at = ?3 WHERE id = ?1",
-            params![job_id, reason, now()],
+            params![job_id, reason, self.now],
         )?;
         Ok(())
     }
