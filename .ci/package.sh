@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # CI: builds the Debian package (packaging/build-deb.sh), installs it on this machine (CI runs
 # as root on Debian 12), checks what an operator relies on, then removes and purges it.
-# Checks: the binary runs from /usr/bin; the unit is installed and NOT enabled (nor started);
-# /etc/smsdrop/smsdrop.toml is a conffile, kept by remove and gone after purge; the smsdrop
-# user and /var/lib/smsdrop (smsdrop:smsdrop 0750) exist; a reinstall changes nothing (postinst
-# is idempotent); completions and man page are where the shells and man look.
-# Measured 2026-12-03 on 2 cores shared with other builds: the release build 15 min 47 s
-# (11 min 20 s of CPU) from nothing, cargo deb 9 s, install, checks and purge 20 s.
+# Checks: the binary runs from /usr/bin and is the production build (no `sandbox`, no `demo`:
+# packaging/build-deb.sh builds without default features); the unit is installed and NOT
+# enabled (nor started); /etc/smsdrop/smsdrop.toml is a conffile, kept by remove and gone after
+# purge; the smsdrop user and /var/lib/smsdrop (smsdrop:smsdrop 0750) exist; a reinstall changes
+# nothing (postinst is idempotent); completions and man page are where the shells and man look.
+# Measured 2026-12-03 on 2 cores shared with other builds (the sandbox then still built in):
+# the release build 15 min 47 s (11 min 20 s of CPU) from nothing, cargo deb 9 s, install,
+# checks and purge 20 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +45,19 @@ step "checking"
 want="smsdrop $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
 got=$(/usr/bin/smsdrop --version)
 [[ "$got" == "$want" ]] || fail "/usr/bin/smsdrop --version says '$got', expected '$want'"
+# Without the `sandbox` feature clap knows neither subcommand: `--help` lists none, calling one
+# is a usage error (exit 2), and `generate` wrote no man page for it.
+help=$(/usr/bin/smsdrop --help)
+for sub in sandbox demo; do
+    if grep -qE "^  $sub " <<<"$help"; then
+        fail "/usr/bin/smsdrop --help lists '$sub': the package must be built with --no-default-features"
+    fi
+    if /usr/bin/smsdrop "$sub" --help >/dev/null 2>&1; then
+        fail "/usr/bin/smsdrop $sub runs: the package must be built with --no-default-features"
+    fi
+    [[ ! -e /usr/share/man/man1/smsdrop-$sub.1.gz ]] || fail "the package has a man page for '$sub'"
+done
+echo "/usr/bin/smsdrop: no sandbox, no demo"
 
 unit=$(dpkg -L smsdrop | grep -E '/systemd/system/smsdrop\.service$') || fail "no unit in the package"
 grep -q '^ExecStart=/usr/bin/smsdrop run$' "$unit" || fail "$unit does not start /usr/bin/smsdrop"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Debian package and prints its path (last line of stdout).
 #
-# 1. the release binary with the default features (the sandbox and `smsdrop demo` stay in:
-#    operators use them to try a config before pointing it at the gateway);
+# 1. the production binary: a release build without default features, so without the sandbox
+#    (an embedded SFTP server and gateway simulator) and `smsdrop demo`: a server's daemon has
+#    no use for them, and what is not built cannot be started there. Try a config with a
+#    source build (`cargo run -- sandbox`) instead;
 # 2. `smsdrop generate all` writes the shell completions and man pages into target/assets/
 #    (a folder in the crate whatever CARGO_TARGET_DIR is: Cargo.toml's [package.metadata.deb]
 #    assets point there);
@@ -19,7 +21,7 @@ if ! cargo deb --version >/dev/null 2>&1; then
     exit 2
 fi
 
-cargo build --locked --release
+cargo build --locked --release --no-default-features
 bin="${CARGO_TARGET_DIR:-target}/release/smsdrop"
 
 rm -rf target/assets
