@@ -92,6 +92,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// A running HTTP server.
 pub struct HttpServer {
+    #[cfg_attr(not(feature = "sandbox"), allow(dead_code))]
     addrs: Vec<SocketAddr>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<JoinHandle<()>>,
@@ -148,7 +149,9 @@ impl HttpServer {
         })
     }
 
-    /// The bound addresses (a port 0 resolved), in the order first given.
+    /// The bound addresses (a port 0 resolved), in the order first given (the sandbox binds
+    /// port 0).
+    #[cfg(feature = "sandbox")]
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }

@@ -43,35 +43,35 @@
 
 #![forbid(unsafe_code)]
 
-pub mod archive;
+pub(crate) mod archive;
 pub mod batch;
-pub mod claim;
+pub(crate) mod claim;
 pub mod commands;
 pub mod config;
 pub mod convert;
 pub mod crash;
-pub mod daemon;
-pub mod fsutil;
-pub mod handoff;
-pub mod hooks;
-pub mod http;
-pub mod intake;
-pub mod journal;
-pub mod late;
-pub mod liveness;
-pub mod lock;
-pub mod ops;
+pub(crate) mod daemon;
+pub(crate) mod fsutil;
+pub(crate) mod handoff;
+pub(crate) mod hooks;
+pub(crate) mod http;
+pub(crate) mod intake;
+pub(crate) mod journal;
+pub(crate) mod late;
+pub(crate) mod liveness;
+pub(crate) mod lock;
+pub(crate) mod ops;
 pub mod remote;
-pub mod report;
+pub(crate) mod report;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
-pub mod spool;
-pub mod stage;
-pub mod status;
-pub mod track;
-pub mod upload;
-pub mod watch;
-pub mod writers;
+pub(crate) mod spool;
+pub(crate) mod stage;
+pub(crate) mod status;
+pub(crate) mod track;
+pub(crate) mod upload;
+pub(crate) mod watch;
+pub(crate) mod writers;
 
 #[cfg(test)]
 mod pipeline_tests;

@@ -35,7 +35,6 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct StateLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl StateLock {
@@ -78,12 +77,7 @@ impl StateLock {
         let line = format!("{}\n", std::process::id());
         file.write_all_at(line.as_bytes(), 0).map_err(io_err)?;
         file.set_len(line.len() as u64).map_err(io_err)?;
-        Ok(StateLock { _file: file, path })
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(StateLock { _file: file })
     }
 }
 
@@ -113,7 +107,7 @@ mod tests {
         match StateLock::acquire(d.path()) {
             Err(LockError::Held { pid, path }) => {
                 assert_eq!(pid, Some(std::process::id()));
-                assert_eq!(path, first.path());
+                assert_eq!(path, d.path().join("lock"));
             }
             other => panic!("expected Held, got {other:?}"),
         }

@@ -227,7 +227,7 @@ impl World {
 
     /// One poll and report round.
     fn track_and_report(&mut self) -> Vec<Job> {
-        track::poll(&mut self.ctx()).unwrap();
+        track::poll_listed(&mut self.ctx()).unwrap();
         report::report_finished(&mut self.ctx()).unwrap()
     }
 

@@ -22,18 +22,11 @@ use std::collections::{BTreeSet, HashMap};
 /// How long an expired batch is still looked for in `success/` and `error/`.
 pub const LATE_OUTCOME_DAYS: i64 = 7;
 
-/// Polls once. Returns how many batches got an outcome.
+/// Polls once. Returns how many batches got an outcome, and whether the server was asked
+/// (with nothing awaited, no listing is needed).
 ///
 /// # Errors
 /// [`StageError::Remote`] when a listing fails; [`StageError::Journal`] when the journal fails.
-pub fn poll(ctx: &mut Ctx<'_>) -> Result<usize, StageError> {
-    poll_listed(ctx).map(|(n, _)| n)
-}
-
-/// [`poll`], and whether the server was asked (with nothing awaited, no listing is needed).
-///
-/// # Errors
-/// As [`poll`].
 pub fn poll_listed(ctx: &mut Ctx<'_>) -> Result<(usize, bool), StageError> {
     let mut awaited = ctx.journal.batches_in(JobState::Uploaded)?;
     let since = ctx.clock.now() - chrono::Duration::days(LATE_OUTCOME_DAYS);

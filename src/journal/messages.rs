@@ -69,15 +69,10 @@ pub struct Message {
 impl Message {
     /// Whether the message failed: a first status other than `SENT_SUCCESS`, or a delivery
     /// report other than `DELIVERED_SUCCESS`.
+    #[cfg(test)]
     pub fn failed(&self) -> bool {
         matches!(self.sent_code, Some(c) if c != 2)
             || matches!(self.delivered_code, Some(c) if c != 4)
-    }
-
-    /// Whether the message reached the phone, or (for a carrier without delivery reports) the
-    /// carrier took it: final and not failed.
-    pub fn delivered(&self) -> bool {
-        self.is_final && !self.failed()
     }
 }
 
@@ -151,6 +146,7 @@ fn message_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 impl Tx<'_> {
     /// Records a job's messages. A tracked message whose (id, number) is still awaited in
     /// another job is recorded as untracked (ambiguous), naming that job.
+    #[cfg(test)]
     pub fn insert_messages(&mut self, job_id: i64, msgs: &[NewMessage]) -> rusqlite::Result<()> {
         self.insert_only(job_id, msgs)?;
         self.mark_repeated_ids(job_id)
@@ -362,10 +358,11 @@ impl Journal {
             .flatten())
     }
 
-    /// A job's messages, in line order.
+    /// A job's messages, in line order (the demo's table).
     ///
     /// # Errors
     /// When the query fails.
+    #[cfg(any(test, feature = "sandbox"))]
     pub fn messages(&self, job_id: i64) -> Result<Vec<Message>> {
         let sql = format!("SELECT {MSG_COLS} FROM messages WHERE job_id = ?1 ORDER BY line");
         self.query(&sql, [job_id], message_from_row)
@@ -521,6 +518,7 @@ impl Journal {
     ///
     /// # Errors
     /// When the query fails.
+    #[cfg(test)]
     pub fn messages_awaited(&self) -> Result<u64> {
         Ok(self
             .query(

@@ -20,7 +20,7 @@ pub use messages::{
 };
 pub use remembered::{row_key, BatchCache, Duplicate, Earlier, RowKey};
 pub use schema::SCHEMA_VERSION;
-pub use state::{IllegalTransition, JobState, UnknownState};
+pub use state::JobState;
 pub use stats::{Stats, JOB_STATES};
 pub use tx::Tx;
 
@@ -282,6 +282,7 @@ impl Journal {
 
     /// Stamps this journal's records with `now_ms` instead of the system clock: the engine's
     /// clock, so a test that sets the time finds that time in the record.
+    #[cfg(test)]
     pub fn set_clock(&mut self, now_ms: NowMs) {
         self.now_ms = now_ms;
     }
@@ -330,6 +331,7 @@ impl Journal {
     ///
     /// # Errors
     /// When the query fails.
+    #[cfg(test)]
     pub fn schema_version(&self) -> Result<i64> {
         self.conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -445,18 +447,6 @@ impl Journal {
     pub fn recent_jobs(&self, limit: u32) -> Result<Vec<Job>> {
         let sql = format!("SELECT {JOB_COLS} FROM jobs ORDER BY id DESC LIMIT ?1");
         self.query_jobs(&sql, [limit])
-    }
-
-    /// Inputs recorded but not yet claimed (their inbox path is still theirs).
-    ///
-    /// # Errors
-    /// When the query fails.
-    pub fn unclaimed(&self) -> Result<Vec<Job>> {
-        let sql = format!(
-            "SELECT {JOB_COLS} FROM jobs WHERE claimed_path IS NULL AND stored_path IS NULL \
-             AND state = 'detected' ORDER BY id"
-        );
-        self.query_jobs(&sql, [])
     }
 
     /// True while a job reading the claimed file at `path` is watched or not yet converted:

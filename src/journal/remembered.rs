@@ -144,6 +144,7 @@ impl RowIndex {
     }
 
     /// Bytes the index holds, for the README's figures.
+    #[cfg(test)]
     fn heap_bytes(&self) -> usize {
         self.keys.capacity() * std::mem::size_of::<(RowKey, u32, u32)>()
             + self.slots.capacity() * 8
@@ -280,6 +281,7 @@ impl super::Journal {
     ///
     /// # Errors
     /// When the journal fails.
+    #[cfg(test)]
     pub fn remembered_size(&self) -> Result<(u64, usize)> {
         let bytes: i64 = self
             .conn

@@ -333,15 +333,6 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Records (or clears) the intent to rename a batch into place.
-    pub fn set_renaming(&mut self, batch_id: i64, renaming: bool) -> rusqlite::Result<()> {
-        self.tx.execute(
-            "UPDATE batches SET renaming = ?2 WHERE id = ?1",
-            params![batch_id, renaming],
-        )?;
-        Ok(())
-    }
-
     /// Notes what was found about a batch on the server; true when the note is new.
     pub fn note_batch(&mut self, batch_id: i64, note: &str) -> rusqlite::Result<bool> {
         let n = self.tx.execute(
