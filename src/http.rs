@@ -87,6 +87,8 @@ pub fn fit_to_descriptors(max: usize) -> usize {
 
 /// How long requests in flight may finish once the server is stopped.
 const DRAIN: Duration = Duration::from_secs(5);
+/// The largest request header read (hyper's read buffer).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// The pause after an accept error (out of descriptors, aborted handshake).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -212,14 +214,20 @@ async fn accept_loop(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        // A request's header in at most 64 KiB (hyper's default is about 400 KiB): every
+        // connection at the cap holding a full buffer stays far below the engine's memory.
+        .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     loop {
         let stream = match l.accept().await {
             Ok((stream, _peer)) => stream,
             Err(e) => {
                 // Out of descriptors, or a connection reset before it was taken: never fatal,
-                // never a busy loop.
-                tracing::warn!(error = %e, "HTTP: cannot accept a connection; pausing");
+                // never a busy loop, never a flood of log lines.
+                static LAST: AtomicI64 = AtomicI64::new(0);
+                if once_a_minute(&LAST) {
+                    tracing::warn!(error = %e, "HTTP: cannot accept a connection; pausing (logged at most once a minute)");
+                }
                 tokio::time::sleep(ACCEPT_PAUSE).await;
                 continue;
             }

@@ -253,6 +253,23 @@ fn the_token_is_checked_before_a_body_is_read_and_slow_clients_are_cut() {
     assert_eq!(&head[9..12], b"200", "{}", String::from_utf8_lossy(&head));
     drop(c);
 
+    // A header past 64 KiB is refused (431), not buffered.
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = write!(
+        c,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 431") || answer.is_empty(),
+        "a 70 KiB header was served: {}",
+        String::from_utf8_lossy(&answer[..answer.len().min(80)])
+    );
+    drop(c);
+
     // Three idle connections take every place: a fourth is closed at once, not queued.
     let connected = Instant::now();
     let idle: Vec<TcpStream> = (0..3)
