@@ -432,7 +432,7 @@ impl Engine {
             None
         } else {
             let limits = crate::http::Limits {
-                max_connections: crate::http::fit_to_descriptors(self.cfg.http.max_connections),
+                max_connections: self.cfg.http.max_connections,
                 ..crate::http::Limits::default()
             };
             Some(crate::http::HttpServer::start(routes, limits).map_err(|e| {

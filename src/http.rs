@@ -3,7 +3,8 @@
 //! here; routers that share an address are merged onto one listener.
 //!
 //! No client can starve it, nor the engine beside it (DESIGN.md invariant 13): open
-//! connections are capped ([`Limits::max_connections`]; one over the cap is closed at once), a
+//! connections are capped per listener ([`Limits::max_connections`]; one over the cap is
+//! closed at once, and the cap is lowered to leave the engine its descriptors), a
 //! request's header must arrive within [`Limits::header_timeout`] (hyper's timer; a half-sent
 //! header or an idle connection is closed), a body within [`Limits::body_timeout`]
 //! (tower-http), and handlers check a token before they read a body. Accept errors such as
@@ -30,7 +31,7 @@ use tokio::sync::Semaphore;
 /// What one client may take of the server.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Connections open at once, over every listener; one more is closed at once.
+    /// Connections open at once on each listener; one more is closed at once.
     pub max_connections: usize,
     /// A request's header (and an idle connection's next one) must arrive within this.
     pub header_timeout: Duration,
@@ -55,7 +56,7 @@ pub const ENGINE_DESCRIPTORS: u64 = 256;
 /// Raises the soft limit on open files to the hard one (as systemd's `LimitNOFILE=` or
 /// `ulimit -Hn` allows), then returns `max` lowered, when it must be, so that HTTP connections
 /// can never take the [`ENGINE_DESCRIPTORS`] the engine needs.
-pub fn fit_to_descriptors(max: usize) -> usize {
+fn fit_to_descriptors(max: usize, listeners: usize) -> usize {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
@@ -70,16 +71,18 @@ pub fn fit_to_descriptors(max: usize) -> usize {
     let Some(soft) = limit.current else {
         return max; // unlimited
     };
-    // The listeners, the runtime's own descriptors and stdio come on top of the reserve.
-    let room = soft.saturating_sub(ENGINE_DESCRIPTORS + 32).max(8);
-    let fitted = max.min(usize::try_from(room).unwrap_or(usize::MAX));
+    // The listeners, the runtime's own descriptors and stdio come on top of the reserve; each
+    // listener has its own cap.
+    let room = soft.saturating_sub(ENGINE_DESCRIPTORS + 32).max(8) / listeners.max(1) as u64;
+    let fitted = max.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1);
     if fitted < max {
         tracing::warn!(
             open_files = soft,
             max_connections = fitted,
             "HTTP: only {soft} open files are allowed (ulimit -n), so at most {fitted} HTTP \
-             connections (not {max}) are served, keeping {ENGINE_DESCRIPTORS} for the inbox, the \
-             journal and SFTP. Raise LimitNOFILE= in the unit (the packaged unit sets 65536)"
+             connections per listener (not {max}) are served, keeping {ENGINE_DESCRIPTORS} for \
+             the inbox, the journal and SFTP. Raise LimitNOFILE= in the unit (the packaged unit \
+             sets 65536)"
         );
     }
     fitted
@@ -114,6 +117,10 @@ impl HttpServer {
                 None => merged.push((addr, router)),
             }
         }
+        let limits = Limits {
+            max_connections: fit_to_descriptors(limits.max_connections, merged.len()),
+            ..limits
+        };
         let mut listeners = vec![];
         for (addr, router) in merged {
             let l = std::net::TcpListener::bind(addr)
@@ -176,7 +183,6 @@ async fn serve_all(
     limits: Limits,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = Arc::new(GracefulShutdown::new());
     let mut tasks = vec![];
     for (l, router) in listeners {
@@ -187,7 +193,9 @@ async fn serve_all(
                 continue;
             }
         };
-        let accept = accept_loop(l, router, limits, permits.clone(), graceful.clone());
+        // Each listener its own places: a flood on the public webhook leaves /healthz served.
+        let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let accept = accept_loop(l, router, limits, permits, graceful.clone());
         let mut stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {
             tokio::select! {

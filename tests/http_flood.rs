@@ -309,3 +309,47 @@ fn the_token_is_checked_before_a_body_is_read_and_slow_clients_are_cut() {
     assert!(!log.contains(TOKEN), "the token was logged");
     assert!(stop(daemon).success());
 }
+
+#[test]
+fn a_flood_on_the_webhook_leaves_healthz_served_on_its_own_address() {
+    let ops_port = free_port();
+    let hook_port = free_port();
+    let s = Setup::with(
+        Login::Key,
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{ops_port}\"\nmax_connections = 3\n[status]\n\
+             mode = \"webhook\"\nwebhook_listen = \"127.0.0.1:{hook_port}\"\n\
+             webhook_token_env = \"SMSDROP_TEST_WEBHOOK_TOKEN\"\n"
+        ),
+    );
+    let ops = SocketAddr::from(([127, 0, 0, 1], ops_port));
+    let hook = SocketAddr::from(([127, 0, 0, 1], hook_port));
+    let daemon = s.daemon();
+    wait_up(ops);
+    let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(hook).unwrap()).collect();
+    // The webhook's places are taken: one more is closed at once...
+    let extra = wait_closed(hook);
+    assert!(extra, "a connection over the webhook's cap was served");
+    // ...while /healthz on the operations address answers.
+    assert_eq!(
+        get_status(ops, "/healthz", Duration::from_secs(2)),
+        Some(200)
+    );
+    drop(held);
+    assert!(stop(daemon).success());
+}
+
+/// Whether a new connection to `addr` is closed by the server within 2 s without an answer
+/// (tried a few times: the server takes the earlier connections a moment after they connect).
+fn wait_closed(addr: SocketAddr) -> bool {
+    for _ in 0..20 {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 1];
+        if matches!(c.read(&mut buf), Ok(0)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}

@@ -44,7 +44,7 @@ pub struct HttpConfig {
     pub health_round: Duration,
     /// How often the status page reloads itself.
     pub refresh: Duration,
-    /// Connections open at once over the webhook and operations listeners; more are closed at
+    /// Connections open at once on each listener (webhook, operations); more are closed at
     /// once, so no client can take the descriptors the engine needs.
     pub max_connections: usize,
 }
