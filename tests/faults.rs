@@ -107,8 +107,11 @@ fn a_session_frozen_mid_upload_is_abandoned_and_the_batch_sent_once() {
     wait_for("the upload to start", Duration::from_secs(60), || {
         support::setup::has_temp(&s)
     });
+    let failed = s.log().matches("upload failed").count();
     s.sshd.freeze();
-    std::thread::sleep(Duration::from_secs(7));
+    // Thawed only once the daemon has given the frozen session up (timeout_secs = 5): a daemon
+    // that hung on it would otherwise be rescued by the thaw.
+    s.wait_log_more("upload failed", failed);
     s.sshd.thaw();
     let st = s.wait_final(1, Duration::from_secs(180));
     assert!(stop(daemon).success());
@@ -304,7 +307,8 @@ fn a_vanished_inbox_and_a_vanished_input_do_not_stop_the_daemon() {
     std::fs::remove_file(s.path("inbox/a.txt")).unwrap();
     // The inbox itself disappears for a while.
     let daemon = s.daemon();
-    std::thread::sleep(Duration::from_millis(500));
+    // The first round has run (and found a.txt gone) before the inbox goes away.
+    s.wait_log("input disappeared before it was taken");
     std::fs::rename(s.path("inbox"), s.path("inbox.away")).unwrap();
     wait_for("the inbox error", Duration::from_secs(30), || {
         s.log().contains("cannot read the inbox")

@@ -5,7 +5,7 @@ mod support;
 
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::setup::{show, stop, Login, Setup};
+use support::setup::{show, stop, wait_for, Login, Setup};
 
 const ROWS: usize = 40;
 
@@ -158,7 +158,16 @@ fn send_racing_a_daemon_start_and_a_daemon_killed_mid_handoff_lose_and_duplicate
     wait_running(&s, started + 1);
     let d = inputs(&s.path("erp-d"), "d", 10);
     let send_d = spawn_send(&s, &d);
-    std::thread::sleep(Duration::from_millis(300));
+    // Killed once it has taken one of the handed-over files: the send is waiting on it then.
+    wait_for(
+        "the daemon to take a handed-over file",
+        Duration::from_secs(30),
+        || {
+            s.log().lines().any(|l| {
+                l.contains("input taken") && (0..10).any(|f| l.contains(&format!("/d{f}.csv")))
+            })
+        },
+    );
     daemon.kill9();
     let out = wait_output(send_d, "send d");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -435,6 +435,18 @@ fn signal(name: &str, pids: &[u32]) {
     }
 }
 
+/// Waits (pacing 5 ms, at most 20 s) until `done`: the evidence a fault is injected mid-transfer.
+fn wait_until_on_server(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A call on a frozen session with a 2 s timeout must return within this. Without cutting the
 /// socket first, libssh2's cleanup (close file, close channel, free session) waits out the
 /// timeout again at each step: 6-8 s here, minutes with the default 30 s.
@@ -485,8 +497,12 @@ fn a_session_that_stops_answering_times_out_and_is_replaced() {
     assert!(!second.is_empty(), "no new session process found");
     let freezer = {
         let second = second.clone();
+        let part = sshd.home().join("upload/.big.part");
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(150));
+            // Mid-upload for certain: bytes of the 64 MB file have reached the server.
+            wait_until_on_server("the upload to start", || {
+                fs::metadata(&part).is_ok_and(|m| m.len() > 0)
+            });
             signal("STOP", &second);
         })
     };
@@ -742,7 +758,16 @@ fn a_session_killed_mid_group_leaves_no_partial_file_and_the_next_group_goes() {
     let mut intended = vec![];
     let results = std::thread::scope(|scope| {
         let killer = scope.spawn(|| {
-            std::thread::sleep(Duration::from_millis(150));
+            // A group in flight for certain: a temporary file has bytes on the server.
+            let upload = sshd.home().join("upload");
+            wait_until_on_server("the group to start", || {
+                fs::read_dir(&upload).is_ok_and(|rd| {
+                    rd.flatten().any(|e| {
+                        e.file_name().to_string_lossy().ends_with(".part")
+                            && e.metadata().is_ok_and(|m| m.len() > 0)
+                    })
+                })
+            });
             sshd.drop_connections();
         });
         let results = r.upload_many(&files, &mut |which| {

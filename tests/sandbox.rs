@@ -10,6 +10,7 @@ use smsdrop::remote::sftp::SftpRemote;
 use smsdrop::remote::{Remote, RemoteError};
 use smsdrop::sandbox::{self, Sandbox, SandboxError, SandboxOptions};
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -515,7 +516,7 @@ fn bad_options_are_refused() {
 #[test]
 fn cli_prints_what_to_paste_and_stops_on_sigterm() {
     let dir = Dir::new();
-    let child = Command::new(env!("CARGO_BIN_EXE_smsdrop"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smsdrop"))
         .args(["sandbox", "--listen", "127.0.0.1:0", "--root", "sb"])
         .env(PASSWORD_VAR, "unused")
         .env("SMSDROP_SANDBOX_PASSWORD", "cli-pw")
@@ -525,14 +526,31 @@ fn cli_prints_what_to_paste_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run smsdrop sandbox");
-    let known_hosts = dir.path().join("sb/.sandbox/known_hosts");
-    wait_until("the sandbox's known_hosts", Duration::from_secs(20), || {
-        known_hosts.exists()
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    // Its last banner line is the evidence that it serves and waits for a signal.
+    let lines = {
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let mut printed = String::new();
+    while !printed.contains("Stop with Ctrl-C.") {
+        match lines.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => printed.push_str(&(line + "\n")),
+            Err(e) => panic!("no banner ({e}): {printed}"),
+        }
+    }
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
+    let mut out = child.wait_with_output().unwrap();
+    printed.extend(lines.iter().map(|l| l + "\n"));
+    out.stdout = printed.into_bytes();
     let shown = util::show(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     let stdout = String::from_utf8_lossy(&out.stdout);

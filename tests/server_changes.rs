@@ -91,7 +91,8 @@ fn foreign_files_mid_day_never_stand_for_ours() {
         "not ours\n",
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // The daemon has looked at error/ since, and said so.
+    s.wait_log("another system's file under our name");
     assert_eq!(
         job(&s, "second.csv")["state"],
         "uploaded",
@@ -160,7 +161,9 @@ fn a_crash_after_the_rename_with_a_cleaning_gateway_is_never_resent() {
             .as_array()
             .is_some_and(|d| d.len() == 1)
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Rounds that could have sent it again, then gateway polls that would have taken it.
+    s.wait_rounds(3);
+    s.gateway.wait_polls(2);
     once(&s, "C", 4);
     let j = job(&s, "a.csv");
     assert!(
@@ -292,7 +295,9 @@ fn an_expired_job_takes_the_late_outcome() {
     wait_for("the late outcome", Duration::from_secs(30), || {
         job(&s, "a.csv")["state"] == "succeeded"
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // The round that took the outcome has written its reports, and later ones sent nothing.
+    s.wait_rounds(3);
+    s.gateway.wait_polls(2);
     assert!(stop(daemon).success());
     once(&s, "E", 3);
     let csv = std::fs::read_dir(s.path("state/reports"))

@@ -21,13 +21,14 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{TimeZone, Utc};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What the engine tells the endpoint about itself.
 #[derive(Debug, Default)]
 pub struct Health {
     last_round_ms: AtomicI64,
+    rounds: AtomicU64,
     journal_problem: Mutex<Option<String>>,
 }
 
@@ -40,11 +41,14 @@ impl Health {
             .unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// The engine completed a round.
+    /// The engine completed a round. Each is logged at debug level, numbered from 1: the
+    /// evidence a test waits for before it asserts that a round did *not* do something.
     pub fn round_done(&self) {
         let now = Utc::now().timestamp_millis();
         self.last_round_ms.store(now, Ordering::SeqCst);
         metrics::round_done(now);
+        let round = self.rounds.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(round, "round done");
     }
 
     /// The journal could not be written.

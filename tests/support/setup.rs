@@ -210,7 +210,47 @@ impl Setup {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
     }
+
+    /// Waits (at most 30 s) until `what` occurs in the daemon log more often than the `before`
+    /// times counted earlier (`self.log().matches(what).count()`), or panics with the log.
+    pub fn wait_log_more(&self, what: &str, before: usize) {
+        let start = Instant::now();
+        while self.log().matches(what).count() <= before {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no new {what:?} in the daemon log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (at most 30 s) until the daemon log contains `what`, or panics with the log.
+    pub fn wait_log(&self, what: &str) {
+        self.wait_log_more(what, 0);
+    }
+
+    /// Waits until the running daemon has completed `n` more engine rounds (its `round done`
+    /// debug lines). The last `n - 1` of them began after this call, so what every round does
+    /// (upload what is pending, report what is final) had its chance, and with the tests' 1 s
+    /// rescan and poll, scans and tracking come about once a round: wait for this before
+    /// asserting that something did *not* happen. Panics with the log after 30 s.
+    pub fn wait_rounds(&self, n: usize) {
+        let target = self.log().matches(ROUND_DONE).count() + n;
+        let start = Instant::now();
+        while self.log().matches(ROUND_DONE).count() < target {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the daemon did not complete {n} more rounds:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
+
+/// What the daemon logs (at debug level, as [`Setup::command`] sets) at the end of each round.
+const ROUND_DONE: &str = "round done";
 
 /// A running `smsdrop run`; killed when dropped, so a failing test leaves no daemon behind.
 pub struct Daemon(Option<Child>);
