@@ -12,7 +12,7 @@ use crate::batch::BatchWriter;
 use crate::claim::{claim, open_range, Claimed};
 use crate::config::IdMode;
 use crate::convert::billing::Billing;
-use crate::convert::{convert, ConvertError, ConvertReport};
+use crate::convert::{ConvertError, ConvertReport};
 use crate::convert::{RejectedRow, Row, RowSink};
 use crate::fsutil::{hash_file, parent, sync_dir, sync_fs};
 use crate::journal::{row_key, BatchCache, Duplicate, Earlier, InsertError, Journal, RowKey};
@@ -489,7 +489,7 @@ fn convert_one(
     } else {
         None
     };
-    let input_cfg = ctx.cfg.input_for(Some(&job.subaccount));
+    let cfg = ctx.cfg;
     let input = prefix.chain(hasher);
     // The row guard sits in front of the writer (and of the correlation ids: a skipped row gets
     // none and is not tracked).
@@ -514,11 +514,11 @@ fn convert_one(
                 billing: Billing::default(),
                 failed: None,
             };
-            let r = convert(input, &input_cfg, &mut g);
+            let r = crate::job_input::convert(cfg, &job, input, &mut g);
             guarded = Some((g.found, g.billing, g.failed));
             r
         }
-        None => convert(input, &input_cfg, sink),
+        None => crate::job_input::convert(cfg, &job, input, sink),
     };
     let (mut converted, messages) = match journal_id.as_deref() {
         Some(jid) => {

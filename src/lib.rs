@@ -7,6 +7,8 @@
 //! - [`writers`]: who is writing a file (file events, `/proc`): never take one being written.
 //! - [`intake`]: a complete input to a recorded job: claim, convert, duplicate guard, name batches.
 //! - [`claim`]: an input taken out of the inbox before it is read; the byte range a job reads.
+//! - [`job_input`]: a job's bytes as rows, read with its subaccount's settings: for intake, and
+//!   again for the result CSV and the status page.
 //! - [`late`]: taken inputs watched for late writes: continuation jobs, rewrites reported.
 //! - [`archive`]: where inputs go once recorded (moved or copied, made durable first).
 //! - [`upload`]: each batch on the server once: temp name, size check, no-clobber rename.
@@ -56,6 +58,7 @@ pub(crate) mod handoff;
 pub(crate) mod hooks;
 pub(crate) mod http;
 pub(crate) mod intake;
+pub(crate) mod job_input;
 pub(crate) mod journal;
 pub(crate) mod late;
 pub(crate) mod liveness;

@@ -1025,3 +1025,80 @@ fn the_journal_stamps_the_time_of_the_engines_clock() {
     assert_eq!(history.first().map(|h| h.at), Some(t0), "{history:#?}");
     assert_eq!(history.last().map(|h| h.at), Some(later), "{history:#?}");
 }
+
+/// Issue 19 item 6: the rows of an `inbox/NAME/` input are read again (status page, result CSV)
+/// with that subaccount's template, as intake read them, not with `[input]`'s.
+#[test]
+fn a_subaccount_s_input_is_read_again_with_its_template() {
+    let mut w = World::new("[subaccounts.COBRA]\ntemplate = \"Aviso: {mensagem}!\"\n");
+    let dir = w.dir.path().join("inbox/COBRA");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("a.csv");
+    std::fs::write(&path, "celular;mensagem;id\n5511900000001;ola;a-1\n").unwrap();
+    let input = Input {
+        path,
+        subaccount: Ok(Some("COBRA".into())),
+    };
+    let id = intake::take_all(&mut w.ctx(), &[input], Origin::Inbox).unwrap()[0];
+    w.upload().unwrap();
+    assert_eq!(w.rows_on_server(), ["5511900000001;Aviso: ola!;a-1;"]);
+    let job = w.job(id);
+    let header = w.journal.carries_header(&job).unwrap();
+    let rows = report::sent_rows(&w.cfg, &job, header, 10).unwrap();
+    assert_eq!(
+        rows,
+        [(2, "5511900000001".to_owned(), "Aviso: ola!".to_owned())]
+    );
+}
+
+/// Issue 19 item 6: what came from outside (the ERP's ids, the gateway's status names and
+/// carrier) cannot start a spreadsheet formula in the result or delivery CSV; numbers smsdrop
+/// normalised stay as they are.
+#[test]
+fn csv_fields_from_outside_never_start_a_formula() {
+    let mut w = World::new(
+        "[status]\nmode = \"webhook\"\nwebhook_listen = \"127.0.0.1:9\"\ngive_up_after = \"1h\"\n",
+    );
+    let input = "celular;mensagem;id\n5511900000001;a;@SUM(1)\n5511900000002;b;-2+3\n";
+    let id = w.take_group(&[("f.csv", input.to_owned())])[0];
+    w.upload().unwrap();
+    let sent_at = Utc::now() + chrono::TimeDelta::seconds(5);
+    let iso = sent_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let status = |cid: &str, name: &str, carrier: &str| crate::journal::StatusUpdate {
+        correlation_id: cid.into(),
+        sent_code: Some(2),
+        sent_status: Some(name.into()),
+        sent_at: Some(sent_at.timestamp_millis()),
+        carrier: Some(carrier.into()),
+        ..Default::default()
+    };
+    let updates = [
+        status(
+            "@SUM(1)",
+            "SENT_SUCCESS",
+            "=HYPERLINK(\"http://evil.example\";\"x\")",
+        ),
+        status("-2+3", "\t=1+1", "+VIVO"),
+    ];
+    w.journal.apply_statuses(&updates, &|_| true).unwrap();
+    for n in w.names(id) {
+        w.gateway(&n, "success");
+    }
+    assert_eq!(w.track_and_report().len(), 1);
+    assert_eq!(
+        w.result_csv(id),
+        "line;number;correlation_id;status;reason;remote_file\n\
+         2;5511900000001;'@SUM(1);succeeded;;ACME.20261203.01.txt\n\
+         3;5511900000002;'-2+3;succeeded;;ACME.20261203.01.txt\n"
+    );
+    assert_eq!(crate::status::settle::settle(&mut w.ctx()).unwrap(), 1);
+    let csv = std::fs::read_to_string(report::delivery_path(&w.cfg, &w.job(id))).unwrap();
+    assert_eq!(
+        csv,
+        format!(
+            "line;number;correlation_id;sent_status;sent_at;delivered_status;delivered_at;carrier\n\
+             2;5511900000001;'@SUM(1);SENT_SUCCESS;{iso};;;\"'=HYPERLINK(\"\"http://evil.example\"\";\"\"x\"\")\"\n\
+             3;5511900000002;'-2+3;'\t=1+1;{iso};;;'+VIVO\n"
+        )
+    );
+}

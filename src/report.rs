@@ -3,10 +3,12 @@
 //! Per job, under `[report] dir`: `<id>-<input>.json` (input, hash, subaccount, counts, rejected
 //! rows with reasons, remote files, state history with times) and `<id>-<input>.result.csv`, one
 //! line per input row (`line;number;correlation_id;status;reason;remote_file`) for the ERP to
-//! import. Then the `on_outcome` hook is queued (`hooks`). Reports never hold a secret.
+//! import; its rows are the input read again ([`crate::job_input`]), and no field from outside
+//! can start a spreadsheet formula ([`csv_field`]). Then the `on_outcome` hook is queued
+//! (`hooks`). Reports never hold a secret.
 
 use crate::config::Config;
-use crate::convert::{convert, RejectedRow, Row, RowSink};
+use crate::convert::{RejectedRow, Row, RowSink};
 use crate::fsutil::{sync_dir, sync_fs, write_replacing};
 pub use crate::hooks::Event;
 use crate::journal::{Batch, Job, JobState, Journal, Message};
@@ -186,10 +188,7 @@ fn write_result_csv(
                 sink.out,
                 "line;number;correlation_id;status;reason;remote_file"
             )?;
-            let read = open_job_input(job, header).map(|(prefix, body)| {
-                let input_cfg = cfg.input_for(Some(&job.subaccount));
-                convert(std::io::Read::chain(prefix, body), &input_cfg, &mut sink)
-            });
+            let read = crate::job_input::convert_again(cfg, job, header, &mut sink);
             let wrote_rows = matches!(&read, Ok(Ok(r)) if r.rows_read > 0);
             if !wrote_rows {
                 let why = job
@@ -219,14 +218,6 @@ pub(crate) fn line_offset(job: &Job, header: bool) -> u64 {
     (before + 1).saturating_sub(if header { 2 } else { 1 })
 }
 
-/// The bytes the job converted, read again: its range of the claimed (or archived) file.
-fn open_job_input(
-    job: &Job,
-    header: bool,
-) -> io::Result<(Box<dyn std::io::Read + Send>, Box<dyn std::io::Read + Send>)> {
-    crate::claim::open_range(job.kept_path(), job.start_offset, job.consumed, header)
-}
-
 /// The first `limit` rows a job sent, read again from its input (the status page with
 /// `[http] show_messages`): line (as in the result CSV), number, text.
 ///
@@ -251,9 +242,8 @@ pub fn sent_rows(
         }
     }
     let offset = line_offset(job, header);
-    let (prefix, body) = open_job_input(job, header)?;
     let mut take = Take(vec![], limit);
-    match convert(std::io::Read::chain(prefix, body), &cfg.input, &mut take) {
+    match crate::job_input::convert_again(cfg, job, header, &mut take)? {
         Ok(_) => {}
         Err(crate::convert::ConvertError::Write(e)) if e.kind() == io::ErrorKind::Interrupted => {}
         Err(e) => return Err(io::Error::other(e.to_string())),
@@ -349,12 +339,20 @@ fn batch_reason(b: &Batch) -> &'static str {
     }
 }
 
-/// A CSV field, quoted when it holds `;`, `"` or a line break.
+/// A CSV field holding text from outside (the ERP, the gateway), safe for a spreadsheet: one
+/// that a spreadsheet would read as a formula (starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return, as OWASP lists them) gets a `'` in front, and it is quoted when it holds
+/// `;`, `"` or a line break. Digits alone (a number smsdrop normalised) pass unchanged.
 pub(crate) fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
     if s.contains([';', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_owned()
+        s
     }
 }
 

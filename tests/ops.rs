@@ -406,3 +406,21 @@ fn message_texts_only_when_asked() {
     assert!(page.contains("****"), "{page}");
     assert!(stop(daemon).success());
 }
+
+/// Issue 19 item 6: the texts of an `inbox/NAME/` input are shown as its subaccount's template
+/// made them (what the gateway got), not as `[input]` would read the file.
+#[test]
+fn message_texts_of_a_subaccount_come_from_its_template() {
+    let (s, base) =
+        setup("show_messages = true\n[subaccounts.COBRA]\ntemplate = \"Aviso para {Nome}\"");
+    let daemon = s.daemon();
+    wait_up(&base);
+    s.drop_sample("protheus-cobranca.csv", "COBRA/a.csv");
+    s.wait_final(1, Duration::from_secs(60));
+    let (code, page) = get(&format!("{base}/jobs/1"), None);
+    assert_eq!(code, 200);
+    assert!(page.contains("<table id=\"messages\""), "{page}");
+    assert!(page.contains("Aviso para Jos"), "{page}");
+    assert!(!page.contains("fatura"), "{page}");
+    assert!(stop(daemon).success());
+}

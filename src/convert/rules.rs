@@ -100,7 +100,7 @@ pub fn normalize_number(raw: &str, rules: NumberRules<'_>) -> Result<String, Fie
     for c in raw.chars() {
         match c {
             '0'..='9' => digits.push(c),
-            ' ' | '+' | '(' | ')' | '-' | '.' | '\t' | '\u{a0}' => {}
+            c if is_number_separator(c) => {}
             _ if looks_scientific(raw) => {
                 return Err(FieldProblem::NumberScientific(clip(raw)));
             }
@@ -125,6 +125,42 @@ pub fn normalize_number(raw: &str, rules: NumberRules<'_>) -> Result<String, Fie
         return Err(FieldProblem::NumberLength(clip(raw), number.len()));
     }
     Ok(number)
+}
+
+/// What [`normalize_number`] removes between a number's digits.
+fn is_number_separator(c: char) -> bool {
+    matches!(c, ' ' | '+' | '(' | ')' | '-' | '.' | '\t' | '\u{a0}')
+}
+
+/// Where free text (a reason, a note) holds a phone number as [`normalize_number`] reads one,
+/// for masking: a run of digits and the separators it removes (a leading `+` included), up to
+/// its last digit, that normalises under `rules` or holds at least [`MIN_NUMBER_DIGITS`] digits
+/// (a number too long to send is still someone's number).
+pub fn find_numbers(text: &str, rules: NumberRules<'_>) -> Vec<std::ops::Range<usize>> {
+    let mut found = vec![];
+    let mut chars = text.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if !(c.is_ascii_digit() || c == '+') {
+            continue;
+        }
+        let mut digits = usize::from(c.is_ascii_digit());
+        let mut end = start + usize::from(c.is_ascii_digit());
+        while let Some(&(i, d)) = chars.peek() {
+            if d.is_ascii_digit() {
+                digits += 1;
+                end = i + 1;
+            } else if !is_number_separator(d) {
+                break;
+            }
+            chars.next();
+        }
+        if digits > 0
+            && (digits >= MIN_NUMBER_DIGITS || normalize_number(&text[start..end], rules).is_ok())
+        {
+            found.push(start..end);
+        }
+    }
+    found
 }
 
 /// `5.51199E+12`, `5,51199e12`: what a spreadsheet makes of a long number.
@@ -316,6 +352,39 @@ mod tests {
             Ok("19997712322")
         );
         assert!(normalize_number("997712322", rules).is_err());
+    }
+
+    #[test]
+    fn numbers_are_found_in_free_text_as_the_parser_reads_them() {
+        fn found(text: &str) -> Vec<&str> {
+            find_numbers(text, BR)
+                .into_iter()
+                .map(|r| &text[r])
+                .collect()
+        }
+        let cases: [(&str, &[&str]); 6] = [
+            (
+                "number \"+55 (11) 98765.0006 x\" contains 'x'",
+                &["+55 (11) 98765.0006"],
+            ),
+            ("a 19 3232.1234. b", &["19 3232.1234"]),
+            ("0055 19 99771\u{a0}2322", &["0055 19 99771\u{a0}2322"]),
+            ("has 16 digits: 1234567890123456", &["1234567890123456"]),
+            ("line 12: 3 rows; 99771-2322 is short", &[]),
+            ("+ 55 -", &[]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(found(text), want, "{text}");
+        }
+        let short = NumberRules {
+            country_code: "351",
+            national_lengths: &[9],
+        };
+        let text = "ligar 912 345 678";
+        assert_eq!(
+            find_numbers(text, short),
+            vec![text.find('9').unwrap()..text.len()]
+        );
     }
 
     fn sanitize(raw: &str, mode: Sanitize) -> Result<(String, bool), FieldProblem> {

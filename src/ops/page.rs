@@ -1,10 +1,12 @@
 //! The status page: jobs newest first (filters by state and day), a page per job with its
 //! remote files, rejected rows, failed messages and state history. Server-rendered HTML (maud),
 //! no JavaScript, readable on a phone; it reloads itself every `[http] refresh_secs`. Phone
-//! numbers are masked (`55119****4321`); message texts are shown only with `[http]
+//! numbers are masked (`55119****4321`), also where a reason or note quotes one however it was
+//! written (found as the input's parser reads numbers); message texts are shown only with `[http]
 //! show_messages = true` (read again from the job's kept input; the journal holds no text).
 
 use super::Ops;
+use crate::convert::rules::{find_numbers, NumberRules};
 use crate::journal::{Job, Stats, JOB_STATES};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -19,60 +21,110 @@ const MAX_JOBS: u32 = 500;
 /// Most sent rows shown on a job's page (`[http] show_messages`).
 const MAX_ROWS: usize = 500;
 
+/// How many leading and trailing digits of an `n`-digit number stay shown: at most the first 5
+/// and the last 4, at least 4 hidden.
+fn shown(n: usize) -> (usize, usize) {
+    match n {
+        10.. => ((n - 8).min(5), 4),
+        6..=9 => (n - 6, 2),
+        _ => (0, 0),
+    }
+}
+
 /// A phone number with its middle hidden (at least four characters): `5511987654321` →
 /// `55119****4321`, `11987654325` → `119****4325`.
 pub fn mask(number: &str) -> String {
     let chars: Vec<char> = number.chars().collect();
     let n = chars.len();
-    let (head, tail) = match n {
-        10.. => ((n - 8).min(5), 4),
-        6..=9 => (n - 6, 2),
-        _ => (0, 0),
-    };
+    let (head, tail) = shown(n);
     let mut s: String = chars[..head].iter().collect();
     s.push_str(&"*".repeat(n - head - tail));
     s.extend(&chars[n - tail..]);
     s
 }
 
-/// Free text (reasons, notes, errors) with every phone number in it masked: a run of digits and
-/// `()+-` separators holding 10 or more digits keeps, as [`mask`], at most its first 5 digits
-/// and its last 4, hiding at least 4; batch names' 8-digit dates stay readable.
-pub fn mask_text(text: &str) -> String {
-    let phone_char = |c: char| c.is_ascii_digit() || "()+- ".contains(c);
-    let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        let trimmed = run.trim_end();
-        let digits = trimmed.chars().filter(char::is_ascii_digit).count();
-        if digits >= 10 {
-            let keep_head = (digits - 8).min(5);
-            let mut seen = 0;
-            for c in trimmed.chars() {
-                if c.is_ascii_digit() {
-                    seen += 1;
-                    let shown = seen <= keep_head || seen > digits - 4;
-                    out.push(if shown { c } else { '*' });
-                } else {
-                    out.push(c);
-                }
+/// A number written with separators, its digits hidden as [`mask`] hides them and its
+/// separators kept: `(11) 98765-4321` → `(11) 9****-4321`.
+fn mask_digits(written: &str) -> String {
+    let digits = written.chars().filter(char::is_ascii_digit).count();
+    let (head, tail) = shown(digits);
+    let mut seen = 0;
+    written
+        .chars()
+        .map(|c| {
+            if !c.is_ascii_digit() {
+                return c;
             }
-            out.push_str(&run[trimmed.len()..]);
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if phone_char(c) && (c.is_ascii_digit() || !run.is_empty()) {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
+            seen += 1;
+            if seen <= head || seen > digits - tail {
+                c
+            } else {
+                '*'
+            }
+        })
+        .collect()
+}
+
+/// Free text (reasons, notes, errors) with every phone number in it masked as [`mask`] does:
+/// numbers are found as the input's parser reads them ([`find_numbers`] under `rules`: digits
+/// with spaces, dots, dashes, parentheses, a leading `+`). Dates and batch names' date and
+/// sequence ([`readable_end`]) stay readable.
+pub fn mask_text(text: &str, rules: NumberRules<'_>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut segment = 0;
+    let mut i = 0;
+    while let Some(c) = text[i..].chars().next() {
+        match readable_end(text, i) {
+            Some(end) => {
+                mask_segment(&text[segment..i], rules, &mut out);
+                out.push_str(&text[i..end]);
+                segment = end;
+                i = end;
+            }
+            None => i += c.len_utf8(),
         }
     }
-    flush(&mut run, &mut out);
+    mask_segment(&text[segment..], rules, &mut out);
     out
+}
+
+fn mask_segment(text: &str, rules: NumberRules<'_>, out: &mut String) {
+    let mut from = 0;
+    for r in find_numbers(text, rules) {
+        out.push_str(&text[from..r.start]);
+        out.push_str(&mask_digits(&text[r.clone()]));
+        from = r.end;
+    }
+    out.push_str(&text[from..]);
+}
+
+/// Where a span that starts at byte `i` and must stay readable ends, though its digits could
+/// read as a number: a date (`2026-12-07`) or a batch name's date and sequence (the
+/// `20261203.01` of `ACME.20261203.01.txt`).
+fn readable_end(text: &str, i: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let digits = |from: usize, n: usize| {
+        b.get(from..from + n)
+            .is_some_and(|s| s.iter().all(u8::is_ascii_digit))
+    };
+    if !digits(i, 4) || (i > 0 && b[i - 1].is_ascii_digit()) {
+        return None;
+    }
+    let date = !b.get(i + 10).is_some_and(u8::is_ascii_digit)
+        && text
+            .get(i..i + 10)
+            .is_some_and(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
+    if date {
+        return Some(i + 10);
+    }
+    if i > 0 && b[i - 1] == b'.' && digits(i, 8) && b.get(i + 8) == Some(&b'.') {
+        let seq = b[i + 9..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let end = i + 9 + seq;
+        if seq >= 2 && text[end..].starts_with(".txt") {
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// The one-line summary (page, `status`, systemd's `STATUS=`): jobs pending, failed today, the
@@ -332,12 +384,18 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
         Ok(Err(e)) => return internal(e),
         Err(e) => return internal(e),
     };
+    let input = &ops.cfg.input;
+    let rules = NumberRules {
+        country_code: &input.default_country_code,
+        national_lengths: &input.national_lengths,
+    };
+    let masked = |text: &str| mask_text(text, rules);
     let body = html! {
         p { a href="/" { "← all jobs" } }
         h1 { "Job " (job.id) ": " (job.input_name) }
         dl {
             dt { "State" } dd { (state_badge(job.state.as_str())) }
-                        @if let Some(r) = &job.reason { dt { "Reason" } dd { (mask_text(r)) } }
+                        @if let Some(r) = &job.reason { dt { "Reason" } dd { (masked(r)) } }
             dt { "Input" } dd { (job.input_path.display()) }
             dt { "Subaccount" } dd { (job.subaccount) }
             dt { "Rows" } dd { (job.rows_read) " read, " (job.rows_sent) " sent, " (job.rows_rejected) " rejected"
@@ -345,7 +403,7 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
             dt { "SHA-256" } dd { code { (job.hash) } }
             dt { "Created (UTC)" } dd { (time(job.created_at)) }
             dt { "Updated (UTC)" } dd { (time(job.updated_at)) }
-                        @if let Some(l) = &job.late { dt { "Late write" } dd { (mask_text(l)) } }
+                        @if let Some(l) = &job.late { dt { "Late write" } dd { (masked(l)) } }
             @if let Some(p) = job.parent_job { dt { "Continues" } dd { a href={ "/jobs/" (p) } { "job " (p) } } }
             @if let Some(c) = &counts {
                 dt { "Messages" } dd { (c.delivered) " delivered, " (c.failed) " failed, " (c.pending) " pending, " (c.untracked) " untracked" }
@@ -358,7 +416,7 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
                 tbody { @for b in &batches { tr {
                     td { (b.name) } td.n { (b.rows) } td.n { (b.bytes) } td { (state_badge(b.state.as_str())) }
                     td { (b.uploaded_at.map(time).unwrap_or_default()) } td.n { (b.attempts) }
-                    td { (mask_text(b.last_error.as_deref().unwrap_or_default())) @if let Some(n) = &b.note { " " (mask_text(n)) } }
+                    td { (masked(b.last_error.as_deref().unwrap_or_default())) @if let Some(n) = &b.note { " " (masked(n)) } }
                 } } }
             } }
         }
@@ -368,7 +426,7 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
                 div.scroll { table id="rejected" {
                     thead { tr { th { "Line" } th { "Number" } th { "Reason" } } }
                     tbody { @for r in &c.rejected { tr {
-                        td.n { (r.line) } td { (mask(&r.number)) } td { (mask_text(&r.reason)) }
+                        td.n { (r.line) } td { (mask(&r.number)) } td { (masked(&r.reason)) }
                     } } }
                 } }
                 @if (c.rejected.len() as u64) < c.rows_rejected { p { "(the first " (c.rejected.len()) " of " (c.rows_rejected) "; the JSON report has the result CSV with all)" } }
@@ -379,7 +437,7 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
             h2 { "Rows already sent" }
             div.scroll { table id="duplicates" {
                 thead { tr { th { "Line" } th { "Not sent again: why" } } }
-                tbody { @for d in &c.duplicate_rows { tr { td.n { (d.line) } td { (d.reason) } } } }
+                tbody { @for d in &c.duplicate_rows { tr { td.n { (d.line) } td { (masked(&d.reason)) } } } }
             } }
             @if (c.duplicate_rows.len() as u64) < c.rows_duplicate { p { "(the first " (c.duplicate_rows.len()) " of " (c.rows_duplicate) "; the result CSV lists all)" } }
         }
@@ -413,7 +471,7 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
         div.scroll { table id="history" {
             thead { tr { th { "When (UTC)" } th { "State" } th { "Note" } } }
             tbody { @for h in &history { tr {
-                td { (time(h.at)) } td { (state_badge(&h.state)) } td { (mask_text(h.note.as_deref().unwrap_or_default())) }
+                td { (time(h.at)) } td { (state_badge(&h.state)) } td { (masked(h.note.as_deref().unwrap_or_default())) }
             } } }
         } }
     };
@@ -424,6 +482,11 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
 mod tests {
     use super::*;
 
+    const BR: NumberRules<'static> = NumberRules {
+        country_code: "55",
+        national_lengths: &[10, 11],
+    };
+
     #[test]
     fn numbers_are_masked() {
         assert_eq!(mask("5511987654321"), "55119****4321");
@@ -433,11 +496,37 @@ mod tests {
         assert_eq!(mask("12345678"), "12****78");
         assert_eq!(mask("123"), "***");
         assert_eq!(
-            mask_text("number \"(11) 98765-4321\" has 11 digits; in ACME.20261203.01.txt"),
+            mask_text(
+                "number \"(11) 98765-4321\" has 11 digits; in ACME.20261203.01.txt",
+                BR
+            ),
             "number \"(11) 9****-4321\" has 11 digits; in ACME.20261203.01.txt"
         );
-        assert_eq!(mask_text("5511987654321x"), "55119****4321x");
-        assert_eq!(mask_text("line 12: 3 rows"), "line 12: 3 rows");
+        assert_eq!(mask_text("5511987654321x", BR), "55119****4321x");
+        assert_eq!(mask_text("line 12: 3 rows", BR), "line 12: 3 rows");
         assert_eq!(mask(""), "");
+    }
+
+    /// Issue 19 item 6: a number quoted in a reason is masked however it is written, as long as
+    /// the parser would read it as a number (dots, spaces, dashes, parentheses, a leading `+`).
+    #[test]
+    fn numbers_in_reasons_are_masked_as_the_parser_reads_them() {
+        let cases = [
+            (
+                "number \"+55 (11) 98765.0006 x\" contains 'x'",
+                "number \"+55 (11) 9****.0006 x\" contains 'x'",
+            ),
+            ("11.98765.4321 called", "11.9****.4321 called"),
+            ("a 0055 11 98765 4321.", "a 0055 1* ***** 4321."),
+            ("tel.11\u{a0}98765-4321", "tel.11\u{a0}9****-4321"),
+            // Batch names, dates, times and counts stay readable.
+            (
+                "renamed to ACME.20261203.01.txt on 2026-12-07 15:00:01, 12345 bytes",
+                "renamed to ACME.20261203.01.txt on 2026-12-07 15:00:01, 12345 bytes",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(mask_text(text, BR), want, "{text}");
+        }
     }
 }

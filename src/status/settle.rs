@@ -1,11 +1,14 @@
 //! The engine stage that ends message tracking: a job whose sent messages all have their final
 //! status, or whose `[status] give_up_after` has passed since its file outcome, gets its
-//! `<job>-<input>.delivery.csv` (written atomically, synced), its JSON report written again with
+//! `<job>-<input>.delivery.csv` (written atomically, synced; what the gateway said goes through
+//! [`csv_field`], so no carrier name starts a formula), its JSON report written again with
 //! the per-message outcome, and the outcome hook run with `SMSDROP_EVENT=delivery`.
 
 use crate::fsutil::{sync_dir, sync_fs, write_replacing};
 use crate::journal::{EachError, Job, Journal, Message};
-use crate::report::{delivery_path, line_offset, queue_hook, report_paths, write_json, Event};
+use crate::report::{
+    csv_field, delivery_path, line_offset, queue_hook, report_paths, write_json, Event,
+};
 use crate::stage::{Ctx, StageError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::io::{self, Write};
@@ -113,12 +116,12 @@ fn write_delivery_csv(
                     "{};{};{};{};{};{};{};{}",
                     m.line + offset,
                     m.number,
-                    crate::report::csv_field(&m.correlation_id),
-                    m.sent_status.as_deref().unwrap_or(""),
+                    csv_field(&m.correlation_id),
+                    csv_field(m.sent_status.as_deref().unwrap_or("")),
                     iso(m.sent_at),
-                    m.delivered_status.as_deref().unwrap_or(""),
+                    csv_field(m.delivered_status.as_deref().unwrap_or("")),
                     iso(m.delivered_at),
-                    crate::report::csv_field(m.carrier.as_deref().unwrap_or(""))
+                    csv_field(m.carrier.as_deref().unwrap_or(""))
                 )
             });
             match each {
