@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034 # sets variables its callers read
-# Shared by benches/deliver.sh and benches/wan.sh (sourced, not run): timing helpers, and the
+# Shared by benches/deliver.sh, wan.sh and duplicates.sh (sourced, not run): timing helpers, and the
 # pieces of an SFTP-only OpenSSH sshd on loopback with generated keys. The caller defines die and
 # log and sets WORK, SSH_DIR and HOME_DIR first.
 
@@ -102,7 +102,7 @@ sshd_failed() {
 }
 
 # small_inputs FILES ROWS DIR: FILES deterministic ERP exports of ROWS rows each (header
-# `telefone;mensagem;id`, formatted numbers, accented texts), as deliver.sh and wan.sh send them.
+# `telefone;mensagem;id`, formatted numbers, accented texts), as deliver.sh, wan.sh and duplicates.sh send them.
 small_inputs() {
 python3 - "$1" "$2" "$3" <<'PY'
 import os, sys
