@@ -102,7 +102,7 @@ sshd_failed() {
 }
 
 # small_inputs FILES ROWS DIR: FILES deterministic ERP exports of ROWS rows each (header
-# `telefone;mensagem;id`, formatted numbers, accented texts), as deliver.sh, wan.sh and duplicates.sh send them.
+# `telefone;mensagem;id`, formatted numbers, accented texts), as deliver.sh and wan.sh send them.
 small_inputs() {
 python3 - "$1" "$2" "$3" <<'PY'
 import os, sys
