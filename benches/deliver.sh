@@ -146,33 +146,12 @@ trap 'exit 130' INT TERM
 cd "$WORK"
 
 # --- helpers ---------------------------------------------------------------------------------
-maxof() { printf '%s\n' "$@" | sort -g | tail -n 1; }
 mbps() { calc "%.1f" "$1 / 1e6 / $2"; }
-group() { printf '%d' "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/' -e 'ta'; }
-kib_to_mib() { calc "%.1f" "$1 / 1024"; }
 
 # --- sshd ------------------------------------------------------------------------------------
 SSH_DIR="$WORK/sshd"
 HOME_DIR="$WORK/home"
 bench_keys
-start_sshd() {
-    local attempt rc
-    for attempt in 1 2 3 4 5; do
-        PORT=$(free_port)
-        {
-            echo "Port $PORT"
-            sshd_base_config
-            echo "ForceCommand internal-sftp -d $HOME_DIR"
-        } >"$SSH_DIR/sshd_config"
-        printf '[127.0.0.1]:%s %s\n' "$PORT" "$HOST_PUB" >"$KNOWN"
-        rc=0
-        launch_sshd "$PORT" || rc=$?
-        ((rc == 0)) && return 0
-        ((rc == 2)) || break
-        log "port $PORT taken; retrying ($attempt)"
-    done
-    sshd_failed
-}
 start_sshd
 log "sshd pid $SSHD_PID on 127.0.0.1:$PORT, login $LOGIN, home $HOME_DIR"
 
@@ -192,18 +171,6 @@ echo "ls" >"$WORK/ls.sftp"
 # server's uploads) several times slower than on a settled disk.
 TRASH="$WORK/trash"
 mkdir -p "$TRASH"
-aside() { # aside PATH...: moves each existing PATH into the trash under a fresh name
-    local p
-    for p in "$@"; do
-        [[ -e "$p" ]] && mv -- "$p" "$(mktemp -u "$TRASH/$(basename "$p").XXXXXX")"
-    done
-    return 0
-}
-clean_remote() {
-    aside "$HOME_DIR/upload" "$HOME_DIR/success" "$HOME_DIR/error"
-    mkdir -p "$HOME_DIR"/{upload,success,error}
-    chmod 755 "$HOME_DIR"/{upload,success,error}
-}
 
 # write_config FILE STATE_DIR INBOX_DIR [extra lines]: smsdrop config against the bench sshd.
 write_config() {

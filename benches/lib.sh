@@ -116,3 +116,42 @@ for f in range(files):
                       % ((i * 7919) % 10000, i % 10000, r, f, 8 + i % 10, f, r))
 PY
 }
+
+# --- shared by deliver.sh, wan.sh and duplicates.sh -------------------------------------------
+group() { printf '%d' "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/' -e 'ta'; }
+maxof() { printf '%s\n' "$@" | sort -g | tail -n 1; }
+kib_to_mib() { calc "%.1f" "$1 / 1024"; }
+
+# An SFTP-only sshd (internal-sftp in HOME_DIR) on a free port, retried when the port is taken.
+start_sshd() {
+    local attempt rc
+    for attempt in 1 2 3 4 5; do
+        PORT=$(free_port)
+        {
+            echo "Port $PORT"
+            sshd_base_config
+            echo "ForceCommand internal-sftp -d $HOME_DIR"
+        } >"$SSH_DIR/sshd_config"
+        printf '[127.0.0.1]:%s %s\n' "$PORT" "$HOST_PUB" >"$KNOWN"
+        rc=0
+        launch_sshd "$PORT" || rc=$?
+        ((rc == 0)) && return 0
+        ((rc == 2)) || break
+        log "port $PORT taken; retrying ($attempt)"
+    done
+    sshd_failed
+}
+
+# Old remote folders are moved into $TRASH (the caller makes it; see deliver.sh), fresh ones made.
+aside() { # aside PATH...: moves each existing PATH into the trash under a fresh name
+    local p
+    for p in "$@"; do
+        [[ -e "$p" ]] && mv -- "$p" "$(mktemp -u "$TRASH/$(basename "$p").XXXXXX")"
+    done
+    return 0
+}
+clean_remote() {
+    aside "$HOME_DIR/upload" "$HOME_DIR/success" "$HOME_DIR/error"
+    mkdir -p "$HOME_DIR"/{upload,success,error}
+    chmod 755 "$HOME_DIR"/{upload,success,error}
+}

@@ -267,18 +267,6 @@ mkdir -p "$LFTP_HOME"
 # deleting the last run's files made every file created in the next one slower.
 TRASH="$WORK/trash"
 mkdir -p "$TRASH"
-aside() { # aside PATH...: moves each existing PATH into the trash under a fresh name
-    local p
-    for p in "$@"; do
-        [[ -e "$p" ]] && mv -- "$p" "$(mktemp -u "$TRASH/$(basename "$p").XXXXXX")"
-    done
-    return 0
-}
-clean_remote() {
-    aside "$HOME_DIR/upload" "$HOME_DIR/success" "$HOME_DIR/error"
-    mkdir -p "$HOME_DIR"/{upload,success,error}
-    chmod 755 "$HOME_DIR"/{upload,success,error}
-}
 
 # write_config FILE SFTP_PORT [inbox lines]: smsdrop config against the bench sshd (via PORT).
 STATE="$WORK/state"
