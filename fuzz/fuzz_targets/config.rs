@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smsdrop::batch::{check_line, check_subaccount};
+use smsdrop::batch::check_line;
+use smsdrop::config::check_subaccount;
 use smsdrop::config::{parse_duration, Config};
 use smsdrop::convert::convert;
 use std::io::Cursor;
@@ -53,10 +54,8 @@ fuzz_target!(|data: &[u8]| {
         accepted(&cfg);
     }
     for line in text.lines() {
-        if let Some(d) = parse_duration(line) {
-            // What it read back: a whole number of seconds, at most u64::MAX.
-            assert_eq!(d.subsec_nanos(), 0, "{line:?}");
-        }
+        // Never a panic, whatever the text (humantime reads fractions and sub-second units).
+        let _ = parse_duration(line);
         if let Some((_, value)) = line.split_once('=') {
             let _ = parse_duration(value.trim().trim_matches('"'));
         }

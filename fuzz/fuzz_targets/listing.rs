@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smsdrop::batch::{check_batch, check_line, check_subaccount, BatchCheck, BatchName};
+use smsdrop::batch::{check_batch, check_line, BatchCheck, BatchName};
+use smsdrop::config::check_subaccount;
 use smsdrop::batch::{HEADER_LINE, TRAILER};
 
 fn name(raw: &str) {
