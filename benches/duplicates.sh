@@ -151,25 +151,6 @@ write_config "$WORK/skip-empty.toml" "$E_STATE" skip
 write_config "$WORK/skip-full0.toml" "$F_STATE" skip
 write_config "$WORK/send-empty.toml" "$E_STATE" send
 
-# run_timed NAME CMD...: runs CMD under GNU time; sets T (wall s, EPOCHREALTIME), RSS (KiB),
-# CPU (user+sys s); CMD's stdout/stderr go to $WORK/NAME.out/.err.
-run_timed() {
-    local name=$1 rc=0 t0 t1 ut st
-    shift
-    t0=$(now)
-    "$TIME_BIN" -f '%M %U %S' -o "$WORK/$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || rc=$?
-    t1=$(now)
-    T=$(elapsed "$t0" "$t1")
-    read -r RSS ut st < <(tail -n 1 "$WORK/$name.time")
-    CPU=$(calc "%.2f" "$ut + $st")
-    if [[ $rc -ne 0 ]]; then
-        echo "---- $name: $* ----" >&2
-        tail -n 30 "$WORK/$name.out" "$WORK/$name.err" >&2
-        echo "---- sshd log (last 20 lines) ----" >&2
-        tail -n 20 "$SSH_DIR/sshd.log" >&2
-        die "$name exited $rc"
-    fi
-}
 
 # --- inputs ------------------------------------------------------------------------------------
 # Row i (0-based over all files): number 55119 + 8 digits, a bijection of i (7919 is prime to

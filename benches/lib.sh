@@ -155,3 +155,23 @@ clean_remote() {
     mkdir -p "$HOME_DIR"/{upload,success,error}
     chmod 755 "$HOME_DIR"/{upload,success,error}
 }
+
+# run_timed NAME CMD... (deliver.sh, duplicates.sh): runs CMD under GNU time; sets T (wall s, EPOCHREALTIME), RSS (KiB),
+# CPU (user+sys s of CMD and its children); CMD's stdout/stderr go to $WORK/NAME.out/.err.
+run_timed() {
+    local name=$1 rc=0 t0 t1 ut st
+    shift
+    t0=$(now)
+    "$TIME_BIN" -f '%M %U %S' -o "$WORK/$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || rc=$?
+    t1=$(now)
+    T=$(elapsed "$t0" "$t1")
+    read -r RSS ut st < <(tail -n 1 "$WORK/$name.time")
+    CPU=$(calc "%.2f" "$ut + $st")
+    if [[ $rc -ne 0 ]]; then
+        echo "---- $name: $* ----" >&2
+        tail -n 30 "$WORK/$name.out" "$WORK/$name.err" >&2
+        echo "---- sshd log (last 20 lines) ----" >&2
+        tail -n 20 "$SSH_DIR/sshd.log" >&2
+        die "$name exited $rc"
+    fi
+}
