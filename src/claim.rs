@@ -55,6 +55,13 @@ pub fn claim_path(cfg: &Config, job: &Job, origin: Origin) -> PathBuf {
 pub fn claim(cfg: &Config, job: &Job, origin: Origin) -> io::Result<Claimed> {
     let dest = claim_path(cfg, job, origin);
     let dir = crate::fsutil::parent(&dest).to_owned();
+    if origin == Origin::Inbox {
+        if let Some(found) = renamed_elsewhere(cfg, job, &dest) {
+            // Claimed by an earlier owner into the other of the two claim folders (the answer
+            // to "same file system?" may differ between processes): that file is this input.
+            return at(found);
+        }
+    }
     std::fs::create_dir_all(&dir)?;
     if let Ok(m) = std::fs::metadata(&dest) {
         let found = Some((m.dev(), m.ino()));
@@ -87,6 +94,26 @@ pub fn claim(cfg: &Config, job: &Job, origin: Origin) -> io::Result<Claimed> {
     // The caller syncs the folders (both ends of the rename) once for its group before the
     // journal records the claim; a copy's data is flushed with the group's spool (`syncfs`).
     at(dest)
+}
+
+/// The job's input already renamed into the claim folder `dest` is not in, found by its inode.
+fn renamed_elsewhere(cfg: &Config, job: &Job, dest: &Path) -> Option<PathBuf> {
+    let want = job.dev_ino?;
+    let name = dest.file_name()?;
+    let other = [
+        cfg.state.archive_dir.join(name),
+        parent_of(&job.input_path)
+            .join(".smsdrop-claimed")
+            .join(name),
+    ]
+    .into_iter()
+    .find(|p| p != dest)?;
+    let m = std::fs::metadata(&other).ok()?;
+    (Some((m.dev(), m.ino())) == Some(want) && !job.input_path.exists()).then_some(other)
+}
+
+fn parent_of(p: &Path) -> &Path {
+    p.parent().unwrap_or(Path::new("."))
 }
 
 /// A done-marker goes with its input, to the archive.

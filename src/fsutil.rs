@@ -154,8 +154,11 @@ pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
 /// True when `a` and `b` are on the same file system (a rename between them is atomic).
 pub fn same_fs(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev(),
+    // A folder that is gone (an emptied queue folder removed) is on its nearest parent's file
+    // system: the answer must not change because a folder was tidied away.
+    let existing = |p: &Path| p.ancestors().find_map(|d| std::fs::metadata(d).ok());
+    match (existing(a), existing(b)) {
+        (Some(x), Some(y)) => x.dev() == y.dev(),
         _ => false,
     }
 }

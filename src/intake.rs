@@ -819,6 +819,10 @@ fn claim_all(
         }
     }
     for d in &dirs {
+        if !d.exists() {
+            // The input's folder tidied away after an earlier owner's rename: nothing to sync.
+            continue;
+        }
         let local = |e| StageError::local(format!("syncing {}", d.display()), e);
         if origin == Origin::Named {
             // Copies: their data too, once per file system for the group.

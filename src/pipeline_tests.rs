@@ -1102,3 +1102,38 @@ fn csv_fields_from_outside_never_start_a_formula() {
         )
     );
 }
+
+/// An owner killed between renaming a handed-over input into the archive and recording it: the
+/// next owner, who finds the emptied queue folder tidied away, still knows the archived file as
+/// that input (it once looked for it beside the gone folder and reported it vanished).
+#[test]
+fn a_claim_a_kill_interrupted_is_found_after_its_folder_is_gone() {
+    use std::os::unix::fs::MetadataExt;
+    let mut w = World::new("");
+    let folder = w.cfg.state.dir.join("queue").join("1-2-0");
+    std::fs::create_dir_all(&folder).unwrap();
+    let input = folder.join("late.csv");
+    std::fs::write(&input, export("late", 0..2)).unwrap();
+    let m = std::fs::metadata(&input).unwrap();
+    let id = w
+        .journal
+        .transaction(|t| {
+            t.insert_job(&crate::journal::NewJob {
+                input_name: "late.csv",
+                input_path: &input,
+                subaccount: "ACME",
+                hash: "",
+                size: m.len(),
+                dev_ino: Some((m.dev(), m.ino())),
+            })
+        })
+        .unwrap();
+    let archived = w.cfg.state.archive_dir.join(format!("{id}-late.csv"));
+    std::fs::rename(&input, &archived).unwrap();
+    std::fs::remove_dir(&folder).unwrap();
+    intake::process_all(&mut w.ctx(), &[id], Origin::Inbox).unwrap();
+    let job = w.job(id);
+    assert_eq!(job.claimed_path.as_deref(), Some(archived.as_path()));
+    assert_ne!(job.state, JobState::Rejected, "{:?}", job.reason);
+    assert_eq!(w.names(id).len(), 1);
+}
