@@ -82,6 +82,15 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Sends a job held for its send window (`[schedule]`) now, outside the window; recorded in
+    /// the job's history.
+    Release {
+        /// The job (see `smsdrop status`).
+        job: i64,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// After the journal was lost: lists what the state folder still holds; with --yes sets it
     /// aside and queues the pending batch files again as new jobs.
     Recover {
@@ -198,6 +207,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             decide_result(commands::decide::resolve(&cfg, job, sent))
         }
         Command::Retry { job, yes } => decide_result(commands::decide::retry(&cfg, job, yes)),
+        Command::Release { job, yes } => decide_result(commands::decide::release(&cfg, job, yes)),
         Command::Check {
             accept_new_host_key,
         } => {

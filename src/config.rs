@@ -8,6 +8,7 @@ mod delivery;
 mod http;
 mod names;
 mod raw;
+mod schedule;
 mod status;
 mod template;
 mod validate;
@@ -18,6 +19,7 @@ pub use delivery::{
 };
 pub use http::HttpConfig;
 pub use names::{check_subaccount, fold_name};
+pub use schedule::ScheduleConfig;
 pub use status::{IdMode, StatusConfig, StatusMode, TokenSource, DEFAULT_API_URL};
 pub(crate) use template::Part as TemplatePart;
 pub use template::Template;

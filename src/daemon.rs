@@ -515,6 +515,9 @@ impl Engine {
             if self.has_pending_uploads()? {
                 until = until.min(self.remote_at.max(Instant::now()));
             }
+            if let Some(at) = self.schedule_wake()? {
+                until = until.min(at);
+            }
             if !self.stopping() {
                 hinted = self.wait(until);
                 crate::liveness::alive_quiet();
@@ -538,10 +541,34 @@ impl Engine {
         })
     }
 
+    /// Work for the server now: batches to upload (not those waiting for their send window),
+    /// or inputs to convert.
     fn has_pending_uploads(&self) -> Result<bool, DaemonError> {
-        Ok(!self.journal.batches_in(JobState::Converted)?.is_empty()
+        let held: HashSet<i64> = self
+            .journal
+            .jobs_in(&[JobState::Held])?
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        Ok(self
+            .journal
+            .batches_in(JobState::Converted)?
+            .iter()
+            .any(|b| !held.contains(&b.job_id))
             || !self.journal.batches_in(JobState::Uploading)?.is_empty()
             || !self.journal.jobs_in(&[JobState::Detected])?.is_empty())
+    }
+
+    /// When a send window opens (or `max_hold` runs out) for a held job, as an instant.
+    fn schedule_wake(&self) -> Result<Option<Instant>, DaemonError> {
+        let now = self.clock.now();
+        Ok(
+            crate::hold::next_event(&self.cfg, &self.journal, now)?.map(|t| {
+                // A little after the minute turns, so the window is open when the round looks.
+                let wait = (t - now).to_std().unwrap_or_default() + Duration::from_millis(20);
+                Instant::now() + wait
+            }),
+        )
     }
 
     /// Takes the files `smsdrop send` left in the queue (complete by construction).
@@ -790,7 +817,10 @@ impl Engine {
 /// True when `smsdrop send` is done with a job: final and reported, or (not waiting for
 /// outcomes) uploaded with its input archived.
 pub fn job_done(j: &Job, wait: bool) -> bool {
-    (j.state.is_final() && j.reported)
+    // Held for its send window: `send` says so and returns; a daemon (or a later `send`)
+    // sends it when the window opens.
+    (j.state == JobState::Held && j.released_at.is_none())
+        || (j.state.is_final() && j.reported)
         || (!wait && j.state == JobState::Uploaded && j.stored_path.is_some())
 }
 

@@ -11,6 +11,7 @@
 //!   again for the result CSV and the status page.
 //! - [`late`]: taken inputs watched for late writes: continuation jobs, rewrites reported.
 //! - [`archive`]: where inputs go once recorded (moved or copied, made durable first).
+//! - [`hold`]: send windows: converted batches go, wait (`held`) or expire (`max_hold`).
 //! - [`upload`]: each batch on the server once: temp name, size check, no-clobber rename.
 //! - [`track`]: `success/` and `error/` listings to batch and job outcomes.
 //! - [`report`]: JSON and `.result.csv` per finished job.
@@ -37,6 +38,7 @@
 //! - [`convert`]: ERP export bytes in, validated rows out (dialects, field rules, billing, the
 //!   repair of unquoted delimiters, message templates, spreadsheets).
 //! - [`batch`]: the gateway's batch file: names, line format, safe writing.
+//! - [`schedule`]: send windows and holidays: whether uploads may run now, and when that changes.
 //! - [`commands`]: what each CLI subcommand does, on top of the stages above.
 //! - [`crash`]: crash points for the crash tests (feature `crash-points`, never in a release).
 //! - `sandbox` (feature `sandbox`, on by default): an embedded SFTP server and gateway simulator
@@ -55,6 +57,7 @@ pub mod crash;
 pub(crate) mod daemon;
 pub(crate) mod fsutil;
 pub(crate) mod handoff;
+pub(crate) mod hold;
 pub(crate) mod hooks;
 pub(crate) mod http;
 pub(crate) mod intake;
@@ -68,6 +71,7 @@ pub mod remote;
 pub(crate) mod report;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod schedule;
 pub(crate) mod spool;
 pub(crate) mod stage;
 pub(crate) mod status;

@@ -1137,3 +1137,157 @@ fn a_claim_a_kill_interrupted_is_found_after_its_folder_is_gone() {
     assert_ne!(job.state, JobState::Rejected, "{:?}", job.reason);
     assert_eq!(w.names(id).len(), 1);
 }
+
+/// Local time in America/Sao_Paulo (UTC-3, the worlds' zone) as UTC.
+fn sp(d: u32, h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, d, h, m, 0).unwrap() + chrono::Duration::hours(3)
+}
+
+const WEEKDAYS: &str = "[schedule]\nwindows = [\"mon-fri 08:00-20:00\"]\n";
+
+/// Friday 4 December 2026, 23:50: an export is converted and held; Monday 07:59 it still waits;
+/// at 08:00 it goes, named with Monday's date.
+#[test]
+fn an_export_after_hours_is_held_until_monday_and_named_that_day() {
+    let mut w = World::new(WEEKDAYS);
+    w.set_clock(sp(4, 23, 50));
+    let id = w.take("friday.csv", 2);
+    assert_eq!(w.upload().unwrap(), 0);
+    assert!(w.server("upload").is_empty());
+    let job = w.job(id);
+    assert_eq!(job.state, JobState::Held);
+    assert_eq!(job.held_since, Some(sp(4, 23, 50)));
+    let why = job.reason.unwrap();
+    assert!(why.contains("opens Mon 08:00 (in 2d 9h)"), "{why}");
+    w.set_clock(sp(7, 7, 59));
+    assert_eq!(w.upload().unwrap(), 0, "a minute early");
+    assert!(w.job(id).reason.unwrap().contains("(in 1m)"));
+    w.set_clock(sp(7, 8, 0));
+    assert_eq!(w.upload().unwrap(), 1);
+    assert_eq!(w.server("upload"), vec!["ACME.20261207.01.txt"]);
+    assert_eq!(w.job(id).state, JobState::Uploaded);
+    let history: Vec<String> = w
+        .journal
+        .history(id)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.state)
+        .collect();
+    assert!(history.contains(&"held".to_owned()), "{history:?}");
+}
+
+/// Held in the order they arrived, sent in that order when the window opens.
+#[test]
+fn held_exports_go_in_the_order_they_arrived() {
+    let mut w = World::new(WEEKDAYS);
+    w.set_clock(sp(5, 10, 0));
+    let a = w.take("a.csv", 1);
+    w.set_clock(sp(5, 11, 0));
+    let b = w.take("b.csv", 1);
+    assert_eq!(w.upload().unwrap(), 0);
+    w.set_clock(sp(7, 8, 1));
+    assert_eq!(w.upload().unwrap(), 2);
+    assert_eq!(w.names(a), vec!["ACME.20261207.01.txt"]);
+    assert_eq!(w.names(b), vec!["ACME.20261207.02.txt"]);
+}
+
+/// Held past `max_hold`: not sent, the job ends `expired` with the reason and is reported.
+#[test]
+fn a_batch_held_past_max_hold_expires_unsent_and_is_reported() {
+    let mut w = World::new(&format!("{WEEKDAYS}max_hold = \"36h\"\n"));
+    w.set_clock(sp(4, 23, 50));
+    let id = w.take("friday.csv", 3);
+    assert_eq!(w.upload().unwrap(), 0);
+    w.set_clock(sp(6, 11, 49));
+    assert_eq!(w.upload().unwrap(), 0);
+    assert_eq!(w.job(id).state, JobState::Held, "35h59m: still waiting");
+    w.set_clock(sp(6, 11, 50));
+    assert_eq!(w.upload().unwrap(), 0);
+    let job = w.job(id);
+    assert_eq!(job.state, JobState::Expired);
+    let why = job.reason.unwrap();
+    assert!(
+        why.contains("not sent: held past max_hold (36h) (window closed since Fri 20:00)"),
+        "{why}"
+    );
+    assert!(w.server("upload").is_empty());
+    let reported = w.track_and_report();
+    assert_eq!(reported.len(), 1);
+    let csv = w.result_csv(id);
+    assert_eq!(csv.matches(";expired;").count(), 3, "{csv}");
+    // Monday's window sends nothing of it.
+    w.set_clock(sp(7, 9, 0));
+    assert_eq!(w.upload().unwrap(), 0);
+    assert!(w.server("upload").is_empty());
+}
+
+/// `smsdrop release` sends a held job at once, and says so in its history.
+#[test]
+fn a_released_job_goes_outside_its_window() {
+    let mut w = World::new(WEEKDAYS);
+    w.set_clock(sp(5, 10, 0));
+    let id = w.take("saturday.csv", 1);
+    let other = w.take("other.csv", 1);
+    assert_eq!(w.upload().unwrap(), 0);
+    crate::commands::decide::release(&w.cfg, id, true).unwrap();
+    assert!(
+        crate::commands::decide::release(&w.cfg, id, true).is_err(),
+        "released once"
+    );
+    assert_eq!(w.upload().unwrap(), 1);
+    assert_eq!(w.job(id).state, JobState::Uploaded);
+    assert_eq!(w.job(other).state, JobState::Held);
+    assert!(w
+        .notes(id)
+        .iter()
+        .any(|n| n.contains("released by an operator")));
+    assert!(
+        crate::commands::decide::release(&w.cfg, id, true).is_err(),
+        "an uploaded job is not held"
+    );
+}
+
+/// `[subaccounts.NAME] windows` replace the global ones for that subaccount only.
+#[test]
+fn a_subaccount_s_own_window_holds_only_its_files() {
+    let mut w = World::new(
+        "[schedule]\nwindows = [\"daily 07:00-22:00\"]\n\
+         [subaccounts.COBRANCA]\nwindows = [\"mon-fri 09:00-18:00\"]\n",
+    );
+    w.set_clock(sp(7, 8, 30));
+    std::fs::create_dir_all(w.dir.path().join("inbox/COBRANCA")).unwrap();
+    let path = w.dir.path().join("inbox/COBRANCA/due.csv");
+    std::fs::write(&path, export("due", 0..1)).unwrap();
+    let input = Input {
+        path,
+        subaccount: Ok(Some("COBRANCA".into())),
+    };
+    let due = intake::take_all(&mut w.ctx(), &[input], Origin::Inbox).unwrap()[0];
+    let service = w.take("service.csv", 1);
+    assert_eq!(w.upload().unwrap(), 1);
+    assert_eq!(w.job(service).state, JobState::Uploaded);
+    assert_eq!(w.job(due).state, JobState::Held);
+    assert!(w.job(due).reason.unwrap().contains("opens Mon 09:00"));
+    w.set_clock(sp(7, 9, 0));
+    assert_eq!(w.upload().unwrap(), 1);
+    assert_eq!(w.names(due), vec!["COBRANCA.20261207.01.txt"]);
+}
+
+/// A job whose upload began inside the window finishes after it closes.
+#[test]
+fn an_upload_begun_inside_the_window_finishes_after_it_closes() {
+    let mut w = World::new(WEEKDAYS);
+    w.set_clock(sp(7, 19, 59));
+    let id = w.take("big.csv", 6);
+    let names = w.names(id);
+    assert_eq!(names.len(), 3);
+    w.remote.fail_once.push(names[2].clone());
+    assert!(w.upload().is_err());
+    w.set_clock(sp(7, 20, 5));
+    assert_eq!(
+        w.upload().unwrap(),
+        1,
+        "part 3 goes though the window closed"
+    );
+    assert_eq!(w.job(id).state, JobState::Uploaded);
+}

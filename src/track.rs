@@ -52,7 +52,12 @@ pub fn poll_listed(ctx: &mut Ctx<'_>) -> Result<(usize, bool), StageError> {
         .collect();
     let mut ids: Vec<i64> = ctx
         .journal
-        .jobs_in(&[JobState::Converted, JobState::Uploading, JobState::Uploaded])?
+        .jobs_in(&[
+            JobState::Converted,
+            JobState::Held,
+            JobState::Uploading,
+            JobState::Uploaded,
+        ])?
         .into_iter()
         .map(|j| j.id)
         .collect();

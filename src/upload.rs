@@ -124,6 +124,8 @@ fn highest_on_server(
 pub fn upload_pending(ctx: &mut Ctx<'_>, shutdown: &AtomicBool) -> Result<usize, StageError> {
     let resumed = ctx.journal.batches_in(JobState::Uploading)?;
     let fresh = ctx.journal.batches_in(JobState::Converted)?;
+    // Outside its send window a batch waits (`held`); past `max_hold` it expires.
+    let fresh = crate::hold::gate(ctx, fresh)?;
     if resumed.is_empty() && fresh.is_empty() {
         return Ok(0);
     }

@@ -58,6 +58,7 @@ pub fn run(cfg: &Config, accept_new_host_key_flag: bool) -> Outcome {
         None => say("WARN", "disk", "free space unknown".into()),
     }
     status_check(cfg, &mut say);
+    schedule_check(cfg, &mut say);
     let Some(sftp) = &cfg.sftp else {
         say(
             "FAIL",
@@ -243,6 +244,49 @@ fn status_check(cfg: &Config, say: &mut dyn FnMut(&str, &str, String)) {
             format!("{}: {e}; the credentials were not refused", s.api_url),
         ),
         Err(e) => say("FAIL", "status API", format!("{}: {e}", s.api_url)),
+    }
+}
+
+/// One line per send window: open or closed now, its next opening and closing.
+fn schedule_check(cfg: &Config, say: &mut dyn FnMut(&str, &str, String)) {
+    let now = chrono::Utc::now();
+    let tz = cfg.batch.zone.tz();
+    for w in crate::hold::windows_now(cfg, now) {
+        let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map_or_else(
+                || "never".to_owned(),
+                |t| {
+                    t.with_timezone(&tz)
+                        .format("%a %Y-%m-%d %H:%M %Z")
+                        .to_string()
+                },
+            )
+        };
+        let detail = format!(
+            "{} for {}: {}; next opening {}, next closing {} ({})",
+            w.schedule,
+            w.subaccounts.join(", "),
+            if w.open { "open now" } else { "closed now" },
+            if w.open {
+                "now".to_owned()
+            } else {
+                when(w.next_open)
+            },
+            when(w.next_close),
+            tz.name()
+        );
+        let status = if w.next_open.is_none() { "WARN" } else { "ok" };
+        say(status, "send window", detail);
+    }
+    if cfg.schedule.max_hold.is_some() {
+        say(
+            "ok",
+            "send window",
+            format!(
+                "a batch held longer than {} is not sent (max_hold)",
+                cfg.schedule.max_hold_text
+            ),
+        );
     }
 }
 

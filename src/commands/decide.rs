@@ -2,7 +2,8 @@
 //! what smsdrop must never decide alone. `resolve` settles batches whose outcome is `unknown`
 //! (their rename had begun when smsdrop stopped, and their name is nowhere now); `retry` sends a
 //! `failed` or `expired` job's batch files again under new names, after the operator checked
-//! with the gateway that they did not go out.
+//! with the gateway that they did not go out; `release` sends a job held for its send window
+//! now.
 //!
 //! Each decision is one journal transaction through the state machine; a running daemon picks
 //! it up on its next round (it reads batch states from the journal every round). Nothing here
@@ -181,6 +182,59 @@ pub fn retry(cfg: &Config, job_id: i64, yes: bool) -> Result<Outcome, DecideErro
         "job {job_id}: {} batch file(s) ({rows} rows) will be sent again as {} by the daemon",
         renamed.len(),
         renamed.join(", ")
+    );
+    Ok(Outcome::Ok)
+}
+
+/// `release JOB`: sends a job waiting for its send window (`held`) now, whatever the window
+/// says; recorded in the job's history.
+///
+/// # Errors
+/// [`DecideError`].
+pub fn release(cfg: &Config, job_id: i64, yes: bool) -> Result<Outcome, DecideError> {
+    let (mut journal, job, batches) = load(cfg, job_id)?;
+    if !matches!(job.state, JobState::Held | JobState::Converted) {
+        return Err(DecideError::Refused(format!(
+            "job {job_id} is {}: only a job waiting for its send window (held) can be released",
+            job.state.as_str()
+        )));
+    }
+    if job.released_at.is_some() {
+        return Err(DecideError::Refused(format!(
+            "job {job_id} was already released; the daemon sends it at its next round"
+        )));
+    }
+    let rows: u64 = batches.iter().map(|b| b.rows).sum();
+    if !yes
+        && !confirm(&format!(
+            "Send job {job_id} ({}, {rows} rows in {} batch file(s)) now, outside its send              window? [y/N] ",
+            job.input_name,
+            batches.len()
+        ))?
+    {
+        return Err(DecideError::Refused(
+            "nothing recorded (answer y, or pass --yes)".into(),
+        ));
+    }
+    // Under the journal's write lock: the job may have gone out or expired meanwhile.
+    let done = journal.transaction(|t| {
+        if !matches!(t.job_state(job_id)?, JobState::Held | JobState::Converted) {
+            return Ok(false);
+        }
+        t.release(job_id)?;
+        Ok(true)
+    })?;
+    if !done {
+        return Err(DecideError::Refused(format!(
+            "job {job_id} is no longer waiting (it went out or expired meanwhile): nothing \
+             recorded; see `smsdrop status {job_id}`"
+        )));
+    }
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "job {job_id}: released; the daemon sends its {} batch file(s) ({rows} rows) at its next \
+         round",
+        batches.len()
     );
     Ok(Outcome::Ok)
 }

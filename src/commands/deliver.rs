@@ -204,6 +204,13 @@ fn print_summary(
             j.rows_rejected
         );
     }
+    if jobs.iter().any(|j| j.state == JobState::Held) {
+        let _ = writeln!(
+            out,
+            "held files go out when their send window opens, sent by `smsdrop run` (or a later \
+             `smsdrop send`); `smsdrop release JOB` sends one now"
+        );
+    }
     let _ = writeln!(out, "reports: {}", cfg.report.dir.display());
     if all_good {
         Outcome::Ok

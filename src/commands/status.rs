@@ -70,7 +70,18 @@ fn print(
     let Some(journal) = journal else {
         // Nothing has run yet: an empty list, not an error.
         let _ = if json_out {
-            writeln!(out, "{{\n  \"jobs\": [],\n  \"not_taken\": []\n}}")
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "send_windows": crate::hold::windows_now(cfg, chrono::Utc::now()),
+                    "held": [],
+                    "jobs": [],
+                    "waiting_for_decision": [],
+                    "not_taken": [],
+                }))
+                .expect("serialisable")
+            )
         } else {
             writeln!(
                 out,
@@ -119,7 +130,23 @@ fn print(
             .into_iter()
             .map(|b| json!({"job": b.job_id, "remote_file": b.name, "reason": b.last_error}))
             .collect();
+        let held: Vec<_> = journal
+            .jobs_in(&[crate::journal::JobState::Held])?
+            .into_iter()
+            .map(|j| {
+                let opens = cfg
+                    .schedule
+                    .for_subaccount(&j.subaccount)
+                    .and_then(|s| s.next_open(cfg.batch.zone.tz(), chrono::Utc::now()));
+                json!({"job": j.id, "input": j.input_path.to_string_lossy(),
+                       "subaccount": j.subaccount, "held_since": j.held_since,
+                       "released": j.released_at.is_some(), "opens_at": opens,
+                       "reason": j.reason})
+            })
+            .collect();
         let doc = serde_json::to_string_pretty(&json!({
+            "send_windows": crate::hold::windows_now(cfg, chrono::Utc::now()),
+            "held": held,
             "jobs": list,
             "waiting_for_decision": decisions,
             "not_taken": ignored,
@@ -137,7 +164,7 @@ fn print(
     );
     let _ = writeln!(
         out,
-        "jobs:    {}\n",
+        "jobs:    {}",
         stats
             .jobs
             .iter()
@@ -145,6 +172,26 @@ fn print(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for w in crate::hold::windows_now(cfg, now) {
+        let _ = writeln!(
+            out,
+            "send window {} ({}): {}",
+            w.schedule,
+            w.subaccounts.join(", "),
+            w.summary
+        );
+    }
+    let held = journal.jobs_in(&[crate::journal::JobState::Held])?;
+    if !held.is_empty() {
+        let ids: Vec<String> = held.iter().map(|j| j.id.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "held:    {} job(s) waiting for the send window: {} (`smsdrop release JOB` sends one now)",
+            held.len(),
+            ids.join(", ")
+        );
+    }
+    let _ = writeln!(out);
     let _ = writeln!(
         out,
         "{:>5}  {:<10}  {:>6}  {:>8}  {:<19}  {:<28}  INPUT",

@@ -16,6 +16,7 @@ pub struct RawConfig {
     pub status: super::status::RawStatus,
     pub http: super::http::RawHttp,
     pub subaccounts: BTreeMap<String, RawSubaccount>,
+    pub schedule: super::schedule::RawSchedule,
 }
 
 /// `[subaccounts.NAME]`: settings for the files in `inbox/NAME/`.
@@ -23,6 +24,11 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RawSubaccount {
     pub template: Option<String>,
+    /// Replace `[schedule] windows` for this subaccount.
+    pub windows: Option<Vec<String>>,
+    /// Replace `[schedule] holidays` and `holidays_file` for this subaccount (either or both).
+    pub holidays: Option<Vec<String>>,
+    pub holidays_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -33,6 +33,8 @@ pub struct Config {
     pub http: super::HttpConfig,
     /// Settings per subaccount folder (`[subaccounts.NAME]`).
     pub subaccounts: BTreeMap<String, SubaccountConfig>,
+    /// When batches may go out (`[schedule]`, and per subaccount).
+    pub schedule: super::ScheduleConfig,
     /// Where this configuration came from, for messages.
     pub source: PathBuf,
 }
@@ -210,6 +212,18 @@ impl Zone {
         let offset = chrono::Local::now().offset().local_minus_utc();
         let utc = offset == 0;
         Some((name, chrono::Local::now().format("%:z").to_string(), utc))
+    }
+
+    /// This zone as an IANA zone: the machine's own by name for `"local"` (UTC when the machine
+    /// cannot name it).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        match self {
+            Zone::Named(tz) => *tz,
+            Zone::Local => iana_time_zone::get_timezone()
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(chrono_tz::UTC),
+        }
     }
 
     /// The calendar day of `now` in this zone.
@@ -413,6 +427,19 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
             "a sheet name cannot be empty; leave the key out to read the first sheet".into(),
         ));
     }
+    let schedule_parts: Vec<super::schedule::Part<'_>> = raw
+        .subaccounts
+        .iter()
+        .map(|(name, sub)| super::schedule::Part {
+            key: format!("subaccounts.{name}"),
+            windows: sub.windows.as_deref(),
+            holidays: sub.holidays.as_deref(),
+            holidays_file: sub.holidays_file.as_deref(),
+        })
+        .collect();
+    let resolve_str = |p: &str| resolve(p);
+    let schedule = super::schedule::validate(&raw.schedule, &schedule_parts, &bad, &resolve_str)?;
+    drop(schedule_parts);
     let mut subaccounts = BTreeMap::new();
     for (name, sub) in raw.subaccounts {
         check_subaccount(&name).map_err(|m| bad(&format!("subaccounts.{name}"), m))?;
@@ -488,6 +515,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
             duplicate_rows,
         },
         subaccounts,
+        schedule,
         source: path.to_owned(),
     })
 }
@@ -566,11 +594,61 @@ mod tests {
             ("[batch]\ntimezone = \"Mars/Base\"", "batch.timezone"),
             ("[batch]\nmax_rows_per_file = 0", "batch.max_rows_per_file"),
             ("[batch]\nduplicate_rows = \"drop\"", "batch.duplicate_rows"),
+            (
+                "[schedule]\nwindows = [\"mon-fry 08:00-20:00\"]",
+                "schedule.windows",
+            ),
+            ("[schedule]\nwindows = []", "schedule.windows"),
+            (
+                "[schedule]\nholidays = [\"2026-13-01\"]",
+                "schedule.holidays",
+            ),
+            (
+                "[schedule]\nholidays_file = \"/nonexistent/holidays.txt\"",
+                "schedule.holidays_file",
+            ),
+            ("[schedule]\nmax_hold = \"10s\"", "schedule.max_hold"),
+            ("[schedule]\nmax_hold = \"soon\"", "schedule.max_hold"),
+            (
+                "[subaccounts.ACME]\nwindows = [\"mon 8-9\"]",
+                "subaccounts.ACME.windows",
+            ),
         ];
         for (text, key) in cases {
             let err = parse(text).unwrap_err();
             assert!(err.contains("t.toml") && err.contains(key), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn schedules_name_the_entry_and_the_character_and_subaccounts_inherit() {
+        let err = parse("[schedule]\nwindows = [\"mon-fry 08:00-20:00\"]").unwrap_err();
+        assert!(
+            err.contains("\"mon-fry 08:00-20:00\"") && err.contains("at character 5"),
+            "{err}"
+        );
+        let cfg = parse(
+            "[schedule]\nwindows = [\"mon-fri 08:00-20:00\"]\nholidays = [\"2026-12-25\"]\n\
+             max_hold = \"36h\"\n[subaccounts.COBRANCA]\nwindows = [\"mon-fri 09:00-18:00\"]\n\
+             [subaccounts.OTHER]\ntemplate = \"x {1}\"\n",
+        )
+        .unwrap();
+        let s = &cfg.schedule;
+        assert_eq!(s.max_hold, Some(std::time::Duration::from_secs(36 * 3600)));
+        let tz = chrono_tz::America::Sao_Paulo;
+        // Christmas 10:00 local: a holiday for both (COBRANCA inherits the holidays).
+        let christmas = Utc.with_ymd_and_hms(2026, 12, 25, 13, 0, 0).unwrap();
+        let monday_0830 = Utc.with_ymd_and_hms(2026, 12, 7, 11, 30, 0).unwrap();
+        let global = s.for_subaccount("ACME").unwrap();
+        let own = s.for_subaccount("COBRANCA").unwrap();
+        assert!(global.is_open(tz, monday_0830) && !own.is_open(tz, monday_0830));
+        assert!(!global.is_open(tz, christmas) && !own.is_open(tz, christmas));
+        assert_eq!(
+            s.for_subaccount("OTHER"),
+            Some(global),
+            "no schedule keys: the global one"
+        );
+        assert!(parse("").unwrap().schedule.for_subaccount("ACME").is_none());
     }
 
     #[test]

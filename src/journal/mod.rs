@@ -102,6 +102,10 @@ pub struct Job {
     pub late: Option<String>,
     /// The input's device and inode (as found, then as claimed).
     pub dev_ino: Option<(u64, u64)>,
+    /// Since when its batches wait for the send window (`held`).
+    pub held_since: Option<DateTime<Utc>>,
+    /// When an operator released it to go out at once (`smsdrop release`).
+    pub released_at: Option<DateTime<Utc>>,
 }
 
 impl Job {
@@ -683,7 +687,7 @@ impl Journal {
 
 const JOB_COLS: &str = "id, input_name, input_path, stored_path, subaccount, hash, state, reason, \
      rows_read, rows_sent, rows_rejected, created_at, updated_at, reported, claimed_path, consumed, \
-     start_offset, parent_job, watch_until, late, input_dev, input_ino";
+     start_offset, parent_job, watch_until, late, input_dev, input_ino, held_since, released_at";
 const BATCH_COLS: &str = "id, job_id, part, name, rows, bytes, state, attempts, last_error, \
      uploaded_at, renaming, note";
 
@@ -725,6 +729,8 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
             (Some(d), Some(i)) => Some((d as u64, i as u64)),
             _ => None,
         },
+        held_since: r.get::<_, Option<i64>>(22)?.map(time),
+        released_at: r.get::<_, Option<i64>>(23)?.map(time),
     })
 }
 

@@ -120,6 +120,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX IF NOT EXISTS remembered_at ON remembered(at);
      ALTER TABLE jobs ADD COLUMN rows_duplicate INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE jobs ADD COLUMN duplicates BLOB;",
+    // 6: send windows: a converted job may wait (`held`) for its subaccount's window, since
+    // when (for `[schedule] max_hold`), and an operator may release it (`smsdrop release`).
+    "ALTER TABLE jobs ADD COLUMN held_since INTEGER;
+     ALTER TABLE jobs ADD COLUMN released_at INTEGER;",
 ];
 
 /// The schema version this smsdrop writes.

@@ -10,6 +10,8 @@ use serde::Serialize;
 pub enum JobState {
     Detected,
     Converted,
+    /// A job only: converted, its batches waiting for the send window (`[schedule]`).
+    Held,
     Uploading,
     Uploaded,
     Succeeded,
@@ -26,6 +28,7 @@ impl JobState {
         match self {
             JobState::Detected => "detected",
             JobState::Converted => "converted",
+            JobState::Held => "held",
             JobState::Uploading => "uploading",
             JobState::Uploaded => "uploaded",
             JobState::Succeeded => "succeeded",
@@ -44,6 +47,7 @@ impl JobState {
         Ok(match s {
             "detected" => JobState::Detected,
             "converted" => JobState::Converted,
+            "held" => JobState::Held,
             "uploading" => JobState::Uploading,
             "uploaded" => JobState::Uploaded,
             "succeeded" => JobState::Succeeded,
@@ -61,7 +65,10 @@ impl JobState {
         match self {
             Detected => matches!(to, Converted | Rejected),
             // `failed` before any upload: every batch was set aside (e.g. its spool file lost).
-            Converted => matches!(to, Uploading | Failed),
+            Converted => matches!(to, Held | Uploading | Failed),
+            // Waiting for the send window: it opens (or an operator releases it), `max_hold`
+            // passes, or every batch is set aside.
+            Held => matches!(to, Uploading | Expired | Failed),
             // Back to `uploading`: an operator resends a batch (`resolve --resend`, `retry`).
             Uploading => matches!(to, Uploaded | Succeeded | Failed | Expired),
             Uploaded => matches!(to, Uploading | Succeeded | Failed | Expired),
@@ -81,13 +88,14 @@ impl JobState {
     pub fn batch_may_become(self, to: JobState) -> bool {
         use JobState::*;
         match self {
-            Converted => matches!(to, Uploading | Failed),
+            // `expired`: held past `[schedule] max_hold`, never sent.
+            Converted => matches!(to, Uploading | Failed | Expired),
             Uploading => matches!(to, Uploaded | Failed | Unknown),
             Uploaded => matches!(to, Succeeded | Failed | Expired),
             Expired => matches!(to, Succeeded | Failed | Converted),
             Failed => matches!(to, Converted),
             Unknown => matches!(to, Succeeded | Converted),
-            Succeeded | Detected | Rejected => false,
+            Succeeded | Detected | Held | Rejected => false,
         }
     }
 

@@ -5,9 +5,10 @@ use super::{JobState, Journal, Result};
 use std::collections::BTreeMap;
 
 /// The job states a job can be in (a batch may also be `unknown`).
-pub const JOB_STATES: [JobState; 8] = [
+pub const JOB_STATES: [JobState; 9] = [
     JobState::Detected,
     JobState::Converted,
+    JobState::Held,
     JobState::Uploading,
     JobState::Uploaded,
     JobState::Succeeded,

@@ -79,6 +79,29 @@ impl Tx<'_> {
         self.note(job_id, state.as_str(), reason)
     }
 
+    /// A converted job waits for its send window: `held` with `why` (once in its history),
+    /// since now unless it already waited.
+    pub fn hold(&mut self, job_id: i64, why: &str) -> rusqlite::Result<()> {
+        self.set_job_state(job_id, JobState::Held, Some(why))?;
+        self.tx.execute(
+            "UPDATE jobs SET held_since = COALESCE(held_since, ?2) WHERE id = ?1",
+            params![job_id, self.now],
+        )?;
+        Ok(())
+    }
+
+    /// An operator sends a waiting job now, whatever its window says (`smsdrop release`).
+    pub fn release(&mut self, job_id: i64) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE jobs SET released_at = COALESCE(released_at, ?2) WHERE id = ?1",
+            params![job_id, self.now],
+        )?;
+        self.note_job(
+            job_id,
+            "released by an operator (smsdrop release): sent now, outside its send window",
+        )
+    }
+
     /// Adds a line to a job's history without changing its state (e.g. a batch renamed because
     /// another system's file held its name), for its report.
     pub fn note_job(&mut self, job_id: i64, note: &str) -> rusqlite::Result<()> {

@@ -86,6 +86,10 @@ fn describe() {
         "smsdrop_messages",
         "Messages by state: delivered, failed, pending (tracking open), untracked"
     );
+    describe_gauge!(
+        "smsdrop_schedule_open",
+        "Whether the subaccount's send window ([schedule]) is open now (1) or closed (0)"
+    );
     // Counted where statuses are applied (the journal, through the facade: it cannot name ops).
     describe_counter!(
         "smsdrop_status_conflicts_total",
@@ -119,6 +123,7 @@ pub fn round_done(now_ms: i64) {
 /// When the journal cannot be read.
 pub fn render(
     handle: &PrometheusHandle,
+    cfg: &crate::config::Config,
     journal: &Journal,
     today_ms: i64,
     now_ms: i64,
@@ -141,6 +146,20 @@ pub fn render(
     gauge!("smsdrop_oldest_pending_seconds").set(oldest);
     for (state, n) in &s.messages {
         gauge!("smsdrop_messages", "state" => *state).set(*n as f64);
+    }
+    // Per subaccount the config names (and any with held jobs): is its send window open?
+    let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+    let mut subs: std::collections::BTreeSet<String> = cfg.subaccounts.keys().cloned().collect();
+    subs.extend(cfg.batch.subaccount.clone());
+    subs.extend(
+        journal
+            .jobs_in(&[crate::journal::JobState::Held])?
+            .into_iter()
+            .map(|j| j.subaccount),
+    );
+    for sub in subs {
+        let open = crate::hold::open_for(cfg, &sub, now);
+        gauge!("smsdrop_schedule_open", "subaccount" => sub).set(if open { 1.0 } else { 0.0 });
     }
     Ok(handle.render())
 }

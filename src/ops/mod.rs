@@ -193,7 +193,7 @@ async fn metrics_route(State(ops): State<Arc<Ops>>) -> Response {
         };
         let now = Utc::now();
         let today = today_start_ms(&ops.cfg.batch.zone, now);
-        ops.with_journal(|j| metrics::render(handle, j, today, now.timestamp_millis()))
+        ops.with_journal(|j| metrics::render(handle, &ops.cfg, j, today, now.timestamp_millis()))
     })
     .await;
     match r {

@@ -301,8 +301,17 @@ pub(crate) async fn index(
         Err(e) => return internal(e),
     };
     let tracked = rows.iter().any(|r| r.messages.is_some());
+    let windows = crate::hold::windows_now(&ops.cfg, now);
+    let held = stats.jobs.get("held").copied().unwrap_or(0);
     let body = html! {
         p.summary { (summary_line(&stats, now.timestamp_millis())) }
+        @for w in &windows {
+            p.window { "Send window " (w.schedule) " (" (w.subaccounts.join(", ")) "): " (w.summary) }
+        }
+        @if held > 0 {
+            p.held { (held) " job(s) held for their send window; "
+                a href="/?state=held" { "show them" } }
+        }
         p { @for (s, n) in &stats.jobs { (state_badge(s)) " " (n) "  " } }
         form method="get" action="/" {
             label { "State " select name="state" {
