@@ -7,7 +7,22 @@ mod support;
 
 use chrono::{Duration as Span, Timelike, Utc};
 use std::time::{Duration, Instant};
-use support::setup::{noon_zone, show, stop, Login, Setup};
+use support::setup::{free_port, noon_zone, show, stop, Login, Setup};
+
+/// The body of a GET to the operations endpoint.
+fn get(url: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
 
 const FILES: usize = 3;
 const ROWS: usize = 5;
@@ -40,10 +55,14 @@ fn opening() -> (chrono::DateTime<Utc>, String, String) {
 )]
 fn exports_before_the_window_opens_are_held_then_all_sent_when_it_opens() {
     let (opens, start, end) = opening();
+    let port = free_port();
     let s = Setup::with(
         Login::Key,
-        &format!("[schedule]\nwindows = [\"daily {start}-{end}\"]\n"),
+        &format!(
+            "[schedule]\nwindows = [\"daily {start}-{end}\"]\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
     );
+    let base = format!("http://127.0.0.1:{port}");
     let daemon = s.daemon();
     for f in 0..FILES {
         let mut csv = String::from("numero;mensagem;id\n");
@@ -89,6 +108,14 @@ fn exports_before_the_window_opens_are_held_then_all_sent_when_it_opens() {
         text.contains("waiting for the send window: opens"),
         "{text}"
     );
+    let metrics = get(&format!("{base}/metrics"));
+    assert!(metrics.contains("smsdrop_jobs{state=\"held\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("smsdrop_schedule_open{subaccount=\"ACME\"} 0"),
+        "{metrics}"
+    );
+    let page = get(&format!("{base}/"));
+    assert!(page.contains("3 job(s) held for their send window"), "{page}");
     let check = s.run(&["check"]);
     let check = String::from_utf8_lossy(&check.stdout);
     assert!(
@@ -107,6 +134,11 @@ fn exports_before_the_window_opens_are_held_then_all_sent_when_it_opens() {
         "batches landed {late} ms after the window opened"
     );
     s.wait_final(FILES, Duration::from_secs(60));
+    let metrics = get(&format!("{base}/metrics"));
+    assert!(
+        metrics.contains("smsdrop_schedule_open{subaccount=\"ACME\"} 1"),
+        "{metrics}"
+    );
     assert!(stop(daemon).success(), "{}", s.log());
     assert_eq!(s.gateway.total_messages(), FILES * ROWS);
     let messages = s.gateway.messages();
