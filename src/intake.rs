@@ -13,7 +13,7 @@ use crate::claim::{claim, open_range, Claimed};
 use crate::config::IdMode;
 use crate::convert::billing::Billing;
 use crate::convert::{ConvertError, ConvertReport};
-use crate::convert::{RejectedRow, Row, RowSink};
+use crate::convert::{RejectedRow, Row, RowSink, SendAt};
 use crate::fsutil::{hash_file, parent, sync_dir, sync_fs};
 use crate::journal::{row_key, BatchCache, Duplicate, Earlier, InsertError, Journal, RowKey};
 use crate::journal::{Job, JobState, JournalError, NewBatch, NewJob};
@@ -21,6 +21,7 @@ use crate::spool::{spool_dir, spool_path};
 use crate::stage::{Ctx, StageError};
 use crate::status::ids::{read_messages, IdSink};
 use crate::upload::probe_sequences;
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
@@ -489,6 +490,14 @@ fn convert_one(
     } else {
         None
     };
+    // The send time is taken before now: when it is now (no window to wait for), it is not
+    // later, and rows past their send_before are rejected without naming it.
+    let at = send_time(ctx, &job.subaccount);
+    let send_at = SendAt {
+        at,
+        later: at > ctx.clock.now(),
+        zone: ctx.cfg.batch.zone,
+    };
     let cfg = ctx.cfg;
     let input = prefix.chain(hasher);
     // The row guard sits in front of the writer (and of the correlation ids: a skipped row gets
@@ -514,11 +523,11 @@ fn convert_one(
                 billing: Billing::default(),
                 failed: None,
             };
-            let r = crate::job_input::convert(cfg, &job, input, &mut g);
+            let r = crate::job_input::convert(cfg, &job, send_at, input, &mut g);
             guarded = Some((g.found, g.billing, g.failed));
             r
         }
-        None => crate::job_input::convert(cfg, &job, input, sink),
+        None => crate::job_input::convert(cfg, &job, send_at, input, sink),
     };
     let (mut converted, messages) = match journal_id.as_deref() {
         Some(jid) => {
@@ -614,6 +623,12 @@ fn convert_one(
         messages,
         guard,
     })
+}
+
+/// When this job's batches would go out: now, or when its send window opens.
+#[allow(unused_variables)] // `subaccount` is for the send window, which picks its own
+fn send_time(ctx: &Ctx<'_>, subaccount: &str) -> DateTime<Utc> {
+    ctx.clock.now()
 }
 
 /// Whether the row-level duplicate guard is on: `[batch] duplicate_rows = "skip"` and a window

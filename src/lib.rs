@@ -8,7 +8,8 @@
 //! - [`intake`]: a complete input to a recorded job: claim, convert, duplicate guard, name batches.
 //! - [`claim`]: an input taken out of the inbox before it is read; the byte range a job reads.
 //! - [`job_input`]: a job's bytes as rows, read with its subaccount's settings: for intake, and
-//!   again for the result CSV and the status page.
+//!   again (with the send time its deadlines were checked against) for the result CSV and the
+//!   status page.
 //! - [`late`]: taken inputs watched for late writes: continuation jobs, rewrites reported.
 //! - [`archive`]: where inputs go once recorded (moved or copied, made durable first).
 //! - [`hold`]: send windows: converted batches go, wait (`held`) or expire (`max_hold`).
@@ -36,7 +37,7 @@
 //! Around them:
 //! - [`config`]: the TOML schema, defaults and validation into typed values.
 //! - [`convert`]: ERP export bytes in, validated rows out (dialects, field rules, billing, the
-//!   repair of unquoted delimiters, message templates, spreadsheets).
+//!   repair of unquoted delimiters, message templates, spreadsheets, per-row deadlines).
 //! - [`batch`]: the gateway's batch file: names, line format, safe writing.
 //! - [`schedule`]: send windows and holidays: whether uploads may run now, and when that changes.
 //! - [`commands`]: what each CLI subcommand does, on top of the stages above.

@@ -1043,11 +1043,74 @@ fn a_subaccount_s_input_is_read_again_with_its_template() {
     w.upload().unwrap();
     assert_eq!(w.rows_on_server(), ["5511900000001;Aviso: ola!;a-1;"]);
     let job = w.job(id);
-    let header = w.journal.carries_header(&job).unwrap();
-    let rows = report::sent_rows(&w.cfg, &job, header, 10).unwrap();
+    let how = crate::job_input::AsConverted::of(&w.journal, &job, &w.cfg).unwrap();
+    let rows = report::sent_rows(&w.cfg, &job, &how, 10).unwrap();
     assert_eq!(
         rows,
         [(2, "5511900000001".to_owned(), "Aviso: ola!".to_owned())]
+    );
+}
+
+/// A row rejected for its send_before at intake stays rejected when its input is read again
+/// for the result CSV and the status page, after every deadline in it has passed; the rows sent
+/// keep their places in the batch files.
+#[test]
+fn rows_past_their_send_before_read_again_as_intake_read_them() {
+    let mut w = World::new("[input.columns]\nsend_before = \"vence\"\n");
+    // The clock: 03/12/2026 12:00 in São Paulo.
+    let input = "celular;mensagem;id;vence\n\
+                 5511900000001;a;a-1;03/12/2026 12:30\n\
+                 5511900000002;b;b-2;03/12/2026 11:00\n\
+                 5511900000003;c;c-3;\n\
+                 5511900000004;d;d-4;03/12/2026\n";
+    let id = w.take_group(&[("f.csv", input.to_owned())])[0];
+    w.upload().unwrap();
+    assert_eq!(
+        w.rows_on_server(),
+        [
+            "5511900000001;a;a-1;",
+            "5511900000003;c;c-3;",
+            "5511900000004;d;d-4;"
+        ]
+    );
+    w.set_clock(w.clock.now() + chrono::TimeDelta::days(2));
+    for n in w.names(id) {
+        w.gateway(&n, "success");
+    }
+    assert_eq!(w.track_and_report().len(), 1);
+    assert_eq!(
+        w.result_csv(id),
+        "line;number;correlation_id;status;reason;remote_file\n\
+         2;5511900000001;a-1;succeeded;;ACME.20261203.01.txt\n\
+         3;5511900000002;b-2;rejected;past its send_before (03/12/2026 11:00);\n\
+         4;5511900000003;c-3;succeeded;;ACME.20261203.01.txt\n\
+         5;5511900000004;d-4;succeeded;;ACME.20261203.02.txt\n"
+    );
+    let job = w.job(id);
+    let how = crate::job_input::AsConverted::of(&w.journal, &job, &w.cfg).unwrap();
+    let lines: Vec<u64> = report::sent_rows(&w.cfg, &job, &how, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(lines, [2, 4, 5]);
+}
+
+/// A job converted while no send_before was configured is read again without one, whatever the
+/// configuration says now: its rows all went out.
+#[test]
+fn a_job_converted_without_send_before_is_read_again_without_it() {
+    let mut w = World::new("");
+    let input = "celular;mensagem;vence\n5511900000001;a;01/01/2020\n";
+    let id = w.take_group(&[("f.csv", input.to_owned())])[0];
+    w.upload().unwrap();
+    w.cfg.input.columns.send_before = Some(crate::config::ColumnRef::Name("vence".into()));
+    let job = w.job(id);
+    let how = crate::job_input::AsConverted::of(&w.journal, &job, &w.cfg).unwrap();
+    assert_eq!(how.send_at, None);
+    assert_eq!(
+        report::sent_rows(&w.cfg, &job, &how, 10).unwrap(),
+        [(2, "5511900000001".to_owned(), "a".to_owned())]
     );
 }
 

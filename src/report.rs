@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::convert::{RejectedRow, Row, RowSink};
 use crate::fsutil::{sync_dir, sync_fs, write_replacing};
 pub use crate::hooks::Event;
+use crate::job_input::AsConverted;
 use crate::journal::{Batch, Job, JobState, Journal, Message};
 use crate::stage::{Ctx, StageError};
 use serde_json::json;
@@ -84,7 +85,7 @@ pub fn report_finished(ctx: &mut Ctx<'_>) -> Result<Vec<Job>, StageError> {
 fn report_one(ctx: &mut Ctx<'_>, job: &Job) -> Result<(), StageError> {
     let batches = ctx.journal.batches(job.id)?;
     let (json_path, csv_path) = report_paths(ctx.cfg, job);
-    let header = ctx.journal.carries_header(job)?;
+    let how = AsConverted::of(ctx.journal, job, ctx.cfg)?;
     let zone = &ctx.cfg.batch.zone;
     let duplicates = ctx
         .journal
@@ -92,7 +93,7 @@ fn report_one(ctx: &mut Ctx<'_>, job: &Job) -> Result<(), StageError> {
         .into_iter()
         .map(|d| (d.line, d.reason(zone)))
         .collect();
-    write_result_csv(ctx.cfg, job, &batches, &csv_path, header, &duplicates)
+    write_result_csv(ctx.cfg, job, &batches, &csv_path, &how, &duplicates)
         .map_err(|e| StageError::local(format!("writing {}", csv_path.display()), e))?;
     write_json(
         ctx.cfg,
@@ -169,7 +170,7 @@ fn write_result_csv(
     job: &Job,
     batches: &[Batch],
     path: &Path,
-    header: bool,
+    how: &AsConverted,
     duplicates: &std::collections::HashMap<u64, String>,
 ) -> io::Result<()> {
     write_replacing(
@@ -182,13 +183,13 @@ fn write_result_csv(
                 sent: 0,
                 job_reason: (job.state == JobState::Rejected)
                     .then(|| job.reason.clone().unwrap_or_default()),
-                line_offset: line_offset(job, header),
+                line_offset: line_offset(job, how.header),
             };
             writeln!(
                 sink.out,
                 "line;number;correlation_id;status;reason;remote_file"
             )?;
-            let read = crate::job_input::convert_again(cfg, job, header, &mut sink);
+            let read = crate::job_input::convert_again(cfg, job, how, &mut sink);
             let wrote_rows = matches!(&read, Ok(Ok(r)) if r.rows_read > 0);
             if !wrote_rows {
                 let why = job
@@ -226,7 +227,7 @@ pub(crate) fn line_offset(job: &Job, header: bool) -> u64 {
 pub fn sent_rows(
     cfg: &Config,
     job: &Job,
-    header: bool,
+    how: &AsConverted,
     limit: usize,
 ) -> io::Result<Vec<(u64, String, String)>> {
     struct Take(Vec<(u64, String, String)>, usize);
@@ -241,9 +242,9 @@ pub fn sent_rows(
             Ok(())
         }
     }
-    let offset = line_offset(job, header);
+    let offset = line_offset(job, how.header);
     let mut take = Take(vec![], limit);
-    match crate::job_input::convert_again(cfg, job, header, &mut take)? {
+    match crate::job_input::convert_again(cfg, job, how, &mut take)? {
         Ok(_) => {}
         Err(crate::convert::ConvertError::Write(e)) if e.kind() == io::ErrorKind::Interrupted => {}
         Err(e) => return Err(io::Error::other(e.to_string())),

@@ -8,7 +8,7 @@ use chrono::{TimeDelta, Utc};
 use proptest::prelude::*;
 use smsdrop::batch::BatchWriter;
 use smsdrop::config::Config;
-use smsdrop::convert::convert;
+use smsdrop::convert::{convert, SendAt};
 use std::time::{Duration, Instant};
 
 /// One whole-number key and the range the README documents for it.
@@ -233,7 +233,13 @@ fn convert_sample(cfg: &Config) -> Result<(), TestCaseError> {
         cfg.batch.max_rows_per_file,
         cfg.batch.header_line,
     );
-    let report = convert(std::io::Cursor::new(SAMPLE), &cfg.input, &mut writer).unwrap();
+    let report = convert(
+        std::io::Cursor::new(SAMPLE),
+        &cfg.input,
+        SendAt::now(cfg.batch.zone),
+        &mut writer,
+    )
+    .unwrap();
     let pending = writer.finish().unwrap();
     prop_assert_eq!(report.rows_read, report.rows_sent + report.rows_rejected);
     let rows: u64 = pending.iter().map(|b| b.rows).sum();
@@ -242,7 +248,13 @@ fn convert_sample(cfg: &Config) -> Result<(), TestCaseError> {
     // And a workbook, under the config's size limit.
     let book: &[u8] = include_bytes!("../samples/contatos.xlsx");
     let mut rows: Vec<(u64, String, String, String)> = vec![];
-    let report = convert(std::io::Cursor::new(book), &cfg.input, &mut rows).unwrap();
+    let report = convert(
+        std::io::Cursor::new(book),
+        &cfg.input,
+        SendAt::now(cfg.batch.zone),
+        &mut rows,
+    )
+    .unwrap();
     prop_assert_eq!(report.rows_read, report.rows_sent + report.rows_rejected);
     Ok(())
 }

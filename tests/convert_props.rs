@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use smsdrop::batch::{check_line, BatchWriter, HEADER_LINE, TRAILER};
-use smsdrop::config::{Config, InvalidRows, Sanitize};
-use smsdrop::convert::convert;
+use smsdrop::config::{Config, InvalidRows, Sanitize, Zone};
+use smsdrop::convert::{convert, SendAt};
 
 fn check_output(input: Vec<u8>, sanitize: Sanitize, max_rows: usize) -> Result<(), TestCaseError> {
     let mut cfg = Config::defaults().input;
@@ -12,7 +12,13 @@ fn check_output(input: Vec<u8>, sanitize: Sanitize, max_rows: usize) -> Result<(
     cfg.invalid_rows = InvalidRows::Skip;
     let dir = tempfile::tempdir().unwrap();
     let mut writer = BatchWriter::new(dir.path(), max_rows, true);
-    let report = convert(std::io::Cursor::new(input), &cfg, &mut writer).unwrap();
+    let report = convert(
+        std::io::Cursor::new(input),
+        &cfg,
+        SendAt::now(Zone::Local),
+        &mut writer,
+    )
+    .unwrap();
     let pending = writer.finish().unwrap();
     prop_assert_eq!(report.rows_read, report.rows_sent + report.rows_rejected);
     let mut rows_in_files = 0;

@@ -2,8 +2,8 @@
 //! API with the same checks, so a fixed bug stays fixed without a fuzzer.
 
 use smsdrop::batch::{check_line, BatchName};
-use smsdrop::config::{Config, EncodingChoice, HeaderChoice, InputConfig};
-use smsdrop::convert::{convert, ConvertReport};
+use smsdrop::config::{Config, EncodingChoice, HeaderChoice, InputConfig, Zone};
+use smsdrop::convert::{convert, ConvertReport, SendAt};
 use std::io::Cursor;
 
 type Rows = Vec<(u64, String, String, String)>;
@@ -12,7 +12,13 @@ type Rows = Vec<(u64, String, String, String)>;
 /// gateway reads as intended, and every row read is counted once.
 fn convert_checked(input: &[u8], cfg: &InputConfig) -> (ConvertReport, Rows) {
     let mut rows: Rows = vec![];
-    let report = convert(Cursor::new(input.to_vec()), cfg, &mut rows).expect("in-memory input");
+    let report = convert(
+        Cursor::new(input.to_vec()),
+        cfg,
+        SendAt::now(Zone::Local),
+        &mut rows,
+    )
+    .expect("in-memory input");
     for (line, number, text, id) in &rows {
         let batch_line = format!("{number};{text};{id};");
         assert!(

@@ -13,8 +13,8 @@
 
 use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8, WINDOWS_1252};
 use proptest::prelude::*;
-use smsdrop::config::{Config, EncodingChoice};
-use smsdrop::convert::{convert, ConvertReport};
+use smsdrop::config::{Config, EncodingChoice, Zone};
+use smsdrop::convert::{convert, ConvertReport, SendAt};
 use std::io::{self, Read};
 
 type Rows = Vec<(u64, String, String, String)>;
@@ -241,9 +241,10 @@ enum Feed {
 
 fn run(bytes: &[u8], enc: Enc, feed: &Feed) -> Result<(Rows, ConvertReport), String> {
     let cfg = enc.config();
+    let now = SendAt::now(Zone::Local);
     let mut rows = Rows::new();
     let report = match feed {
-        Feed::Whole => convert(io::Cursor::new(bytes.to_vec()), &cfg, &mut rows),
+        Feed::Whole => convert(io::Cursor::new(bytes.to_vec()), &cfg, now, &mut rows),
         Feed::Chunks(sizes, interrupt) => convert(
             Chunked {
                 data: bytes.to_vec(),
@@ -253,6 +254,7 @@ fn run(bytes: &[u8], enc: Enc, feed: &Feed) -> Result<(Rows, ConvertReport), Str
                 interrupt: *interrupt,
             },
             &cfg,
+            now,
             &mut rows,
         ),
     }

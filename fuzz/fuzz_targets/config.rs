@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use smsdrop::batch::check_line;
 use smsdrop::config::check_subaccount;
 use smsdrop::config::{parse_duration, Config};
-use smsdrop::convert::convert;
+use smsdrop::convert::{convert, SendAt};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -36,7 +36,13 @@ fn accepted(cfg: &Config) {
     }
     assert!(!cfg.track.give_up_after.is_zero());
     let mut rows: Vec<(u64, String, String, String)> = vec![];
-    convert(Cursor::new(EXPORT), i, &mut rows).expect("in-memory conversion");
+    convert(
+        Cursor::new(EXPORT),
+        i,
+        SendAt::now(cfg.batch.zone),
+        &mut rows,
+    )
+    .expect("in-memory conversion");
     for (line, number, text, id) in rows {
         let batch_line = format!("{number};{text};{id};");
         assert!(

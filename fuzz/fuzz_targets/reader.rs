@@ -11,10 +11,10 @@ use libfuzzer_sys::fuzz_target;
 use smsdrop::batch::{check_batch, check_line, BatchCheck, HEADER_LINE, TRAILER};
 use smsdrop::config::{
     ColumnRef, Config, Delimiter, EncodingChoice, ExtraFields, HeaderChoice, InputConfig,
-    InvalidRows, Sanitize,
+    InvalidRows, Sanitize, Zone,
 };
 use smsdrop::convert::template::Template;
-use smsdrop::convert::{convert, RejectedRow, Row, RowSink};
+use smsdrop::convert::{convert, RejectedRow, Row, RowSink, SendAt};
 use std::io::{self, Cursor};
 use std::sync::OnceLock;
 
@@ -125,6 +125,7 @@ fn variant(a: u8, b: u8) -> InputConfig {
         7 => {
             cfg.sheet = Some("Plan2".into());
             cfg.date_format = "%Y-%m-%d %H:%M".into();
+            cfg.columns.send_before = Some(ColumnRef::Index(2));
         }
         _ => {}
     }
@@ -133,7 +134,9 @@ fn variant(a: u8, b: u8) -> InputConfig {
 
 fn check(data: &[u8], cfg: &InputConfig) {
     let mut sink = Lines::default();
-    let report = match convert(Cursor::new(data.to_vec()), cfg, &mut sink) {
+    // The clock only decides which rows are past their send_before: no check depends on it.
+    let now = SendAt::now(Zone::Local);
+    let report = match convert(Cursor::new(data.to_vec()), cfg, now, &mut sink) {
         Ok(r) => r,
         // Reading a Cursor and writing to `Lines` cannot fail.
         Err(e) => panic!("convert failed on in-memory input: {e}"),

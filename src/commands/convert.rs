@@ -4,7 +4,7 @@
 use crate::batch::{BatchName, BatchWriter};
 use crate::config::check_subaccount;
 use crate::config::Config;
-use crate::convert::{convert, ConvertError, ConvertReport};
+use crate::convert::{convert, ConvertError, ConvertReport, SendAt};
 use crate::Outcome;
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
@@ -187,7 +187,8 @@ fn convert_one(cfg: &Config, input: &Path, namer: &mut Namer<'_>) -> io::Result<
         cfg.batch.header_line,
     );
     let input_cfg = cfg.input_for(Some(&namer.next.subaccount));
-    match convert(file, &input_cfg, &mut writer) {
+    // A dry run sends now: rows past their send_before now are rejected.
+    match convert(file, &input_cfg, SendAt::now(cfg.batch.zone), &mut writer) {
         Ok(report) => result.report = report,
         Err(ConvertError::Read(e)) => {
             result.report.input_rejected = Some(format!("reading the file failed: {e}"));

@@ -140,6 +140,9 @@ pub struct Columns {
     pub number: Option<ColumnRef>,
     pub text: Option<ColumnRef>,
     pub correlation_id: Option<ColumnRef>,
+    /// Each row's deadline (a date or date-time): a row that would be sent after it is rejected.
+    /// Only ever set here: it is never found by header name or position.
+    pub send_before: Option<ColumnRef>,
 }
 
 /// A column by header name or by 0-based position (written 1-based in the file).
@@ -332,10 +335,11 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
             "number" => &mut columns.number,
             "text" => &mut columns.text,
             "correlation_id" => &mut columns.correlation_id,
+            "send_before" => &mut columns.send_before,
             _ => {
                 return Err(bad(
                     &key,
-                    "unknown column; use number, text or correlation_id".into(),
+                    "unknown column; use number, text, correlation_id or send_before".into(),
                 ))
             }
         };
@@ -562,7 +566,31 @@ mod tests {
             Some(ColumnRef::Name("Celular".into()))
         );
         assert_eq!(c.input.columns.text, Some(ColumnRef::Index(1)));
+        assert_eq!(c.input.columns.send_before, None);
         assert_eq!(c.batch.subaccount.as_deref(), Some("ACME_1"));
+    }
+
+    #[test]
+    fn send_before_is_a_column_by_name_or_position() {
+        let c = parse("[input.columns]\nsend_before = \"vencimento\"\n").unwrap();
+        assert_eq!(
+            c.input.columns.send_before,
+            Some(ColumnRef::Name("vencimento".into()))
+        );
+        let c = parse("[input.columns]\nsend_before = 4\n").unwrap();
+        assert_eq!(c.input.columns.send_before, Some(ColumnRef::Index(3)));
+        let err = parse("[input.columns]\nsend_before = 0\n").unwrap_err();
+        assert!(err.contains("input.columns.send_before"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_column_lists_every_column_key() {
+        let err = parse("[input.columns]\nvencimento = 3\n").unwrap_err();
+        assert_eq!(
+            err,
+            "config file t.toml: key `input.columns.vencimento`: unknown column; use number, \
+             text, correlation_id or send_before"
+        );
     }
 
     #[test]

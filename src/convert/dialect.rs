@@ -87,6 +87,8 @@ pub struct Layout {
     /// `None` with a template: the text is built from other columns.
     pub text: Option<usize>,
     pub correlation_id: Option<usize>,
+    /// Each row's deadline (`[input.columns] send_before`); only where configured.
+    pub send_before: Option<usize>,
     /// Notes for the report, e.g. a header whose names were not recognised.
     pub warnings: Vec<String>,
 }
@@ -113,7 +115,8 @@ pub fn names_a_column(header: &[String]) -> bool {
     })
 }
 
-/// Resolves where number, text and correlation id are, from config and the header (if any).
+/// Resolves where number, text and correlation id are, from config and the header (if any), and
+/// the deadline column (`send_before`, only where configured).
 /// With a `template` no text column is needed, and only the number is found by position.
 ///
 /// # Errors
@@ -124,10 +127,17 @@ pub fn resolve_layout(
     header: Option<&[String]>,
     template: bool,
 ) -> Result<Layout, String> {
-    const KEYS: [&str; 3] = ["number", "text", "correlation_id"];
-    let mut found: [Option<usize>; 3] = [None; 3];
+    const KEYS: [&str; 4] = ["number", "text", "correlation_id", "send_before"];
+    // Roles 0 to 2 are also found by header name or position; 3 (send_before) only by config,
+    // but the columns it takes are not given to the others.
+    let mut found: [Option<usize>; 4] = [None; 4];
     let mut warnings = vec![];
-    let configured = [&columns.number, &columns.text, &columns.correlation_id];
+    let configured = [
+        &columns.number,
+        &columns.text,
+        &columns.correlation_id,
+        &columns.send_before,
+    ];
     for (role, cfg) in configured.iter().enumerate() {
         found[role] = match cfg {
             None => None,
@@ -152,7 +162,7 @@ pub fn resolve_layout(
             }
         };
     }
-    let any_configured = found.iter().any(Option::is_some);
+    let any_configured = found[..3].iter().any(Option::is_some);
     let mut named_any = false;
     if let Some(header) = header {
         let folded: Vec<String> = header.iter().map(|h| fold_name(h)).collect();
@@ -198,16 +208,20 @@ pub fn resolve_layout(
     } else {
         Some(found[1].ok_or_else(|| missing(1, "message text"))?)
     };
-    if Some(number) == text || found[2].is_some_and(|i| i == number || Some(i) == text) {
-        return Err(format!(
-            "two fields are read from the same column ({}); fix [input] columns",
-            number + 1
-        ));
+    let read = [Some(number), text, found[2], found[3]];
+    for (k, col) in read.iter().enumerate() {
+        if let Some(col) = col.filter(|c| read[k + 1..].contains(&Some(*c))) {
+            return Err(format!(
+                "two fields are read from the same column ({}); fix [input] columns",
+                col + 1
+            ));
+        }
     }
     Ok(Layout {
         number,
         text,
         correlation_id: found[2],
+        send_before: found[3],
         warnings,
     })
 }

@@ -2,14 +2,16 @@
 //!
 //! [`convert`] reads any dialect the ERP wrote (see [`dialect`]), or a workbook ([`sheet`]),
 //! places fields into columns (rebuilding texts split by unquoted delimiters, `repair`), builds
-//! texts from [`template`]s, applies the field rules of [`rules`] to every row, counts billable
-//! parts ([`billing`]) and hands each good row to a [`RowSink`]. It is pure: no I/O beyond the
+//! texts from [`template`]s, applies the field rules of [`rules`] to every row, rejects rows past
+//! their own deadline (`deadline`, against the caller's [`SendAt`]), counts billable parts
+//! ([`billing`]) and hands each good row to a [`RowSink`]. It is pure: no I/O beyond the
 //! reader and sink it is given, never a panic on input, and memory bounded whatever the input's
 //! size (a workbook: up to `[input] max_workbook_mb`). What happened to every row ends in a
 //! [`ConvertReport`].
 
 mod ahead;
 pub mod billing;
+mod deadline;
 pub mod dialect;
 pub mod reader;
 mod repair;
@@ -20,6 +22,7 @@ mod xls_size;
 
 use crate::config::{Delimiter, ExtraFields, HeaderChoice, InputConfig, InvalidRows};
 use billing::Billing;
+pub use deadline::SendAt;
 use dialect::{FieldDecoder, Layout};
 use reader::{Bom, Next, RawRecord};
 use repair::{column_str, Placement, Repair};
@@ -120,6 +123,11 @@ pub struct ConvertReport {
     /// With a template: the first message it rendered, for people to check before sending.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_message: Option<String>,
+    /// With `[input.columns] send_before`, once rows are read: the send time they were checked
+    /// against. Stored with the job, so reading its input again (reports) checks against the
+    /// same moment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<SendAt>,
 }
 
 /// Conversion could not finish: the input could not be read or the output not written.
@@ -131,7 +139,9 @@ pub enum ConvertError {
     Write(#[source] io::Error),
 }
 
-/// Reads `input`, validates every row by `cfg`, and sends good rows to `sink`.
+/// Reads `input`, validates every row by `cfg`, and sends good rows to `sink`. With
+/// `[input.columns] send_before`, a row whose deadline is before `send_at` is rejected; without
+/// it `send_at` is not looked at.
 ///
 /// A whole-input problem (binary file, missing column, no sendable row, a bad row under
 /// `invalid_rows = "reject-file"`) is reported in [`ConvertReport::input_rejected`]; the caller
@@ -142,6 +152,7 @@ pub enum ConvertError {
 pub fn convert<R: Read + Send + 'static>(
     mut input: R,
     cfg: &InputConfig,
+    send_at: SendAt,
     sink: &mut dyn RowSink,
 ) -> Result<ConvertReport, ConvertError> {
     let mut signature = Vec::with_capacity(sheet::SIGNATURE_BYTES);
@@ -150,7 +161,7 @@ pub fn convert<R: Read + Send + 'static>(
         .read_to_end(&mut signature)
         .map_err(ConvertError::Read)?;
     if sheet::is_workbook(&signature) {
-        return convert_workbook(signature, input, cfg, sink);
+        return convert_workbook(signature, input, cfg, send_at, sink);
     }
     let input = io::Cursor::new(signature).chain(input);
     let mut report = ConvertReport::default();
@@ -177,7 +188,8 @@ pub fn convert<R: Read + Send + 'static>(
     } else {
         cfg.encoding
     };
-    let mut run = Run::new(cfg, FieldDecoder::new(encoding), usual_fields, delimiter);
+    let decoder = FieldDecoder::new(encoding);
+    let mut run = Run::new(cfg, send_at, decoder, usual_fields, delimiter);
     let mut layout = None;
     let take = |next, rec: &RawRecord, text: Option<&str>| {
         let flow = run.take(next, rec, text, &mut layout, sink)?;
@@ -202,6 +214,7 @@ fn convert_workbook(
     mut data: Vec<u8>,
     input: impl Read,
     cfg: &InputConfig,
+    send_at: SendAt,
     sink: &mut dyn RowSink,
 ) -> Result<ConvertReport, ConvertError> {
     let limit = cfg.max_workbook_bytes;
@@ -223,7 +236,7 @@ fn convert_workbook(
     }
     // Cells are text already: UTF-8 whatever [input] encoding says, and never split.
     let decoder = FieldDecoder::new(crate::config::EncodingChoice::Utf8);
-    let mut run = Run::new(cfg, decoder, 0, b',');
+    let mut run = Run::new(cfg, send_at, decoder, 0, b',');
     run.repair.sheet = true;
     run.report.delimiter = String::new();
     let mut layout = None;
@@ -300,8 +313,10 @@ struct Run<'c> {
     lost_digits: Vec<usize>,
     /// Which column takes a row's surplus fields, if any.
     repair: Repair,
-    /// Decoding buffers for number, correlation id and text.
-    bufs: [String; 3],
+    /// Decoding buffers for number, correlation id, text and deadline.
+    bufs: [String; 4],
+    /// With `[input.columns] send_before`: how deadlines are read and checked.
+    deadlines: Option<deadline::Deadlines>,
     text: String,
     id: String,
     /// Columns a row must reach to hold every field the layout and template use.
@@ -315,12 +330,24 @@ enum RowResult {
 }
 
 impl<'c> Run<'c> {
-    fn new(cfg: &'c InputConfig, decoder: FieldDecoder, width: usize, delimiter: u8) -> Self {
+    fn new(
+        cfg: &'c InputConfig,
+        send_at: SendAt,
+        decoder: FieldDecoder,
+        width: usize,
+        delimiter: u8,
+    ) -> Self {
+        let deadlines = cfg
+            .columns
+            .send_before
+            .as_ref()
+            .map(|_| deadline::Deadlines::new(&cfg.date_format, send_at));
         let report = ConvertReport {
             delimiter: match delimiter {
                 b'\t' => "tab".into(),
                 d => (d as char).to_string(),
             },
+            send_at: deadlines.as_ref().map(|_| send_at),
             ..ConvertReport::default()
         };
         Run {
@@ -335,6 +362,7 @@ impl<'c> Run<'c> {
             cell_errors: vec![],
             lost_digits: vec![],
             bufs: Default::default(),
+            deadlines,
             text: String::new(),
             id: String::new(),
             used_width: None,
@@ -477,12 +505,17 @@ impl<'c> Run<'c> {
         let whole = self.decoder.whole(text);
         // The layout and template are settled by the first record: worked out once.
         let used = *self.used_width.get_or_insert_with(|| {
-            [Some(layout.number), layout.text, layout.correlation_id]
-                .into_iter()
-                .flatten()
-                .chain(self.template.iter().flat_map(|t| t.columns()))
-                .max()
-                .map_or(0, |i| i + 1)
+            [
+                Some(layout.number),
+                layout.text,
+                layout.correlation_id,
+                layout.send_before,
+            ]
+            .into_iter()
+            .flatten()
+            .chain(self.template.iter().flat_map(|t| t.columns()))
+            .max()
+            .map_or(0, |i| i + 1)
         });
         let placed = self.repair.place(
             rec,
@@ -491,7 +524,7 @@ impl<'c> Run<'c> {
             &self.report.delimiter,
         );
         let at = placed.clone().unwrap_or_default();
-        let [nbuf, ibuf, tbuf] = &mut bufs;
+        let [nbuf, ibuf, tbuf, dbuf] = &mut bufs;
         let (d, delim) = (&mut self.decoder, self.delimiter);
         let number = column_str(d, whole, rec, at.fields(Some(layout.number)), delim, nbuf);
         let id = column_str(d, whole, rec, at.fields(layout.correlation_id), delim, ibuf);
@@ -511,6 +544,11 @@ impl<'c> Run<'c> {
             None => column_str(d, whole, rec, at.fields(layout.text), delim, tbuf)
                 .map_err(|e| bad_encoding("text", &e)),
         };
+        // Read only when configured: no cost per row otherwise.
+        let deadline = match (&self.deadlines, layout.send_before) {
+            (Some(_), Some(c)) => Some(column_str(d, whole, rec, at.fields(Some(c)), delim, dbuf)),
+            _ => None,
+        };
         let (raw_number, raw_id) = (
             number.as_ref().map_or("", |s| *s),
             id.as_ref().map_or("", |s| *s),
@@ -519,6 +557,7 @@ impl<'c> Run<'c> {
             c == layout.number
                 || Some(c) == layout.text
                 || Some(c) == layout.correlation_id
+                || Some(c) == layout.send_before
                 || self
                     .template
                     .as_ref()
@@ -554,7 +593,9 @@ impl<'c> Run<'c> {
             (_, Err(e), _, _) => Err(bad_encoding("number", &e)),
             (_, _, Err(why), _) => Err(why),
             (_, _, _, Err(e)) => Err(bad_encoding("correlation id", &e)),
-            (Ok(_), Ok(n), Ok(t), Ok(i)) => self.check(rec, layout, &at, n, t, i),
+            (Ok(_), Ok(n), Ok(t), Ok(i)) => self
+                .check(rec, layout, &at, n, t, i)
+                .and_then(|ok| self.check_deadline(deadline).map(|()| ok)),
         };
         let result = match checked {
             Ok((number, mut changed)) => {
@@ -661,6 +702,19 @@ impl<'c> Run<'c> {
         Ok((number, changed))
     }
 
+    /// Rejects a row past its `send_before` cell (read only where the column is configured).
+    fn check_deadline(
+        &self,
+        cell: Option<Result<&str, dialect::BadEncoding>>,
+    ) -> Result<(), String> {
+        match (&self.deadlines, cell) {
+            (Some(deadlines), Some(cell)) => {
+                deadlines.check(cell.map_err(|e| bad_encoding("send_before", &e))?)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses a text whose embedded lines look like rows of their own: an unclosed quote made
     /// the following rows part of this field, and sending it would mail other customers' messages
     /// to this row's number.
@@ -734,6 +788,8 @@ fn say(p: FieldProblem) -> String {
     p.to_string()
 }
 
+#[cfg(test)]
+mod deadline_tests;
 #[cfg(test)]
 mod sheet_tests;
 #[cfg(test)]

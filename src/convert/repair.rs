@@ -28,8 +28,10 @@ impl Default for Repair {
 }
 
 /// The column that may hold unquoted delimiters: the text, when every other of the `width`
-/// columns is the number or the correlation id (each anchored by position to the left or the
-/// right of it). Another column could hold them as well, and then nothing says which did.
+/// columns is the number, the correlation id or the deadline (each anchored by position to the
+/// left or the right of it; a deadline that took a surplus field would not read as a date, and
+/// its row would be rejected). Another column could hold them as well, and then nothing says
+/// which did.
 pub(super) fn absorbing_column(
     layout: &Layout,
     header: Option<&[String]>,
@@ -42,7 +44,12 @@ pub(super) fn absorbing_column(
                 .into(),
         );
     };
-    let mapped = |i: usize| i == layout.number || i == text || layout.correlation_id == Some(i);
+    let mapped = |i: usize| {
+        i == layout.number
+            || i == text
+            || layout.correlation_id == Some(i)
+            || layout.send_before == Some(i)
+    };
     let others: Vec<String> = (0..width)
         .filter(|&i| !mapped(i))
         .map(|i| match header.and_then(|h| h.get(i)) {

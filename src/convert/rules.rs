@@ -179,7 +179,7 @@ fn looks_scientific(raw: &str) -> bool {
 }
 
 /// At most 40 characters of a raw value, for messages.
-fn clip(raw: &str) -> String {
+pub(super) fn clip(raw: &str) -> String {
     if raw.chars().count() <= 40 {
         raw.to_owned()
     } else {

@@ -3,14 +3,20 @@
 //! (`tests/fixtures/sheets/make.py`).
 
 use super::*;
-use crate::config::Config;
+use crate::config::{Config, Zone};
 use rust_xlsxwriter::{ExcelDateTime, Format, Formula, Workbook};
 
 type Rows = Vec<(u64, String, String, String)>;
 
 fn run_with(input: Vec<u8>, cfg: &InputConfig) -> (Rows, ConvertReport) {
     let mut rows = Rows::new();
-    let report = convert(std::io::Cursor::new(input), cfg, &mut rows).unwrap();
+    let report = convert(
+        std::io::Cursor::new(input),
+        cfg,
+        SendAt::now(Zone::Local),
+        &mut rows,
+    )
+    .unwrap();
     (rows, report)
 }
 

@@ -1,13 +1,19 @@
 //! Whole-input conversion tests: bytes in, rows and report out.
 
 use super::*;
-use crate::config::{Config, EncodingChoice, Sanitize};
+use crate::config::{Config, EncodingChoice, Sanitize, Zone};
 
 type Rows = Vec<(u64, String, String, String)>;
 
 fn run_with(input: &[u8], cfg: &InputConfig) -> (Rows, ConvertReport) {
     let mut rows = Rows::new();
-    let report = convert(std::io::Cursor::new(input.to_vec()), cfg, &mut rows).unwrap();
+    let report = convert(
+        std::io::Cursor::new(input.to_vec()),
+        cfg,
+        SendAt::now(Zone::Local),
+        &mut rows,
+    )
+    .unwrap();
     (rows, report)
 }
 

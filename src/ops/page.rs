@@ -371,9 +371,9 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
             // Message texts only when the operator asked for them (read again from the input).
             let rows =
                 if o.cfg.http.show_messages && job.state != crate::journal::JobState::Rejected {
-                    let header = j.carries_header(&job)?;
+                    let how = crate::job_input::AsConverted::of(j, &job, &o.cfg)?;
                     Some(
-                        crate::report::sent_rows(&o.cfg, &job, header, MAX_ROWS)
+                        crate::report::sent_rows(&o.cfg, &job, &how, MAX_ROWS)
                             .map_err(|e| e.to_string()),
                     )
                 } else {
