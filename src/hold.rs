@@ -254,3 +254,13 @@ pub fn open_for(cfg: &Config, subaccount: &str, now: DateTime<Utc>) -> bool {
         .for_subaccount(subaccount)
         .is_none_or(|s| s.is_open(cfg.batch.zone.tz(), now))
 }
+
+/// When a batch of `subaccount` converted at `now` would go out: now when its window is open
+/// (or it has none), else when the window next opens (`now` if it never does: `max_hold` or an
+/// operator decides then).
+pub fn send_time(cfg: &Config, subaccount: &str, now: DateTime<Utc>) -> DateTime<Utc> {
+    cfg.schedule
+        .for_subaccount(subaccount)
+        .and_then(|s| s.next_open(cfg.batch.zone.tz(), now))
+        .unwrap_or(now)
+}

@@ -625,10 +625,10 @@ fn convert_one(
     })
 }
 
-/// When this job's batches would go out: now, or when its send window opens.
-#[allow(unused_variables)] // `subaccount` is for the send window, which picks its own
+/// When this job's batches would go out: now, or when its send window opens (a row whose
+/// `send_before` comes first is not sent).
 fn send_time(ctx: &Ctx<'_>, subaccount: &str) -> DateTime<Utc> {
-    ctx.clock.now()
+    crate::hold::send_time(ctx.cfg, subaccount, ctx.clock.now())
 }
 
 /// Whether the row-level duplicate guard is on: `[batch] duplicate_rows = "skip"` and a window

@@ -1354,3 +1354,28 @@ fn an_upload_begun_inside_the_window_finishes_after_it_closes() {
     );
     assert_eq!(w.job(id).state, JobState::Uploaded);
 }
+
+/// Held for its window, a row whose `send_before` comes before the window opens is not sent
+/// (the reason says when it would have gone); a row due later goes when the window opens.
+#[test]
+fn a_row_due_before_the_window_opens_is_not_sent() {
+    let mut w = World::new(&format!(
+        "{WEEKDAYS}[input.columns]\nsend_before = \"vence\"\n"
+    ));
+    w.set_clock(sp(4, 23, 50));
+    let input = "celular;mensagem;id;vence\n\
+                 5511900000001;a;a-1;05/12/2026\n\
+                 5511900000002;b;b-2;07/12/2026 09:00\n\
+                 5511900000003;c;c-3;07/12/2026 07:30\n";
+    let id = w.take_group(&[("f.csv", input.to_owned())])[0];
+    assert_eq!(w.upload().unwrap(), 0);
+    assert_eq!(w.job(id).state, JobState::Held);
+    w.set_clock(sp(7, 8, 0));
+    assert_eq!(w.upload().unwrap(), 1);
+    assert_eq!(w.rows_on_server(), ["5511900000002;b;b-2;"]);
+    let report = w.journal.convert_report(id).unwrap().unwrap();
+    assert!(
+        report.contains("past its send_before (05/12/2026): it would be sent Mon 07/12/2026 08:00"),
+        "{report}"
+    );
+}

@@ -109,13 +109,19 @@ fn exports_before_the_window_opens_are_held_then_all_sent_when_it_opens() {
         "{text}"
     );
     let metrics = get(&format!("{base}/metrics"));
-    assert!(metrics.contains("smsdrop_jobs{state=\"held\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("smsdrop_jobs{state=\"held\"} 3"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("smsdrop_schedule_open{subaccount=\"ACME\"} 0"),
         "{metrics}"
     );
     let page = get(&format!("{base}/"));
-    assert!(page.contains("3 job(s) held for their send window"), "{page}");
+    assert!(
+        page.contains("3 job(s) held for their send window"),
+        "{page}"
+    );
     let check = s.run(&["check"]);
     let check = String::from_utf8_lossy(&check.stdout);
     assert!(
