@@ -8,6 +8,7 @@ mod delivery;
 mod http;
 mod names;
 mod raw;
+mod replies;
 mod schedule;
 mod status;
 mod template;
@@ -19,6 +20,7 @@ pub use delivery::{
 };
 pub use http::HttpConfig;
 pub use names::{check_subaccount, fold_name};
+pub use replies::{fold, OptoutConfig, OutboxEncoding, RepliesConfig, RepliesMode};
 pub use schedule::ScheduleConfig;
 pub use status::{IdMode, StatusConfig, StatusMode, TokenSource, DEFAULT_API_URL};
 pub(crate) use template::Part as TemplatePart;

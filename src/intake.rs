@@ -485,7 +485,7 @@ fn convert_one(
     // Rows get smsdrop's correlation ids where `[status] correlation_ids` says so; with message
     // tracking on, every row is recorded to match statuses to.
     let status = &ctx.cfg.status;
-    let journal_id = if status.tracks() || status.correlation_ids != IdMode::Keep {
+    let journal_id = if status.record_messages || status.correlation_ids != IdMode::Keep {
         Some(ctx.journal.journal_id()?)
     } else {
         None
@@ -532,7 +532,7 @@ fn convert_one(
     let (mut converted, messages) = match journal_id.as_deref() {
         Some(jid) => {
             let max_rows = ctx.cfg.batch.max_rows_per_file;
-            let record = status.tracks().then_some(spool.as_path());
+            let record = status.record_messages.then_some(spool.as_path());
             let mut ids = IdSink::new(
                 &mut writer,
                 status.correlation_ids,

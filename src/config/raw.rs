@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub http: super::http::RawHttp,
     pub subaccounts: BTreeMap<String, RawSubaccount>,
     pub schedule: super::schedule::RawSchedule,
+    pub replies: super::replies::RawReplies,
+    pub optout: super::replies::RawOptout,
 }
 
 /// `[subaccounts.NAME]`: settings for the files in `inbox/NAME/`.

@@ -125,6 +125,10 @@ pub struct StatusConfig {
     pub webhook_token_env: Option<String>,
     /// Carriers that send no delivery report (compared case-insensitively).
     pub no_dlr_carriers: Vec<String>,
+    /// Whether `correlation_ids` was written in the config (not defaulted).
+    pub correlation_ids_set: bool,
+    /// Whether each sent row is recorded (message tracking, or replies to match).
+    pub record_messages: bool,
 }
 
 impl StatusConfig {
@@ -164,6 +168,7 @@ pub(super) fn validate(
             ))
         }
     };
+    let correlation_ids_set = s.correlation_ids.is_some();
     let correlation_ids = match s.correlation_ids.as_deref() {
         None if mode == StatusMode::Off => IdMode::Keep,
         None => IdMode::GenerateMissing,
@@ -284,5 +289,7 @@ pub(super) fn validate(
         webhook_path: s.webhook_path,
         webhook_token_env,
         no_dlr_carriers: s.no_dlr_carriers,
+        correlation_ids_set,
+        record_messages: mode != StatusMode::Off,
     })
 }

@@ -35,6 +35,10 @@ pub struct Config {
     pub subaccounts: BTreeMap<String, SubaccountConfig>,
     /// When batches may go out (`[schedule]`, and per subaccount).
     pub schedule: super::ScheduleConfig,
+    /// Customers' replies (`[replies]`).
+    pub replies: super::RepliesConfig,
+    /// The opt-out list's rules (`[optout]`).
+    pub optout: super::OptoutConfig,
     /// Where this configuration came from, for messages.
     pub source: PathBuf,
 }
@@ -267,7 +271,42 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
             _ => p,
         }
     };
-    let status = super::status::validate(raw.status, path, &resolve)?;
+    let replies = super::replies::validate_replies(raw.replies, path, &resolve)?;
+    let optout = super::replies::validate_optout(raw.optout, path)?;
+    let mut status = super::status::validate(raw.status, path, &resolve)?;
+    if replies.mode != super::RepliesMode::Off {
+        // A reply names the message it answers by its correlation id: every row gets one and
+        // is recorded, as with message statuses.
+        if !status.tracks() && !status.correlation_ids_set {
+            status.correlation_ids = super::IdMode::GenerateMissing;
+        }
+        status.record_messages = true;
+        if replies.mode.queries() && (status.username.is_none() || status.token.is_none()) {
+            return Err(bad(
+                "replies.mode",
+                "replies are fetched from the gateway's API with [status]'s credentials: set \
+                 [status] username and token_env or token_file"
+                    .into(),
+            ));
+        }
+        if replies.mode.listens() && status.webhook_listen.is_none() {
+            return Err(bad(
+                "replies.mode",
+                "replies are pushed to the status webhook's listener: set [status] \
+                 webhook_listen, e.g. \"127.0.0.1:8089\""
+                    .into(),
+            ));
+        }
+        if replies.mode.listens() && replies.webhook_path == status.webhook_path {
+            return Err(bad(
+                "replies.webhook_path",
+                format!(
+                    "{:?} is [status] webhook_path too; give replies their own path",
+                    replies.webhook_path
+                ),
+            ));
+        }
+    }
     let http = super::http::validate(raw.http, path)?;
     let i = raw.input;
     let delimiter = match i.delimiter.as_str() {
@@ -520,6 +559,8 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         },
         subaccounts,
         schedule,
+        replies,
+        optout,
         source: path.to_owned(),
     })
 }

@@ -8,6 +8,7 @@
 
 mod messages;
 mod remembered;
+mod replies;
 mod schema;
 mod state;
 mod stats;
@@ -19,6 +20,8 @@ pub use messages::{
     Applied, EachError, InsertError, Message, MessageCounts, NewMessage, StatusUpdate,
 };
 pub use remembered::{row_key, BatchCache, Duplicate, Earlier, RowKey};
+#[allow(unused_imports)] // TEMPORARY: wired by the replies commits that follow
+pub use replies::{NewReply, Optout, OutboxFile, RecordedReplies, Reply};
 pub use schema::SCHEMA_VERSION;
 pub use state::JobState;
 pub use stats::{Stats, JOB_STATES};

@@ -124,6 +124,42 @@ const MIGRATIONS: &[&str] = &[
     // when (for `[schedule] max_hold`), and an operator may release it (`smsdrop release`).
     "ALTER TABLE jobs ADD COLUMN held_since INTEGER;
      ALTER TABLE jobs ADD COLUMN released_at INTEGER;",
+    // 7: customers' replies (each once by the gateway's id, matched to the row it answers, and
+    // the outbox file it went into), the outbox files (written once), and the opt-out list per
+    // subaccount.
+    "CREATE TABLE IF NOT EXISTS replies (
+         id TEXT PRIMARY KEY,
+         received_at INTEGER NOT NULL,
+         number TEXT NOT NULL,
+         text TEXT NOT NULL,
+         subaccount TEXT NOT NULL,
+         correlation_id TEXT NOT NULL,
+         erp_id TEXT,
+         job_id INTEGER,
+         input TEXT,
+         line INTEGER,
+         carrier TEXT,
+         short_code TEXT,
+         opt_out INTEGER NOT NULL DEFAULT 0,
+         outbox TEXT,
+         recorded_at INTEGER NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS replies_waiting ON replies(received_at) WHERE outbox IS NULL;
+     CREATE INDEX IF NOT EXISTS replies_outbox ON replies(outbox);
+     CREATE TABLE IF NOT EXISTS outbox_files (
+         name TEXT PRIMARY KEY,
+         subaccount TEXT NOT NULL,
+         written INTEGER NOT NULL DEFAULT 0,
+         created_at INTEGER NOT NULL
+     );
+     CREATE TABLE IF NOT EXISTS optouts (
+         subaccount TEXT NOT NULL,
+         number TEXT NOT NULL,
+         at INTEGER NOT NULL,
+         source TEXT NOT NULL,
+         detail TEXT,
+         PRIMARY KEY (subaccount, number)
+     );",
 ];
 
 /// The schema version this smsdrop writes.
