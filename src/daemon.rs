@@ -124,6 +124,8 @@ pub struct Engine {
     health: Arc<crate::ops::Health>,
     /// Runs the outcome hooks the stages queue, beside the engine (none without a hook).
     hooks: Option<crate::hooks::Runner>,
+    /// When waiting replies may next be written to the outbox (`[replies] flush_secs`).
+    next_flush: Option<Instant>,
 }
 
 impl Engine {
@@ -183,6 +185,7 @@ impl Engine {
             ignored: None,
             health: Arc::default(),
             hooks,
+            next_flush: None,
         })
     }
 
@@ -350,8 +353,48 @@ impl Engine {
         }
         let r = report::report_finished(&mut self.ctx());
         self.absorb(r.map(drop))?;
+        self.flush_replies()?;
         let r = crate::status::settle::settle(&mut self.ctx());
         self.absorb(r.map(drop))
+    }
+
+    /// Writes waiting replies to the outbox, at most every `[replies] flush_secs` (and any file
+    /// a crash left unwritten at once).
+    fn flush_replies(&mut self) -> Result<(), DaemonError> {
+        if self.cfg.replies.mode == crate::config::RepliesMode::Off {
+            return Ok(());
+        }
+        let due = self.next_flush.is_none_or(|t| Instant::now() >= t);
+        let left = !self.journal.outbox_unwritten()?.is_empty();
+        if !(left || due && self.journal.replies_waiting()? > 0) {
+            return Ok(());
+        }
+        match crate::replies::outbox::flush(&self.cfg, &mut self.journal, self.clock.now()) {
+            Ok(f) => {
+                if !f.written.is_empty() {
+                    self.next_flush = Some(Instant::now() + self.cfg.replies.flush);
+                }
+                Ok(())
+            }
+            Err(crate::replies::outbox::OutboxError::Journal(e)) => {
+                self.absorb(Err(StageError::Journal(e)))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "replies outbox");
+                self.next_flush = Some(Instant::now() + Duration::from_secs(10));
+                Ok(())
+            }
+        }
+    }
+
+    /// When waiting replies are due for the outbox, if any wait.
+    fn replies_wake(&self) -> Result<Option<Instant>, DaemonError> {
+        if self.cfg.replies.mode == crate::config::RepliesMode::Off
+            || self.journal.replies_waiting()? == 0
+        {
+            return Ok(None);
+        }
+        Ok(Some(self.next_flush.unwrap_or_else(Instant::now)))
     }
 
     fn keepalive(&mut self) {
@@ -517,6 +560,9 @@ impl Engine {
             }
             if let Some(at) = self.schedule_wake()? {
                 until = until.min(at);
+            }
+            if let Some(at) = self.replies_wake()? {
+                until = until.min(at.max(Instant::now() + Duration::from_millis(50)));
             }
             if !self.stopping() {
                 hinted = self.wait(until);

@@ -42,6 +42,8 @@ pub enum Event {
     File,
     /// The job's message tracking ended (`SMSDROP_EVENT=delivery`).
     Delivery,
+    /// A replies file was written to the outbox (`SMSDROP_EVENT=replies`; no job).
+    Replies,
 }
 
 impl Event {
@@ -50,6 +52,7 @@ impl Event {
         match self {
             Event::File => 1,
             Event::Delivery => 2,
+            Event::Replies => 3,
         }
     }
 
@@ -57,6 +60,7 @@ impl Event {
         match self {
             Event::File => "file",
             Event::Delivery => "delivery",
+            Event::Replies => "replies",
         }
     }
 }
@@ -98,6 +102,38 @@ pub fn queue(cfg: &Config, job: i64, event: Event, mut env: Vec<(&str, String)>)
         )),
         &bytes,
     )
+}
+
+/// Queues the hook for a replies file written to the outbox (`SMSDROP_EVENT=replies`,
+/// `SMSDROP_REPLIES_CSV`); its queue file is named after the outbox file, so it is queued once.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn queue_replies(cfg: &Config, csv: &std::path::Path) -> io::Result<()> {
+    if cfg.report.on_outcome.is_empty() {
+        return Ok(());
+    }
+    let name = csv.file_name().unwrap_or_default().to_string_lossy();
+    let queued = Queued {
+        job: 0,
+        env: [
+            (
+                "SMSDROP_EVENT".to_owned(),
+                Event::Replies.as_str().to_owned(),
+            ),
+            (
+                "SMSDROP_REPLIES_CSV".to_owned(),
+                csv.to_string_lossy().into_owned(),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let dir = queue_dir(cfg);
+    std::fs::create_dir_all(&dir)?;
+    let bytes = serde_json::to_vec(&queued).map_err(io::Error::other)?;
+    // After every job's hook queued before it (`0…` sorts first; replies go last by name).
+    crate::fsutil::write_durable(&dir.join(format!("z-replies-{name}.json")), &bytes)
 }
 
 /// The thread that runs queued hooks; stops (leaving what it has not run queued) when dropped.

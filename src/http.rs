@@ -326,6 +326,107 @@ pub fn warn_if_open(addr: SocketAddr, guarded: bool, what: &str, key: &str) {
     }
 }
 
+/// A pushed body must arrive within this, however it trickles (the stack also cuts a body that
+/// sends nothing for its `body_timeout`).
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The webhook token's rule (`[status] webhook_token_env`): `None` when the request may go on,
+/// else the answer (401), given before one byte of the body is read.
+pub(crate) fn refused_token(
+    want: Option<&str>,
+    query: &Result<
+        axum::extract::Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Option<(axum::http::StatusCode, String)> {
+    let want = want?;
+    let given = query
+        .as_ref()
+        .ok()
+        .and_then(|axum::extract::Query(q)| q.get("token"));
+    if given.is_some_and(|g| same_secret(g, want)) {
+        return None;
+    }
+    let why = if given.is_some() {
+        "a wrong ?token="
+    } else {
+        "no ?token="
+    };
+    unauthorized("webhook", why);
+    Some((
+        axum::http::StatusCode::UNAUTHORIZED,
+        "missing or wrong ?token=\n".into(),
+    ))
+}
+
+/// A pushed body, at most `max` bytes within [`BODY_DEADLINE`]; else the answer.
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    what: &str,
+    max: usize,
+) -> Result<axum::body::Bytes, (axum::http::StatusCode, String)> {
+    let read = tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, max));
+    match read.await {
+        Ok(Ok(b)) => Ok(b),
+        Err(_) => {
+            tracing::warn!("{what} webhook: refused a body that took over {BODY_DEADLINE:?}");
+            Err((
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time\n".into(),
+            ))
+        }
+        Ok(Err(e)) => {
+            let (status, why) = body_refusal(&e, max);
+            tracing::warn!(
+                status = status.as_u16(),
+                "{what} webhook: refused a body: {why}"
+            );
+            Err((status, format!("{why}\n")))
+        }
+    }
+}
+
+/// The token the webhook wants, read from `[status] webhook_token_env`.
+///
+/// # Errors
+/// When the variable is named but not set.
+pub(crate) fn webhook_token(cfg: &crate::config::StatusConfig) -> Result<Option<String>, String> {
+    match &cfg.webhook_token_env {
+        Some(var) => match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_owned())),
+            _ => Err(format!(
+                "[status] webhook_token_env names {var}, which is not set (or empty); set it \
+                 to the secret the gateway's webhook URL carries as ?token=..."
+            )),
+        },
+        None => Ok(None),
+    }
+}
+
+/// Why a body could not be read: too long (413), too slow (408), or cut off (400).
+fn body_refusal(e: &axum::Error, max: usize) -> (axum::http::StatusCode, String) {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return (
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {max} bytes"),
+            );
+        }
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return (
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time".into(),
+            );
+        }
+        cause = c.source();
+    }
+    (
+        axum::http::StatusCode::BAD_REQUEST,
+        format!("the body could not be read: {e}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@
 //! - [`track`]: `success/` and `error/` listings to batch and job outcomes.
 //! - [`report`]: JSON and `.result.csv` per finished job.
 //! - [`hooks`]: the outcome hook, queued durably and run beside the engine.
+//! - [`replies`]: customers' replies (MOs): read from the gateway, written to the ERP's outbox.
 //! - [`status`]: message-level statuses: correlation ids, the status API poller, the webhook,
 //!   and the stage that ends a job's tracking with its `.delivery.csv`.
 //!
@@ -69,6 +70,7 @@ pub(crate) mod liveness;
 pub(crate) mod lock;
 pub(crate) mod ops;
 pub mod remote;
+pub(crate) mod replies;
 pub(crate) mod report;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

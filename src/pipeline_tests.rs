@@ -1379,3 +1379,175 @@ fn a_row_due_before_the_window_opens_is_not_sent() {
         "{report}"
     );
 }
+
+fn reply(
+    id: &str,
+    at_ms: i64,
+    number: &str,
+    text: &str,
+    correlation: &str,
+) -> crate::journal::NewReply {
+    crate::journal::NewReply {
+        id: id.into(),
+        received_at_ms: at_ms,
+        number: number.into(),
+        text: text.into(),
+        subaccount: String::new(),
+        correlation_id: correlation.into(),
+        carrier: Some("VIVO".into()),
+        short_code: Some("28128".into()),
+    }
+}
+
+/// Replies matched to the rows they answer, written once each to the outbox: a second flush
+/// writes nothing, a file named but not written before a crash is written from the journal, one
+/// written but not recorded is left as it is; opt-out words with punctuation and accents count.
+#[test]
+fn replies_go_to_the_outbox_once_each_across_crashes() {
+    let mut w = World::new(
+        "[status]\nwebhook_listen = \"127.0.0.1:9\"\n\
+         [replies]\nmode = \"webhook\"\noutbox = \"outbox\"\nencoding = \"windows-1252\"\n",
+    );
+    w.set_clock(Utc.with_ymd_and_hms(2026, 12, 7, 18, 30, 5).unwrap());
+    let id = w.take("campaign.csv", 3);
+    let sent = w.journal.messages(id).unwrap();
+    assert_eq!(sent.len(), 3, "rows are recorded to match replies");
+    let optout = w.cfg.optout.clone();
+    let is_out = |t: &str| optout.is_opt_out(t);
+    let t0 = Utc
+        .with_ymd_and_hms(2026, 12, 7, 18, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let first = [
+        reply(
+            "mo-1",
+            t0,
+            &sent[0].number,
+            " Sáir! ",
+            &sent[0].correlation_id,
+        ),
+        reply(
+            "mo-2",
+            t0 + 1000,
+            &sent[1].number,
+            "=SIM 👍",
+            &sent[1].correlation_id,
+        ),
+        reply("mo-3", t0 + 2000, "5511911112222", "quem é?", "unknown-id"),
+    ];
+    let done = w.journal.record_replies(&first, "ACME", &is_out).unwrap();
+    assert_eq!((done.new, done.matched), (3, 2));
+    assert_eq!(
+        done.opted_out,
+        vec![("ACME".to_owned(), sent[0].number.clone())]
+    );
+    // Pushed again, out of order: nothing new.
+    let again = [first[2].clone(), first[0].clone()];
+    assert_eq!(
+        w.journal
+            .record_replies(&again, "ACME", &is_out)
+            .unwrap()
+            .new,
+        0
+    );
+
+    let now = w.clock.now();
+    let f = crate::replies::outbox::flush(&w.cfg, &mut w.journal, now).unwrap();
+    assert_eq!(f.written.len(), 1);
+    assert_eq!(f.replaced, 1, "the emoji is not in Windows-1252");
+    let path = &f.written[0];
+    assert_eq!(
+        path.file_name().unwrap(),
+        "ACME.replies.20261207T153005.csv"
+    );
+    let bytes = std::fs::read(path).unwrap();
+    let (text, _, bad) = encoding_rs::WINDOWS_1252.decode(&bytes);
+    assert!(!bad);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], crate::replies::outbox::HEADER);
+    assert_eq!(
+        lines[1],
+        format!(
+            "2026-12-07T15:00:00-03:00;{}; Sáir! ;{};;{id};campaign.csv;2;mo-1;VIVO;28128;yes",
+            sent[0].number, sent[0].correlation_id
+        ),
+        "the ERP's id is the one sent: no second id"
+    );
+    assert!(lines[2].contains(";'=SIM ?;"), "{}", lines[2]);
+    assert!(lines[3].ends_with(";;;;mo-3;VIVO;28128;no"), "{}", lines[3]);
+    assert_eq!(lines.len(), 4);
+    // Nothing waits: nothing written.
+    assert!(crate::replies::outbox::flush(&w.cfg, &mut w.journal, now)
+        .unwrap()
+        .written
+        .is_empty());
+
+    // A crash after the name was recorded, before the file was written: written next time.
+    w.journal
+        .record_replies(
+            &[reply(
+                "mo-4",
+                t0 + 3000,
+                &sent[2].number,
+                "2",
+                &sent[2].correlation_id,
+            )],
+            "ACME",
+            &is_out,
+        )
+        .unwrap();
+    let named = w
+        .journal
+        .assign_outbox(&|sub, _| format!("{sub}.replies.crash.csv"))
+        .unwrap();
+    assert_eq!(named.len(), 1);
+    let f = crate::replies::outbox::flush(&w.cfg, &mut w.journal, now).unwrap();
+    assert_eq!(f.written.len(), 1);
+    let crashed = w.cfg.replies.outbox.join("ACME.replies.crash.csv");
+    assert!(std::fs::read_to_string(&crashed)
+        .unwrap()
+        .contains(";mo-4;"));
+    // Written but not recorded as written (a crash after the rename): left as it is.
+    w.journal
+        .record_replies(
+            &[reply(
+                "mo-5",
+                t0 + 4000,
+                &sent[2].number,
+                "3",
+                &sent[2].correlation_id,
+            )],
+            "ACME",
+            &is_out,
+        )
+        .unwrap();
+    let named = w
+        .journal
+        .assign_outbox(&|sub, _| format!("{sub}.replies.renamed.csv"))
+        .unwrap();
+    let renamed = w.cfg.replies.outbox.join(&named[0].name);
+    std::fs::write(&renamed, "as the crash left it").unwrap();
+    crate::replies::outbox::flush(&w.cfg, &mut w.journal, now).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&renamed).unwrap(),
+        "as the crash left it"
+    );
+    assert!(w.journal.outbox_unwritten().unwrap().is_empty());
+    // Every reply id in exactly one file.
+    let mut ids = vec![];
+    for e in std::fs::read_dir(&w.cfg.replies.outbox).unwrap() {
+        let t = std::fs::read(e.unwrap().path()).unwrap();
+        let t = String::from_utf8_lossy(&t).into_owned();
+        ids.extend(
+            t.lines()
+                .skip(1)
+                .filter_map(|l| l.split(';').nth(8).map(str::to_owned)),
+        );
+    }
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["mo-1", "mo-2", "mo-3", "mo-4"],
+        "mo-5's file is the crash's stand-in"
+    );
+}

@@ -144,7 +144,13 @@ fn print(
                        "reason": j.reason})
             })
             .collect();
+        let today = crate::ops::today_start_ms(&cfg.batch.zone, chrono::Utc::now());
         let doc = serde_json::to_string_pretty(&json!({
+            "replies": {
+                "today": journal.replies_since(today)?,
+                "waiting": journal.replies_waiting()?,
+                "optouts": journal.optout_count()?,
+            },
             "send_windows": crate::hold::windows_now(cfg, chrono::Utc::now()),
             "held": held,
             "jobs": list,
@@ -179,6 +185,17 @@ fn print(
             w.schedule,
             w.subaccounts.join(", "),
             w.summary
+        );
+    }
+    if cfg.replies.mode != crate::config::RepliesMode::Off {
+        let today = crate::ops::today_start_ms(&cfg.batch.zone, now);
+        let _ = writeln!(
+            out,
+            "replies: {} today, {} waiting for the outbox ({}); opt-out list: {} number(s)",
+            journal.replies_since(today)?,
+            journal.replies_waiting()?,
+            cfg.replies.outbox.display(),
+            journal.optout_count()?
         );
     }
     let held = journal.jobs_in(&[crate::journal::JobState::Held])?;

@@ -20,7 +20,7 @@ pub use messages::{
     Applied, EachError, InsertError, Message, MessageCounts, NewMessage, StatusUpdate,
 };
 pub use remembered::{row_key, BatchCache, Duplicate, Earlier, RowKey};
-#[allow(unused_imports)] // TEMPORARY: wired by the replies commits that follow
+#[allow(unused_imports)] // TEMPORARY: wired by the opt-out commits that follow
 pub use replies::{NewReply, Optout, OutboxFile, RecordedReplies, Reply};
 pub use schema::SCHEMA_VERSION;
 pub use state::JobState;

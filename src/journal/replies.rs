@@ -1,4 +1,4 @@
-#![allow(dead_code)] // TEMPORARY: wired by the replies commits that follow
+#![allow(dead_code)] // TEMPORARY: the opt-out API is wired by the opt-out commits that follow
 //! Customers' replies (MOs) and the opt-out list: each reply recorded once by the gateway's id
 //! and matched to the row it answers; replies grouped into outbox files (a file's name is
 //! recorded with its replies before it is written, so each reply is in exactly one file across
@@ -221,6 +221,20 @@ impl Journal {
             .flatten())
     }
 
+    /// When the first job was created (ms): `search` needs nothing older on a first start.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn first_job_at(&self) -> Result<Option<i64>> {
+        Ok(self
+            .query("SELECT min(created_at) FROM jobs", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })?
+            .into_iter()
+            .next()
+            .flatten())
+    }
+
     /// How many replies wait for an outbox file.
     ///
     /// # Errors
@@ -428,6 +442,25 @@ impl Journal {
             )?
             .into_iter()
             .next())
+    }
+
+    /// Replies recorded in all, and opt-outs by source (`reply`, `status`, `operator`,
+    /// `import`), for `/metrics`.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub fn reply_totals(&self) -> Result<(u64, Vec<(String, u64)>)> {
+        let replies = self
+            .query("SELECT count(*) FROM replies", [], |r| r.get::<_, i64>(0))?
+            .into_iter()
+            .next()
+            .unwrap_or(0) as u64;
+        let by_source = self.query(
+            "SELECT source, count(*) FROM optouts GROUP BY source ORDER BY source",
+            [],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
+        )?;
+        Ok((replies, by_source))
     }
 
     /// How many numbers are on opt-out lists.

@@ -86,6 +86,14 @@ fn describe() {
         "smsdrop_messages",
         "Messages by state: delivered, failed, pending (tracking open), untracked"
     );
+    describe_counter!(
+        "smsdrop_replies_total",
+        "Customers' replies (MOs) recorded, each once"
+    );
+    describe_gauge!(
+        "smsdrop_optouts_total",
+        "Numbers on the opt-out lists, by how they got there (reply, status, operator, import)"
+    );
     describe_gauge!(
         "smsdrop_schedule_open",
         "Whether the subaccount's send window ([schedule]) is open now (1) or closed (0)"
@@ -146,6 +154,13 @@ pub fn render(
     gauge!("smsdrop_oldest_pending_seconds").set(oldest);
     for (state, n) in &s.messages {
         gauge!("smsdrop_messages", "state" => *state).set(*n as f64);
+    }
+    if cfg.replies.mode != crate::config::RepliesMode::Off || journal.optout_count()? > 0 {
+        let (replies, optouts) = journal.reply_totals()?;
+        counter!("smsdrop_replies_total").absolute(replies);
+        for (source, n) in optouts {
+            gauge!("smsdrop_optouts_total", "source" => source).set(n as f64);
+        }
     }
     // Per subaccount the config names (and any with held jobs): is its send window open?
     let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();

@@ -248,11 +248,101 @@ impl StatusApi {
         Ok(())
     }
 
+    /// Customers' replies not returned before (`GET /v1/sms/receive/list`, consuming: record
+    /// what it returns before the next request), as the answer's JSON.
+    ///
+    /// # Errors
+    /// As [`StatusApi::list`].
+    pub fn replies_list(&mut self, stop: &AtomicBool) -> Result<serde_json::Value, ApiError> {
+        self.pace(stop)?;
+        let url = format!("{}/v1/sms/receive/list", self.base);
+        let r = self
+            .agent
+            .get(&url)
+            .header("username", &self.username)
+            .header("authenticationtoken", &self.token)
+            .header("accept", "application/json")
+            .call();
+        self.json_answer(r)
+    }
+
+    /// Replies received in `[start, end]` (`GET /v1/sms/receive/search`, ISO 8601 UTC; not
+    /// consuming), as the answer's JSON.
+    ///
+    /// # Errors
+    /// As [`StatusApi::list`].
+    pub fn replies_search(
+        &mut self,
+        start: &str,
+        end: &str,
+        stop: &AtomicBool,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.pace(stop)?;
+        let url = format!("{}/v1/sms/receive/search", self.base);
+        let r = self
+            .agent
+            .get(&url)
+            .query("start", start)
+            .query("end", end)
+            .header("username", &self.username)
+            .header("authenticationtoken", &self.token)
+            .header("accept", "application/json")
+            .call();
+        self.json_answer(r)
+    }
+
+    fn json_answer(
+        &mut self,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let mut resp = self.checked(r)?;
+        let over = std::cell::Cell::new(false);
+        let body = Limited {
+            inner: resp.body_mut().with_config().limit(u64::MAX).reader(),
+            left: MAX_ANSWER,
+            over: &over,
+        };
+        serde_json::from_reader(body).map_err(|e| {
+            if over.get() {
+                ApiError::Body(format!(
+                    "the answer is longer than {} MiB, the most smsdrop reads",
+                    MAX_ANSWER >> 20
+                ))
+            } else {
+                ApiError::Body(format!("not JSON: {e}"))
+            }
+        })
+    }
+
     fn answer(
         &mut self,
         r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
         sink: &mut super::Sink<'_>,
     ) -> Result<(), ApiError> {
+        let mut resp = self.checked(r)?;
+        let over = std::cell::Cell::new(false);
+        let body = Limited {
+            inner: resp.body_mut().with_config().limit(u64::MAX).reader(),
+            left: MAX_ANSWER,
+            over: &over,
+        };
+        match super::read_statuses_from(body, self.zone, sink) {
+            Ok(()) => Ok(()),
+            Err(_) if over.get() => Err(ApiError::Body(format!(
+                "the answer is longer than {} MiB, the most smsdrop reads; the statuses before \
+                 that point were recorded, the rest are searched for later",
+                MAX_ANSWER >> 20
+            ))),
+            Err(super::ReadError::Body(e)) => Err(ApiError::Body(e)),
+            Err(super::ReadError::Sink(e)) => Err(ApiError::NotRecorded(e)),
+        }
+    }
+
+    /// A 2xx answer, or the error its status says (redirects never followed).
+    fn checked(
+        &mut self,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ApiError> {
         let mut resp = r.map_err(|e| ApiError::Transport(e.to_string()))?;
         let code = resp.status().as_u16();
         let header = |name: &str| {
@@ -294,22 +384,7 @@ impl StatusApi {
             });
         }
         self.backoff = backoff();
-        let over = std::cell::Cell::new(false);
-        let body = Limited {
-            inner: resp.body_mut().with_config().limit(u64::MAX).reader(),
-            left: MAX_ANSWER,
-            over: &over,
-        };
-        match super::read_statuses_from(body, self.zone, sink) {
-            Ok(()) => Ok(()),
-            Err(_) if over.get() => Err(ApiError::Body(format!(
-                "the answer is longer than {} MiB, the most smsdrop reads; the statuses before \
-                 that point were recorded, the rest are searched for later",
-                MAX_ANSWER >> 20
-            ))),
-            Err(super::ReadError::Body(e)) => Err(ApiError::Body(e)),
-            Err(super::ReadError::Sink(e)) => Err(ApiError::NotRecorded(e)),
-        }
+        Ok(resp)
     }
 }
 

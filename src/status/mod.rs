@@ -50,14 +50,30 @@ pub fn start(
     if s.mode.queries() && s.api_url.starts_with("http://") && !loopback {
         tracing::warn!(api = %s.api_url, "[status] api_url is plain http: the token travels unencrypted");
     }
-    let webhook = match (s.mode.listens(), s.webhook_listen) {
-        (true, Some(addr)) => Some((
-            addr,
-            webhook::router(s, cfg.batch.zone, &cfg.state.dir, wake.clone())?,
-        )),
-        _ => None,
-    };
-    let poller = poller::start(s, cfg.batch.zone, &cfg.state.dir, wake)?;
+    let mut router: Option<axum::Router> = None;
+    if s.mode.listens() {
+        router = Some(webhook::router(
+            s,
+            cfg.batch.zone,
+            &cfg.state.dir,
+            wake.clone(),
+        )?);
+    }
+    if cfg.replies.mode.listens() {
+        // Replies are pushed to the same listener, on their own path.
+        let replies = crate::replies::webhook::router(cfg, wake.clone())?;
+        router = Some(match router {
+            Some(r) => r.merge(replies),
+            None => replies,
+        });
+    }
+    let webhook = s.webhook_listen.zip(router);
+    let replies = cfg.replies.mode.queries().then(|| poller::Replies {
+        cfg: cfg.replies.clone(),
+        optout: cfg.optout.clone(),
+        default_subaccount: cfg.batch.subaccount.clone().unwrap_or_default(),
+    });
+    let poller = poller::start(s, cfg.batch.zone, &cfg.state.dir, wake, replies)?;
     Ok(Running { webhook, poller })
 }
 

@@ -49,8 +49,9 @@ pub fn start(
     zone: crate::config::Zone,
     state_dir: &Path,
     wake: std::sync::mpsc::SyncSender<()>,
+    replies: Option<Replies>,
 ) -> Result<Option<Poller>, String> {
-    if !cfg.mode.queries() {
+    if !cfg.mode.queries() && replies.is_none() {
         return Ok(None);
     }
     let api = StatusApi::new(cfg)?.in_zone(zone);
@@ -66,6 +67,7 @@ pub fn start(
                 rec: Recorder { cfg, journal, wake },
                 auth_logged: false,
                 redirect_logged: false,
+                replies,
             }
             .run(&s)
         })
@@ -81,7 +83,24 @@ struct Worker {
     rec: Recorder,
     auth_logged: bool,
     redirect_logged: bool,
+    replies: Option<Replies>,
 }
+
+/// Customers' replies fetched on this thread (one request budget with the statuses): `list`
+/// every `poll` (`[replies] mode = "poll"`), `search` at start and every `reconcile`.
+pub struct Replies {
+    pub cfg: crate::config::RepliesConfig,
+    pub optout: crate::config::OptoutConfig,
+    /// The subaccount of a reply that names none and answers no known row.
+    pub default_subaccount: String,
+}
+
+/// How far before the last reply recorded `search` starts: the gateway may read a time without
+/// an offset in its own zone (Brazil, up to 5 hours behind UTC), and replies are kept once by
+/// their id, so asking for more costs nothing.
+const SEARCH_MARGIN_MS: i64 = 6 * 3_600_000;
+/// `search` reaches back at most this far (the gateway keeps replies 5 days).
+const SEARCH_REACH_MS: i64 = 5 * 86_400_000 - 3_600_000;
 
 /// Records statuses as an answer is read.
 struct Recorder {
@@ -147,12 +166,21 @@ impl Recorder {
 
 impl Worker {
     fn run(mut self, stop: &AtomicBool) {
-        tracing::info!(api = %self.rec.cfg.api_url, mode = ?self.rec.cfg.mode, "status poller started");
+        tracing::info!(api = %self.rec.cfg.api_url, mode = ?self.rec.cfg.mode, replies = ?self.replies.as_ref().map(|r| r.cfg.mode), "status poller started");
         let mut next_list = Instant::now();
         let mut next_search = Instant::now();
+        let mut next_replies = Instant::now();
+        let mut next_reconcile = Instant::now();
+        let statuses = self.rec.cfg.mode.queries();
         while !stop.load(Ordering::SeqCst) {
             let mut wait = None;
-            if self.rec.cfg.mode == StatusMode::Poll && Instant::now() >= next_list {
+            if let Some(w) = self.replies_round(stop, &mut next_replies, &mut next_reconcile) {
+                wait = Some(w);
+            }
+            if wait.is_none()
+                && self.rec.cfg.mode == StatusMode::Poll
+                && Instant::now() >= next_list
+            {
                 next_list = Instant::now() + self.rec.cfg.poll;
                 let mut t = Totals::default();
                 let rec = &mut self.rec;
@@ -166,21 +194,32 @@ impl Worker {
                     Err(e) => wait = self.failed(&e),
                 }
             }
-            if wait.is_none() && Instant::now() >= next_search {
+            if wait.is_none() && statuses && Instant::now() >= next_search {
                 next_search = Instant::now() + self.rec.cfg.poll;
                 if let Some(w) = self.search_round(stop) {
                     wait = Some(w);
                 }
             }
+            let replies_due = match &self.replies {
+                Some(r) if r.cfg.mode == crate::config::RepliesMode::Poll => {
+                    Some(next_replies.min(next_reconcile))
+                }
+                Some(_) => Some(next_reconcile),
+                None => None,
+            };
             let until = match wait {
                 Some(w) => {
                     next_list = next_list.max(Instant::now() + w);
                     next_search = next_search.max(Instant::now() + w);
+                    next_replies = next_replies.max(Instant::now() + w);
+                    next_reconcile = next_reconcile.max(Instant::now() + w);
                     Instant::now() + w
                 }
                 None if self.rec.cfg.mode == StatusMode::Poll => next_list.min(next_search),
-                None => next_search,
+                None if statuses => next_search,
+                None => Instant::now() + Duration::from_secs(3600),
             };
+            let until = replies_due.map_or(until, |r| until.min(r));
             while Instant::now() < until && !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(
                     until
@@ -190,6 +229,129 @@ impl Worker {
             }
         }
         tracing::debug!(requests = self.api.requests, "status poller stopped");
+    }
+
+    /// Replies: `list` when due (poll mode), `search` at start and every `reconcile`; each
+    /// answer recorded before the next request. The wait when the API failed.
+    fn replies_round(
+        &mut self,
+        stop: &AtomicBool,
+        next_list: &mut Instant,
+        next_reconcile: &mut Instant,
+    ) -> Option<Duration> {
+        let r = self.replies.as_ref()?;
+        let (poll, reconcile, mode) = (r.cfg.poll, r.cfg.reconcile, r.cfg.mode);
+        if Instant::now() >= *next_reconcile {
+            *next_reconcile = Instant::now() + reconcile;
+            let now = chrono::Utc::now().timestamp_millis();
+            let start = match self.rec.journal.last_reply_at() {
+                Ok(Some(t)) => t - SEARCH_MARGIN_MS,
+                Ok(None) => match self.rec.journal.first_job_at() {
+                    Ok(Some(t)) => t - SEARCH_MARGIN_MS,
+                    Ok(None) => now - SEARCH_MARGIN_MS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "replies: cannot read the journal");
+                        return Some(Duration::from_secs(10));
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "replies: cannot read the journal");
+                    return Some(Duration::from_secs(10));
+                }
+            }
+            .max(now - SEARCH_REACH_MS);
+            let iso = |ms: i64| {
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .unwrap_or_default()
+                    .format("%Y-%m-%dT%H:%M:%S")
+                    .to_string()
+            };
+            let got = self
+                .api
+                .replies_search(&iso(start), &iso(now + 60_000), stop);
+            match got {
+                Ok(v) => {
+                    if self.record_replies(&v, "search").is_err() {
+                        *next_reconcile = Instant::now() + Duration::from_secs(10);
+                        return Some(Duration::from_secs(10));
+                    }
+                    self.ok();
+                }
+                Err(e) => {
+                    // Asked again soon: what `list` returned before a crash is found here.
+                    *next_reconcile = Instant::now();
+                    return self.failed(&e);
+                }
+            }
+        }
+        if mode == crate::config::RepliesMode::Poll && Instant::now() >= *next_list {
+            *next_list = Instant::now() + poll;
+            match self.api.replies_list(stop) {
+                Ok(v) => {
+                    if self.record_replies(&v, "list").is_err() {
+                        // `list` will not return these again: `search` finds them.
+                        *next_reconcile = Instant::now() + Duration::from_secs(10);
+                        return Some(Duration::from_secs(10));
+                    }
+                    self.ok();
+                }
+                Err(e) => return self.failed(&e),
+            }
+        }
+        None
+    }
+
+    /// Records an answer's replies (one transaction); logs what it did.
+    fn record_replies(&mut self, answer: &serde_json::Value, from: &str) -> Result<(), ()> {
+        let Some(r) = &self.replies else {
+            return Ok(());
+        };
+        let (replies, skipped) = match crate::replies::parse_replies(answer) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(from, error = %e, "replies: the answer is not usable; ignored");
+                return Ok(());
+            }
+        };
+        if skipped > 0 {
+            tracing::warn!(
+                from,
+                skipped,
+                "replies without an id or a number were ignored"
+            );
+        }
+        if replies.is_empty() {
+            return Ok(());
+        }
+        let optout = &r.optout;
+        match self
+            .rec
+            .journal
+            .record_replies(&replies, &r.default_subaccount, &|t| optout.is_opt_out(t))
+        {
+            Ok(done) => {
+                crate::crash::point("replies-recorded");
+                if done.new > 0 {
+                    let _ = self.rec.wake.try_send(());
+                    tracing::info!(
+                        from,
+                        replies = replies.len(),
+                        new = done.new,
+                        matched = done.matched,
+                        opted_out = done.opted_out.len(),
+                        "replies recorded"
+                    );
+                }
+                for (sub, number) in &done.opted_out {
+                    tracing::info!(subaccount = %sub, number = %crate::ops::page::mask(number), "opted out by reply");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, from, "replies: cannot record them; they are searched for again");
+                Err(())
+            }
+        }
     }
 
     /// Asks `search` about messages pending too long; the wait when the API failed.

@@ -21,10 +21,6 @@ use std::sync::{Arc, Mutex};
 
 /// The largest body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// A whole body must arrive within this, however it trickles (the HTTP stack also cuts a body
-/// that sends nothing for its `body_timeout`).
-const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
-
 struct Hook {
     journal: Mutex<Journal>,
     token: Option<String>,
@@ -43,18 +39,7 @@ pub fn router(
     state_dir: &Path,
     wake: std::sync::mpsc::SyncSender<()>,
 ) -> Result<Router, String> {
-    let token = match &cfg.webhook_token_env {
-        Some(var) => match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
-            _ => {
-                return Err(format!(
-                    "[status] webhook_token_env names {var}, which is not set (or empty); set it \
-                     to the secret the gateway's webhook URL carries as ?token=..."
-                ))
-            }
-        },
-        None => None,
-    };
+    let token = crate::http::webhook_token(cfg)?;
     let journal = Journal::open(state_dir).map_err(|e| e.to_string())?;
     let hook = Arc::new(Hook {
         journal: Mutex::new(journal),
@@ -74,42 +59,12 @@ async fn receive(
     body: Body,
 ) -> (StatusCode, String) {
     // The token first: a request without it is answered before one byte of its body is read.
-    if let Some(want) = &hook.token {
-        let given = query.ok().and_then(|Query(mut q)| q.remove("token"));
-        if !given
-            .as_deref()
-            .is_some_and(|g| crate::http::same_secret(g, want))
-        {
-            let why = if given.is_some() {
-                "a wrong ?token="
-            } else {
-                "no ?token="
-            };
-            crate::http::unauthorized("webhook", why);
-            return (
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong ?token=\n".into(),
-            );
-        }
+    if let Some(refused) = crate::http::refused_token(hook.token.as_deref(), &query) {
+        return refused;
     }
-    let read = tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_BODY));
-    let body = match read.await {
-        Ok(Ok(b)) => b,
-        Err(_) => {
-            tracing::warn!("status webhook: refused a body that took over {BODY_DEADLINE:?}");
-            return (
-                StatusCode::REQUEST_TIMEOUT,
-                "the body did not arrive in time\n".into(),
-            );
-        }
-        Ok(Err(e)) => {
-            let (status, why) = body_refusal(&e);
-            tracing::warn!(
-                status = status.as_u16(),
-                "status webhook: refused a body: {why}"
-            );
-            return (status, format!("{why}\n"));
-        }
+    let body = match crate::http::read_body(body, "status", MAX_BODY).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
     };
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -162,30 +117,6 @@ async fn receive(
             )
         }
     }
-}
-
-/// Why a body could not be read: too long (413), too slow (408), or cut off (400).
-fn body_refusal(e: &axum::Error) -> (StatusCode, String) {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.is::<http_body_util::LengthLimitError>() {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is over {MAX_BODY} bytes"),
-            );
-        }
-        if c.is::<tower_http::timeout::TimeoutError>() {
-            return (
-                StatusCode::REQUEST_TIMEOUT,
-                "the body did not arrive in time".into(),
-            );
-        }
-        cause = c.source();
-    }
-    (
-        StatusCode::BAD_REQUEST,
-        format!("the body could not be read: {e}"),
-    )
 }
 
 fn answer(a: &Applied, n: usize) -> (StatusCode, String) {
