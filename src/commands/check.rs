@@ -59,6 +59,21 @@ pub fn run(cfg: &Config, accept_new_host_key_flag: bool) -> Outcome {
     }
     status_check(cfg, &mut say);
     schedule_check(cfg, &mut say);
+    if cfg.replies.mode != crate::config::RepliesMode::Off {
+        let dir = &cfg.replies.outbox;
+        match std::fs::create_dir_all(dir).and_then(|()| writable(dir)) {
+            Ok(()) => say(
+                "ok",
+                "replies",
+                format!(
+                    "mode {:?}; outbox {} is writable",
+                    cfg.replies.mode,
+                    dir.display()
+                ),
+            ),
+            Err(e) => say("FAIL", "replies", format!("outbox {}: {e}", dir.display())),
+        }
+    }
     let Some(sftp) = &cfg.sftp else {
         say(
             "FAIL",
