@@ -8,7 +8,9 @@
 //! recorded), `converted` (batches named), `archive` (input moved, not yet
 //! recorded), `uploading` (batches marked), `temp-uploaded` (temp file complete, not renamed),
 //! `renamed` (final name on the server, not yet recorded), `uploaded` (recorded), `outcome`
-//! (gateway outcome recorded, job not yet settled), `reported` (report written, not recorded).
+//! (gateway outcome recorded, job not yet settled), `reported` (report written, not recorded),
+//! `replies-listed` (a `list` answer holding replies read, not yet recorded), `replies-recorded`
+//! (recorded).
 
 /// The environment variable that arms a crash point.
 pub const VAR: &str = "SMSDROP_TEST_CRASH_AT";

@@ -323,6 +323,10 @@ impl Worker {
         if replies.is_empty() {
             return Ok(());
         }
+        if from == "list" {
+            // A crash here: `list` will not hand these out again; `search` must find them.
+            crate::crash::point("replies-listed");
+        }
         let optout = &r.optout;
         match self
             .rec
