@@ -121,6 +121,7 @@ pub fn run(dir: Option<&Path>) -> Result<Outcome, DemoError> {
                 delay: Duration::from_millis(500),
                 fail_first: 0,
                 webhook: None,
+                ..sandbox::statuses::StatusOptions::default()
             },
         )),
         ..SandboxOptions::default()

@@ -90,6 +90,7 @@ impl SandboxArgs {
                         delay: self.status_delay,
                         fail_first: self.status_fail_first,
                         webhook: self.status_webhook.clone(),
+                        ..crate::sandbox::statuses::StatusOptions::default()
                     },
                 )
             }),

@@ -230,11 +230,11 @@ impl Worker {
             error => error,
         };
         let taken = matches!(verdict, Verdict::Success(_));
-        if self.settle(&path, name, verdict) && taken {
+        if self.settle(&path, name.clone(), verdict) && taken {
             if let Some(book) = &self.cfg.statuses {
                 book.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .add_batch(&bytes, SystemTime::now());
+                    .add_file(name.to_str().unwrap_or(""), &bytes, SystemTime::now());
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod fs;
 pub mod gateway;
 pub mod hostkey;
 pub mod jail;
+pub mod replies;
 pub mod server;
 pub mod statuses;
 

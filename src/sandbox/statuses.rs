@@ -9,15 +9,24 @@
 //! `fail_first` answers the first requests 429 whatever their pace. With `webhook` set, every
 //! status is also POSTed there as it happens (retried until taken).
 //!
+//! The same service plays the gateway's replies ([`super::replies`]): with `replies` on, some
+//! customers answer `reply_delay` after their message's first status, served on
+//! `GET /v1/sms/receive/list` (consuming) and `GET /v1/sms/receive/search`, under the same
+//! headers and the same one-request-a-second budget, and POSTed to `reply_webhook` when set.
+//! [`Service::inject_reply`] adds any reply a test wants.
+//!
 //! Every decision is appended to `<root>/statuses.log` (`correlation id, number, sent status,
-//! delivered status, carrier`, tab-separated) and every request to `<root>/status-requests.log`
+//! delivered status, carrier`, tab-separated), every reply to `<root>/replies.log` (`id, number,
+//! correlation id, text, receivedAt`), and every request to `<root>/status-requests.log`
 //! (milliseconds since the epoch, method, path, answer), for tests to check against.
 
-use axum::extract::State;
+use super::replies::{self, Inbox, Sent};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -73,6 +82,32 @@ pub struct StatusOptions {
     pub fail_first: u32,
     /// Where to POST statuses as they happen.
     pub webhook: Option<String>,
+    /// Whether customers reply to some of the messages the carrier took (first status 2), as
+    /// [`replies::decide`] says. Injected replies are served either way.
+    pub replies: bool,
+    /// A reply arrives this long after its message's first status; `None`: `delay`.
+    pub reply_delay: Option<Duration>,
+    /// The receive endpoints answer a top-level array instead of SPEC.md's envelope.
+    pub bare_array: bool,
+    /// Where to POST each reply (one JSON object) as it arrives.
+    pub reply_webhook: Option<String>,
+}
+
+impl Default for StatusOptions {
+    /// No credentials (set them), statuses after 2 s, replies on, no pushes.
+    fn default() -> Self {
+        StatusOptions {
+            username: String::new(),
+            token: String::new(),
+            delay: Duration::from_secs(2),
+            fail_first: 0,
+            webhook: None,
+            replies: true,
+            reply_delay: None,
+            bare_array: false,
+            reply_webhook: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for StatusOptions {
@@ -83,6 +118,10 @@ impl std::fmt::Debug for StatusOptions {
             .field("delay", &self.delay)
             .field("fail_first", &self.fail_first)
             .field("webhook", &self.webhook)
+            .field("replies", &self.replies)
+            .field("reply_delay", &self.reply_delay)
+            .field("bare_array", &self.bare_array)
+            .field("reply_webhook", &self.reply_webhook)
             .finish()
     }
 }
@@ -92,6 +131,7 @@ impl std::fmt::Debug for Book {
         f.debug_struct("Book")
             .field("opts", &self.opts)
             .field("events", &self.events.len())
+            .field("replies", &self.replies.len())
             .field("requests", &self.requests)
             .finish()
     }
@@ -113,6 +153,7 @@ pub struct Book {
     last_request: Option<SystemTime>,
     requests: u32,
     next_id: u64,
+    replies: Inbox,
 }
 
 fn ms(t: SystemTime) -> i64 {
@@ -139,61 +180,106 @@ impl Book {
             last_request: None,
             requests: 0,
             next_id: 1,
+            replies: Inbox::default(),
         }
     }
 
-    /// The messages of a file just moved to `success/`.
+    /// The messages of a file just moved to `success/`, its name unknown (replies then name
+    /// the subaccount `default`).
     pub fn add_batch(&mut self, bytes: &[u8], now: SystemTime) {
+        self.add_file("", bytes, now);
+    }
+
+    /// The messages of the file `file_name` just moved to `success/`: their statuses, and the
+    /// replies of those customers who answer (for the subaccount the name gives).
+    pub fn add_file(&mut self, file_name: &str, bytes: &[u8], now: SystemTime) {
         let text = String::from_utf8_lossy(bytes);
-        let mut log = String::new();
+        let batch = crate::batch::BatchName::parse(file_name);
+        let subaccount = batch.as_ref().map_or("default", |b| b.subaccount.as_str());
+        let campaign = file_name.strip_suffix(".txt").filter(|_| batch.is_some());
+        let reply_delay = self.opts.reply_delay.unwrap_or(self.opts.delay);
+        let (mut log, mut replied) = (String::new(), String::new());
         for line in text.lines() {
             let f: Vec<&str> = line.split(';').collect();
             if f.len() < 3 || line == "EOF" || line.starts_with("number;") {
                 continue;
             }
             let (number, correlation_id) = (f[0], f[2]);
-            let d = decide(number);
-            let id = format!("00000000-0000-4000-8000-{:012}", self.next_id);
-            self.next_id += 1;
-            let sent_at = now + self.opts.delay;
-            let mut first = json!({
-                "id": id, "correlationId": correlation_id, "destination": number,
-                "carrierId": d.carrier.len(), "carrierName": d.carrier,
-                "sentStatusCode": d.sent, "sentStatus": name(d.sent),
-                "sentAt": ms(sent_at), "sentDate": iso(sent_at),
-                "campaignId": null, "extraInfo": "",
-            });
-            // Half the first statuses use the other spelling of the time (SPEC.md allows both).
-            if self.next_id.is_multiple_of(2) {
-                let o = first.as_object_mut().expect("an object");
-                o.remove("sentAt");
-                o.remove("sentDate");
-                o.insert("sentStatusAt".into(), json!(ms(sent_at)));
-                o.insert("sentStatusDate".into(), json!(iso(sent_at)));
-            }
-            self.events.push(Event {
-                at: sent_at,
-                status: first.clone(),
-            });
-            if let Some(dr) = d.delivered {
-                let at = now + self.opts.delay * 2;
-                let mut report = first;
-                let o = report.as_object_mut().expect("an object");
-                o.insert("deliveredStatusCode".into(), json!(dr));
-                o.insert("deliveredStatus".into(), json!(name(dr)));
-                o.insert("deliveredAt".into(), json!(ms(at)));
-                o.insert("deliveredDate".into(), json!(iso(at)));
-                self.events.push(Event { at, status: report });
-            }
+            let (id, d, sent_at) = self.add_message(number, correlation_id, now);
             log.push_str(&format!(
                 "{correlation_id}\t{number}\t{}\t{}\t{}\n",
                 name(d.sent),
                 d.delivered.map_or("", name),
                 d.carrier
             ));
+            if self.opts.replies && d.sent == 2 {
+                let sent = Sent {
+                    id: &id,
+                    number,
+                    correlation_id,
+                    subaccount,
+                    campaign,
+                    carrier: d.carrier,
+                    username: &self.opts.username,
+                };
+                if let Some(line) = self.replies.answer(&sent, sent_at + reply_delay) {
+                    replied.push_str(&line);
+                }
+            }
         }
         self.listed.resize(self.events.len(), false);
         append(&self.root.join(DECISIONS), &log);
+        append(&self.root.join(replies::LOG), &replied);
+    }
+
+    /// Decides one message's statuses and keeps them: its gateway id, the decision, and when
+    /// its first status comes.
+    fn add_message(
+        &mut self,
+        number: &str,
+        correlation_id: &str,
+        now: SystemTime,
+    ) -> (String, Decision, SystemTime) {
+        let d = decide(number);
+        let id = format!("00000000-0000-4000-8000-{:012}", self.next_id);
+        self.next_id += 1;
+        let sent_at = now + self.opts.delay;
+        let mut first = json!({
+            "id": id, "correlationId": correlation_id, "destination": number,
+            "carrierId": d.carrier.len(), "carrierName": d.carrier,
+            "sentStatusCode": d.sent, "sentStatus": name(d.sent),
+            "sentAt": ms(sent_at), "sentDate": iso(sent_at),
+            "campaignId": null, "extraInfo": "",
+        });
+        // Half the first statuses use the other spelling of the time (SPEC.md allows both).
+        if self.next_id.is_multiple_of(2) {
+            let o = first.as_object_mut().expect("an object");
+            o.remove("sentAt");
+            o.remove("sentDate");
+            o.insert("sentStatusAt".into(), json!(ms(sent_at)));
+            o.insert("sentStatusDate".into(), json!(iso(sent_at)));
+        }
+        self.events.push(Event {
+            at: sent_at,
+            status: first.clone(),
+        });
+        if let Some(dr) = d.delivered {
+            let at = now + self.opts.delay * 2;
+            let mut report = first;
+            let o = report.as_object_mut().expect("an object");
+            o.insert("deliveredStatusCode".into(), json!(dr));
+            o.insert("deliveredStatus".into(), json!(name(dr)));
+            o.insert("deliveredAt".into(), json!(ms(at)));
+            o.insert("deliveredDate".into(), json!(iso(at)));
+            self.events.push(Event { at, status: report });
+        }
+        (id, d, sent_at)
+    }
+
+    /// Adds `reply` as the gateway would hold it, arrived now (see [`Inbox::inject`]).
+    pub fn inject_reply(&mut self, reply: Value) {
+        let line = self.replies.inject(reply, SystemTime::now());
+        append(&self.root.join(replies::LOG), &line);
     }
 
     /// Whether a request may be answered (credentials, pace, forced 429s); the refusal if not.
@@ -299,6 +385,8 @@ pub fn router(book: Shared) -> Router {
     Router::new()
         .route("/v1/sms/status/list", get(list))
         .route("/v1/sms/status/search", post(search))
+        .route("/v1/sms/receive/list", get(receive_list))
+        .route("/v1/sms/receive/search", get(receive_search))
         .with_state(book)
 }
 
@@ -340,6 +428,38 @@ async fn search(
     )
 }
 
+async fn receive_list(
+    State(book): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> (StatusCode, String) {
+    let mut b = lock(&book);
+    if let Err(refused) = b.admit(&headers, "GET receive/list") {
+        return refused;
+    }
+    let bare = b.opts.bare_array;
+    let found = b.replies.answer_list(&q, SystemTime::now(), bare);
+    (StatusCode::OK, found.to_string())
+}
+
+async fn receive_search(
+    State(book): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> (StatusCode, String) {
+    let mut b = lock(&book);
+    if let Err(refused) = b.admit(&headers, "GET receive/search") {
+        return refused;
+    }
+    match b
+        .replies
+        .answer_search(&q, SystemTime::now(), b.opts.bare_array)
+    {
+        Ok(found) => (StatusCode::OK, found.to_string()),
+        Err(why) => (StatusCode::BAD_REQUEST, why),
+    }
+}
+
 /// Pushes due statuses to the webhook, one POST each, in order; a refusal or an unreachable
 /// webhook is tried again next time. Returns how many were taken.
 pub fn push_due(book: &Shared, agent: &ureq::Agent, url: &str) -> usize {
@@ -359,12 +479,53 @@ pub fn push_due(book: &Shared, agent: &ureq::Agent, url: &str) -> usize {
     taken
 }
 
-/// The status interface running: its HTTP server, and the webhook pusher when asked for.
+/// Pushes arrived replies to `url`, one POST each, by arrival; a refusal (but 422, a reply
+/// the receiver will never take) or an unreachable URL is tried again next time. Returns how
+/// many were taken.
+pub fn push_due_replies(book: &Shared, agent: &ureq::Agent, url: &str) -> usize {
+    let due = lock(book).replies.due_pushes(SystemTime::now());
+    let mut taken = 0;
+    for (i, reply) in due {
+        let ok = agent
+            .post(url)
+            .send_json(&reply)
+            .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 422);
+        if !ok {
+            break;
+        }
+        lock(book).replies.mark_pushed(i);
+        taken += 1;
+    }
+    taken
+}
+
+/// Runs `push` every 200 ms on its own thread until `stop`.
+fn spawn_pusher(
+    name: &str,
+    stop: Arc<AtomicBool>,
+    push: impl Fn(&ureq::Agent) + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                push(&agent);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+}
+
+/// The status interface running: its HTTP server, and the webhook pushers when asked for.
 pub struct Service {
     book: Shared,
     http: crate::http::HttpServer,
     stop: Arc<AtomicBool>,
-    pusher: Option<std::thread::JoinHandle<()>>,
+    pushers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Service {
@@ -379,33 +540,30 @@ impl Service {
             crate::http::Limits::default(),
         )?;
         let stop = Arc::new(AtomicBool::new(false));
-        let pusher = match &opts.webhook {
-            Some(url) => {
-                let (url, stop, book) = (url.clone(), stop.clone(), book.clone());
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_secs(10)))
-                    .http_status_as_error(false)
-                    .build()
-                    .into();
-                Some(
-                    std::thread::Builder::new()
-                        .name("sandbox-webhook".into())
-                        .spawn(move || {
-                            while !stop.load(Ordering::SeqCst) {
-                                push_due(&book, &agent, &url);
-                                std::thread::sleep(Duration::from_millis(200));
-                            }
-                        })?,
-                )
-            }
-            None => None,
-        };
-        Ok(Service {
-            book,
+        let mut service = Service {
+            book: book.clone(),
             http,
-            stop,
-            pusher,
-        })
+            stop: stop.clone(),
+            pushers: vec![],
+        };
+        if let Some(url) = opts.webhook.clone() {
+            let book = book.clone();
+            service.pushers.push(spawn_pusher(
+                "sandbox-webhook",
+                stop.clone(),
+                move |agent| {
+                    push_due(&book, agent, &url);
+                },
+            )?);
+        }
+        if let Some(url) = opts.reply_webhook.clone() {
+            service
+                .pushers
+                .push(spawn_pusher("sandbox-replies", stop, move |agent| {
+                    push_due_replies(&book, agent, &url);
+                })?);
+        }
+        Ok(service)
     }
 
     /// Where it listens.
@@ -417,12 +575,19 @@ impl Service {
     pub fn book(&self) -> Shared {
         self.book.clone()
     }
+
+    /// Adds a reply as the gateway would hold it, arrived now: any JSON, so tests can send
+    /// replies to unknown messages, the same `id` twice, or an old `receivedAt` (epoch ms; set
+    /// to now when missing). Listed, searched, pushed and logged like a decided reply.
+    pub fn inject_reply(&self, reply: Value) {
+        lock(&self.book).inject_reply(reply);
+    }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(p) = self.pusher.take() {
+        for p in self.pushers.drain(..) {
             let _ = p.join();
         }
     }

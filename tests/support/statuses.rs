@@ -1,6 +1,8 @@
 //! The gateway's HTTP status interface for tests: smsdrop's simulator
 //! (`smsdrop::sandbox::statuses`) served on loopback, fed with every file the test gateway moves
-//! to `success/` on the real sshd (a watcher thread reads each new file once).
+//! to `success/` on the real sshd (a watcher thread reads each new file once). Replies are on by
+//! default; [`StatusSim::start_with`] takes any [`StatusOptions`] ([`options`] gives this file's
+//! credentials), and [`StatusSim::replies`] reads the simulator's `replies.log`.
 
 use smsdrop::sandbox::statuses::{Service, StatusOptions};
 use std::collections::HashSet;
@@ -31,14 +33,20 @@ impl StatusSim {
         fail_first: u32,
         webhook: Option<String>,
     ) -> StatusSim {
+        StatusSim::start_with(
+            home,
+            root,
+            StatusOptions {
+                fail_first,
+                webhook,
+                ..options(delay)
+            },
+        )
+    }
+
+    /// Serves what lands in `<home>/success` as `opts` say, logging under `root`.
+    pub fn start_with(home: &Path, root: &Path, opts: StatusOptions) -> StatusSim {
         std::fs::create_dir_all(root).unwrap();
-        let opts = StatusOptions {
-            username: USER.into(),
-            token: TOKEN.into(),
-            delay,
-            fail_first,
-            webhook,
-        };
         let service = Service::start("127.0.0.1:0".parse().unwrap(), &opts, root)
             .expect("the status simulator must start");
         let book = service.book();
@@ -54,8 +62,11 @@ impl StatusSim {
                             continue;
                         }
                         if let Ok(bytes) = std::fs::read(e.path()) {
+                            let file = name.to_string_lossy().into_owned();
                             seen.insert(name);
-                            book.lock().unwrap().add_batch(&bytes, SystemTime::now());
+                            book.lock()
+                                .unwrap()
+                                .add_file(&file, &bytes, SystemTime::now());
                         }
                     }
                 }
@@ -93,6 +104,18 @@ impl StatusSim {
             .collect()
     }
 
+    /// `(id, number, correlation id, text, receivedAt epoch ms)` per reply the simulator holds,
+    /// decided or injected, in the order it took them.
+    pub fn replies(&self) -> Vec<[String; 5]> {
+        let text = std::fs::read_to_string(self.root.join("replies.log")).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                std::array::from_fn(|i| f.get(i).unwrap_or(&"").to_string())
+            })
+            .collect()
+    }
+
     /// `(epoch ms, request, HTTP status)` per request received.
     pub fn requests(&self) -> Vec<(i64, String, u16)> {
         let text =
@@ -116,6 +139,17 @@ impl Drop for StatusSim {
         if let Some(f) = self.feeder.take() {
             let _ = f.join();
         }
+    }
+}
+
+/// This file's credentials, statuses after `delay`, replies on (a reply `delay` after its
+/// first status), no pushes: set other fields with `..options(delay)`.
+pub fn options(delay: Duration) -> StatusOptions {
+    StatusOptions {
+        username: USER.into(),
+        token: TOKEN.into(),
+        delay,
+        ..StatusOptions::default()
     }
 }
 
