@@ -91,6 +91,15 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Manages a subaccount's opt-out list: numbers later exports never send to (works while
+    /// the daemon runs).
+    Optout {
+        /// The subaccount (default: [batch] subaccount).
+        #[arg(long, global = true)]
+        subaccount: Option<String>,
+        #[command(subcommand)]
+        action: OptoutAction,
+    },
     /// After the journal was lost: lists what the state folder still holds; with --yes sets it
     /// aside and queues the pending batch files again as new jobs.
     Recover {
@@ -119,6 +128,36 @@ enum Command {
     /// Writes shell completions and man pages generated from this CLI (for packagers).
     #[command(hide = true)]
     Generate(crate::generate::GenerateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum OptoutAction {
+    /// Prints the list: subaccount, number, since, source, detail.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Puts numbers on the list (normalised as rows are; all or nothing).
+    Add {
+        #[arg(required = true)]
+        numbers: Vec<String>,
+    },
+    /// Takes numbers off the list: later exports send to them again.
+    Remove {
+        #[arg(required = true)]
+        numbers: Vec<String>,
+    },
+    /// Puts the numbers of a CSV file on the list (`;`, `,` or TAB; a header line is skipped;
+    /// a line's number is its first field that is a phone number); lines without one are
+    /// reported with their line numbers (exit 3).
+    Import { file: PathBuf },
+    /// Writes the list as CSV (subaccount;number;since;source;detail), which `import` reads.
+    Export {
+        /// Write to FILE instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// A problem with how smsdrop was called or configured (exit code 2).
@@ -205,6 +244,21 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Resolve { job, sent, .. } => {
             decide_result(commands::decide::resolve(&cfg, job, sent))
+        }
+        Command::Optout { subaccount, action } => {
+            use commands::optout::{OptoutCmd, OptoutError};
+            let cmd = match action {
+                OptoutAction::List { json } => OptoutCmd::List { json },
+                OptoutAction::Add { numbers } => OptoutCmd::Add { numbers },
+                OptoutAction::Remove { numbers } => OptoutCmd::Remove { numbers },
+                OptoutAction::Import { file } => OptoutCmd::Import { file },
+                OptoutAction::Export { out } => OptoutCmd::Export { out },
+            };
+            match commands::optout::run(&cfg, subaccount.as_deref(), cmd) {
+                Ok(o) => Ok(o),
+                Err(OptoutError::Refused(m)) => Err(UsageError(m).into()),
+                Err(e) => Err(anyhow::Error::new(e).context("optout")),
+            }
         }
         Command::Retry { job, yes } => decide_result(commands::decide::retry(&cfg, job, yes)),
         Command::Release { job, yes } => decide_result(commands::decide::release(&cfg, job, yes)),

@@ -1,7 +1,8 @@
 //! Intake: from a complete input file to a recorded job with named batch files.
 //!
 //! Order of steps, each safe to crash after: (1) record the job as `detected`; (2) convert into
-//! spool files (ours, rewritten on a retry) and apply the duplicate guard; (3) in one
+//! spool files (ours, rewritten on a retry), keeping back rows to numbers that opted out
+//! ([`crate::optout`]) and rows already sent (the duplicate guard); (3) in one
 //! transaction, allocate the remote names and record the batch files (`converted`) or the
 //! rejection; (4) archive the input ([`crate::archive`]). A restart resumes a job from its
 //! recorded step. This module never deletes an input and never talks to the server except
@@ -16,7 +17,7 @@ use crate::convert::{ConvertError, ConvertReport};
 use crate::convert::{RejectedRow, Row, RowSink, SendAt};
 use crate::fsutil::{hash_file, parent, sync_dir, sync_fs};
 use crate::journal::{row_key, BatchCache, Duplicate, Earlier, InsertError, Journal, RowKey};
-use crate::journal::{Job, JobState, JournalError, NewBatch, NewJob};
+use crate::journal::{Job, JobState, JournalError, NewBatch, NewJob, OptedOut};
 use crate::spool::{spool_dir, spool_path};
 use crate::stage::{Ctx, StageError};
 use crate::status::ids::{read_messages, IdSink};
@@ -160,6 +161,8 @@ enum Converted {
         messages: Option<tempfile::NamedTempFile>,
         /// What the row-level duplicate guard found, when it is on.
         guard: Option<Guarded>,
+        /// The rows kept back because their number opted out (`[optout] apply`).
+        opted_out: Vec<OptedOut>,
     },
     Rejected {
         job: Job,
@@ -170,6 +173,8 @@ enum Converted {
         consumed: Option<u64>,
         /// The rows skipped as already sent, when that is why nothing is left to send.
         guard: Option<Guarded>,
+        /// The rows kept back as opted out, when that is why nothing is left to send.
+        opted_out: Vec<OptedOut>,
     },
     Vanished {
         job: Job,
@@ -230,12 +235,13 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                         report: None,
                         consumed: None,
                         guard: None,
+                        opted_out: vec![],
                     };
                 }
                 None => hashes_in_group.push((hash.clone(), job.input_name.clone())),
             }
         }
-        let converted = every_row_sent_before(ctx, converted);
+        let converted = nothing_left_to_send(ctx, converted);
         // Rows of this group count as recorded for upload for the inputs after it.
         if let Converted::Ready {
             job,
@@ -313,9 +319,10 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                     batches,
                     consumed,
                     guard,
+                    opted_out,
                     ..
                 } => {
-                    let json = report_json(report, guard.as_ref(), &ctx.cfg.batch.zone);
+                    let json = report_json(report, guard.as_ref(), opted_out, &ctx.cfg.batch.zone);
                     t.set_hash(job.id, hash)?;
                     t.set_consumed(job.id, *consumed, watch_until(ctx.cfg, ctx.clock, job))?;
                     t.set_counts(
@@ -336,6 +343,7 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                         t.remember_rows(job.id, ctx.clock.now(), &g.sent)?;
                         t.set_duplicates(job.id, &g.dups)?;
                     }
+                    t.set_opted_out(job.id, opted_out)?;
                 }
                 Converted::Rejected {
                     job,
@@ -344,6 +352,7 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                     report,
                     consumed,
                     guard,
+                    opted_out,
                 } => {
                     if let Some(h) = hash {
                         t.set_hash(job.id, h)?;
@@ -352,12 +361,13 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                         t.set_consumed(job.id, *n, watch_until(ctx.cfg, ctx.clock, job))?;
                     }
                     if let Some(r) = report {
-                        let json = report_json(r, guard.as_ref(), &ctx.cfg.batch.zone);
+                        let json = report_json(r, guard.as_ref(), opted_out, &ctx.cfg.batch.zone);
                         t.set_counts(job.id, r.rows_read, r.rows_sent, r.rows_rejected, &json)?;
                     }
                     if let Some(g) = guard {
                         t.set_duplicates(job.id, &g.dups)?;
                     }
+                    t.set_opted_out(job.id, opted_out)?;
                     t.set_job_state(job.id, JobState::Rejected, Some(why))?;
                 }
                 Converted::Vanished { job } => {
@@ -390,6 +400,17 @@ pub fn process_all(ctx: &mut Ctx<'_>, ids: &[i64], origin: Origin) -> Result<(),
                 duplicate = g.dups.len(),
                 "duplicate guard: rows already sent are not sent again"
             );
+        }
+    }
+    for c in &results {
+        if let Converted::Ready { job, opted_out, .. } = c {
+            if !opted_out.is_empty() {
+                tracing::info!(
+                    job = job.id,
+                    opted_out = opted_out.len(),
+                    "opt-outs: rows to numbers that opted out are not sent"
+                );
+            }
         }
     }
     for c in &results {
@@ -468,6 +489,7 @@ fn convert_one(
                 report: None,
                 consumed: None,
                 guard: None,
+                opted_out: vec![],
             });
         }
     };
@@ -509,9 +531,18 @@ fn convert_one(
     } else {
         0
     };
-    let run = |sink: &mut dyn RowSink| match guard {
-        Some((since, group)) => {
-            let mut g = Guard {
+    // The opt-out filter sits in front of the guard: a row to a number that opted out is
+    // reported as that, never as a duplicate, and never counts as sent.
+    let optouts = if cfg.optout.apply {
+        Some(crate::optout::load(journal, &job.subaccount)?)
+    } else {
+        None
+    };
+    let mut filtered = None;
+    let run = |sink: &mut dyn RowSink| {
+        let mut g = None;
+        let after_filter: &mut dyn RowSink = match guard {
+            Some((since, group)) => g.insert(Guard {
                 inner: sink,
                 journal,
                 subaccount: &job.subaccount,
@@ -522,12 +553,18 @@ fn convert_one(
                 found: Guarded::default(),
                 billing: Billing::default(),
                 failed: None,
-            };
-            let r = crate::job_input::convert(cfg, &job, send_at, input, &mut g);
-            guarded = Some((g.found, g.billing, g.failed));
-            r
-        }
-        None => crate::job_input::convert(cfg, &job, send_at, input, sink),
+            }),
+            None => sink,
+        };
+        let mut f = None;
+        let first: &mut dyn RowSink = match &optouts {
+            Some(list) => f.insert(crate::optout::Filter::new(after_filter, list)),
+            None => after_filter,
+        };
+        let r = crate::job_input::convert(cfg, &job, send_at, input, first);
+        filtered = f.map(|f| (f.skipped, f.billing));
+        guarded = g.map(|g| (g.found, g.billing, g.failed));
+        r
     };
     let (mut converted, messages) = match journal_id.as_deref() {
         Some(jid) => {
@@ -552,8 +589,17 @@ fn convert_one(
         if let Some(e) = failed {
             return Err(StageError::Journal(e));
         }
+        if let Ok(r) = converted.as_mut() {
+            r.not_sent(found.dups.len() as u64, &billing);
+        }
         guard = Some(found);
-        duplicates_not_sent(converted.as_mut().ok(), guard.as_ref(), billing);
+    }
+    let mut opted_out = vec![];
+    if let Some((skipped, billing)) = filtered {
+        if let Ok(r) = converted.as_mut() {
+            r.not_sent(skipped.len() as u64, &billing);
+        }
+        opted_out = skipped;
     }
     let report = match converted {
         Ok(r) => r,
@@ -572,6 +618,7 @@ fn convert_one(
                 report: None,
                 consumed: None,
                 guard: None,
+                opted_out: vec![],
             });
         }
         Err(ConvertError::Write(e)) => return Err(local(e)),
@@ -601,6 +648,7 @@ fn convert_one(
             report: Some(report),
             consumed: whole.then_some(consumed),
             guard: None,
+            opted_out: vec![],
         });
     }
     let mut batches = Vec::with_capacity(pending.len());
@@ -622,6 +670,7 @@ fn convert_one(
         consumed,
         messages,
         guard,
+        opted_out,
     })
 }
 
@@ -696,24 +745,10 @@ impl RowSink for Guard<'_> {
     }
 }
 
-/// Takes the skipped rows off the report's sent rows and billing.
-fn duplicates_not_sent(report: Option<&mut ConvertReport>, g: Option<&Guarded>, skipped: Billing) {
-    let (Some(r), Some(g)) = (report, g) else {
-        return;
-    };
-    r.rows_sent = r.rows_sent.saturating_sub(g.dups.len() as u64);
-    let b = &mut r.billing;
-    b.gsm7_messages = b.gsm7_messages.saturating_sub(skipped.gsm7_messages);
-    b.ucs2_messages = b.ucs2_messages.saturating_sub(skipped.ucs2_messages);
-    b.concatenated_messages = b
-        .concatenated_messages
-        .saturating_sub(skipped.concatenated_messages);
-    b.parts = b.parts.saturating_sub(skipped.parts);
-}
-
-/// A job whose every row was already sent has nothing to send: rejected, saying where its rows
-/// went (the file-level guard, which says more, is asked first).
-fn every_row_sent_before(ctx: &Ctx<'_>, c: Converted) -> Converted {
+/// A job whose every row was kept back (already sent, or to a number that opted out) has
+/// nothing to send: rejected, saying why (the file-level guard, which says more, is asked
+/// first).
+fn nothing_left_to_send(ctx: &Ctx<'_>, c: Converted) -> Converted {
     match c {
         Converted::Ready {
             job,
@@ -721,36 +756,67 @@ fn every_row_sent_before(ctx: &Ctx<'_>, c: Converted) -> Converted {
             report,
             batches,
             consumed,
-            guard: Some(g),
+            guard,
+            opted_out,
             ..
-        } if batches.is_empty() && !g.dups.is_empty() => {
-            let why = format!(
-                "nothing to send: every row ({}) was already sent, the first {}; the result CSV \
-                 lists each ([batch] duplicate_rows = \"send\" sends such rows again)",
-                g.dups.len(),
-                g.dups[0].reason(&ctx.cfg.batch.zone)
-            );
+        } if batches.is_empty()
+            && (!opted_out.is_empty() || guard.as_ref().is_some_and(|g| !g.dups.is_empty())) =>
+        {
+            let zone = &ctx.cfg.batch.zone;
+            let dups = guard.as_ref().map_or(&[][..], |g| &g.dups);
+            let why = match (dups.first(), opted_out.first()) {
+                (Some(d), None) => format!(
+                    "nothing to send: every row ({}) was already sent, the first {}; the result \
+                     CSV lists each ([batch] duplicate_rows = \"send\" sends such rows again)",
+                    dups.len(),
+                    d.reason(zone)
+                ),
+                (None, Some(o)) => format!(
+                    "nothing to send: every row ({}) is to a number that opted out of {}, the \
+                     first {}; the result CSV lists each (`smsdrop optout remove` takes a \
+                     number off the list)",
+                    opted_out.len(),
+                    job.subaccount,
+                    crate::optout::reason(o, zone)
+                ),
+                _ => format!(
+                    "nothing to send: of its rows, {} were already sent and {} are to numbers \
+                     that opted out of {}; the result CSV lists each",
+                    dups.len(),
+                    opted_out.len(),
+                    job.subaccount
+                ),
+            };
             Converted::Rejected {
                 job,
                 hash: Some(hash),
                 why,
                 report: Some(report),
                 consumed: Some(consumed),
-                guard: Some(g),
+                guard,
+                opted_out,
             }
         }
         c => c,
     }
 }
 
-/// The conversion report as stored with the job, with the guard's findings: how many rows were
-/// skipped, and the first ones with where they went before.
+/// The conversion report as stored with the job, with the guard's and the opt-out filter's
+/// findings: how many rows were kept back, and the first ones with why.
 fn report_json(
     report: &ConvertReport,
     guard: Option<&Guarded>,
+    opted_out: &[OptedOut],
     zone: &crate::config::Zone,
 ) -> String {
     let mut v = serde_json::to_value(report).expect("reports always serialise");
+    if let Some(map) = v.as_object_mut() {
+        map.insert("rows_opted_out".into(), opted_out.len().into());
+        map.insert(
+            "opted_out_rows".into(),
+            crate::optout::listed(opted_out, zone).into(),
+        );
+    }
     if let (Some(g), Some(map)) = (guard, v.as_object_mut()) {
         map.insert("rows_duplicate".into(), g.dups.len().into());
         let listed: Vec<serde_json::Value> = g

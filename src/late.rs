@@ -132,7 +132,10 @@ impl LateWatch {
                        drop a new export if rows are missing";
             return self.stop(ctx, job, Some(why));
         }
-        if job.state == JobState::Rejected && ctx.journal.duplicates(job.id)?.is_empty() {
+        if job.state == JobState::Rejected
+            && ctx.journal.duplicates(job.id)?.is_empty()
+            && ctx.journal.opted_out(job.id)?.is_empty()
+        {
             return self.appended_to_rejected(ctx, job, end, size);
         }
         self.appended(ctx, job, &path, end, size, over)

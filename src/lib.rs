@@ -6,6 +6,7 @@
 //! - [`watch`]: the inbox: stable files, done markers, file events as hints.
 //! - [`writers`]: who is writing a file (file events, `/proc`): never take one being written.
 //! - [`intake`]: a complete input to a recorded job: claim, convert, duplicate guard, name batches.
+//! - [`optout`]: rows to numbers on the subaccount's opt-out list are kept back, with why.
 //! - [`claim`]: an input taken out of the inbox before it is read; the byte range a job reads.
 //! - [`job_input`]: a job's bytes as rows, read with its subaccount's settings: for intake, and
 //!   again (with the send time its deadlines were checked against) for the result CSV and the
@@ -69,6 +70,7 @@ pub(crate) mod late;
 pub(crate) mod liveness;
 pub(crate) mod lock;
 pub(crate) mod ops;
+pub(crate) mod optout;
 pub mod remote;
 pub(crate) mod replies;
 pub(crate) mod report;

@@ -710,7 +710,11 @@ fn message_tracking_counts_only_sent_files_and_gives_up_in_time() {
     };
     let a = w
         .journal
-        .apply_statuses(&[sent("three.csv-0", 202), sent("three.csv-1", 2)], &no_dlr)
+        .apply_statuses(
+            &[sent("three.csv-0", 202), sent("three.csv-1", 2)],
+            &no_dlr,
+            &[204],
+        )
         .unwrap();
     assert_eq!(a.changed, 2);
     w.gateway(&names[0], "success");
@@ -1143,7 +1147,9 @@ fn csv_fields_from_outside_never_start_a_formula() {
         ),
         status("-2+3", "\t=1+1", "+VIVO"),
     ];
-    w.journal.apply_statuses(&updates, &|_| true).unwrap();
+    w.journal
+        .apply_statuses(&updates, &|_| true, &[204])
+        .unwrap();
     for n in w.names(id) {
         w.gateway(&n, "success");
     }
@@ -1550,4 +1556,196 @@ fn replies_go_to_the_outbox_once_each_across_crashes() {
         ["mo-1", "mo-2", "mo-3", "mo-4"],
         "mo-5's file is the crash's stand-in"
     );
+}
+
+/// The JSON report of a job, parsed.
+fn json_report(w: &World, id: i64) -> serde_json::Value {
+    let (json, _) = report::report_paths(&w.cfg, &w.job(id));
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+/// Sends a job's files to success/ and reports it.
+fn succeed(w: &mut World, id: i64) {
+    w.upload().unwrap();
+    for n in w.names(id) {
+        w.gateway(&n, "success");
+    }
+    w.track_and_report();
+}
+
+/// Like [`export`], with other texts (so no row is a duplicate of an `export` row).
+fn reminders(tag: &str, rows: std::ops::Range<usize>) -> String {
+    export(tag, rows).replace("invoice", "reminder: invoice")
+}
+
+/// Status tracking on (the webhook, never reached here), for statuses applied by hand.
+const TRACKED: &str =
+    "[status]\nmode = \"webhook\"\nwebhook_listen = \"127.0.0.1:9\"\ngive_up_after = \"1h\"\n";
+
+/// A first status for `cid`, as the gateway reports it.
+fn first_status(cid: &str, code: i64) -> crate::journal::StatusUpdate {
+    crate::journal::StatusUpdate {
+        correlation_id: cid.into(),
+        sent_code: Some(code),
+        sent_status: crate::status::code_name(code).map(str::to_owned),
+        ..Default::default()
+    }
+}
+
+/// Issue 21: a number blocked by the gateway's opt-out (first status 204, with `[optout]
+/// from_statuses` as configured) and a number that replied "SAIR" are not sent in the next
+/// export: their rows are `opted_out` in the result CSV with when and why, and in the JSON
+/// report and the totals; the others go out; nothing counts as rejected. Another subaccount's
+/// list does not apply.
+#[test]
+fn an_opted_out_number_in_the_next_export_is_skipped_and_reported() {
+    let mut w = World::new(TRACKED);
+    let first = w.take_group(&[("first.csv", export("f", 0..2))])[0];
+    w.upload().unwrap();
+    let codes = w.cfg.optout.from_statuses.clone();
+    let no_dlr = |_: &str| false;
+    let a = w
+        .journal
+        .apply_statuses(&[first_status("f-0", 204)], &no_dlr, &codes)
+        .unwrap();
+    assert_eq!(a.opted_out.len(), 1, "{a:?}");
+    for n in w.names(first) {
+        w.gateway(&n, "success");
+    }
+    w.track_and_report();
+    w.journal
+        .add_optouts(
+            "ACME",
+            &["5511900000003".into()],
+            "reply",
+            Some("replied \"SAIR\""),
+        )
+        .unwrap();
+    w.journal
+        .add_optouts("OTHER", &["5511900000004".into()], "operator", None)
+        .unwrap();
+
+    let next = w.take_group(&[("next.csv", reminders("n", 0..4))])[0];
+    let job = w.job(next);
+    assert_eq!(job.state, JobState::Converted, "{job:?}");
+    assert_eq!((job.rows_read, job.rows_sent, job.rows_rejected), (4, 2, 0));
+    succeed(&mut w, next);
+    let rows = w.rows_on_server();
+    assert_eq!(rows.len(), 4, "2 + 2: {rows:#?}");
+    assert!(!rows.iter().any(|r| r.contains("n-0") || r.contains("n-2")));
+    let csv = w.result_csv(next);
+    // The clock is 2026-12-03 15:00 UTC: 12:00 in São Paulo.
+    assert!(
+        csv.contains(
+            "2;5511900000001;n-0;opted_out;\
+             opted out 2026-12-03 12:00 (status 204 DESTINATION_BLOCKED_BY_OPTOUT);\n"
+        ),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(
+            "4;5511900000003;n-2;opted_out;\
+             \"opted out 2026-12-03 12:00 (replied \"\"SAIR\"\")\";\n"
+        ),
+        "{csv}"
+    );
+    assert!(csv.contains("5;5511900000004;n-3;succeeded;"), "{csv}");
+    assert_eq!(csv.matches(";succeeded;").count(), 2, "{csv}");
+    let json = json_report(&w, next);
+    assert_eq!(json["rows_opted_out"], 2, "{json:#}");
+    assert_eq!(json["rows_rejected"], 0);
+    assert_eq!(json["conversion"]["opted_out_rows"][1]["line"], 4);
+    assert_eq!(
+        json["conversion"]["opted_out_rows"][1]["reason"],
+        "opted out 2026-12-03 12:00 (replied \"SAIR\")"
+    );
+    let s = w.journal.stats(0).unwrap();
+    assert_eq!((s.rows_opted_out, s.rows_rejected), (2, 0));
+}
+
+/// `[optout] apply = false`: a first status 204 still records the number, but the next export
+/// sends to it.
+#[test]
+fn with_apply_off_opt_outs_are_recorded_but_sent() {
+    let mut w = World::new(&format!("{TRACKED}[optout]\napply = false\n"));
+    let first = w.take_group(&[("first.csv", export("f", 0..2))])[0];
+    w.upload().unwrap();
+    let codes = w.cfg.optout.from_statuses.clone();
+    w.journal
+        .apply_statuses(&[first_status("f-1", 204)], &|_: &str| false, &codes)
+        .unwrap();
+    assert!(w.journal.optout("ACME", "5511900000002").unwrap().is_some());
+    for n in w.names(first) {
+        w.gateway(&n, "success");
+    }
+    w.track_and_report();
+    let next = w.take_group(&[("next.csv", reminders("n", 0..3))])[0];
+    assert_eq!(w.job(next).rows_sent, 3);
+    succeed(&mut w, next);
+    let csv = w.result_csv(next);
+    assert_eq!(csv.matches(";succeeded;").count(), 3, "{csv}");
+    assert!(!csv.contains("opted_out"), "{csv}");
+    assert_eq!(w.journal.stats(0).unwrap().rows_opted_out, 0);
+}
+
+/// An export whose every row is to a number that opted out sends nothing: rejected, saying
+/// why, each row `opted_out` in the result CSV, nothing on the server.
+#[test]
+fn an_export_of_opted_out_numbers_only_is_rejected() {
+    let mut w = World::new("");
+    let numbers: Vec<String> = (1..=3).map(|i| format!("55119{i:08}")).collect();
+    w.journal
+        .add_optouts("ACME", &numbers, "operator", None)
+        .unwrap();
+    let id = w.take_group(&[("stop.csv", export("s", 0..3))])[0];
+    let job = w.job(id);
+    assert_eq!(job.state, JobState::Rejected);
+    let why = job.reason.unwrap();
+    assert!(
+        why.starts_with(
+            "nothing to send: every row (3) is to a number that opted out of ACME, the first \
+             opted out 2026-12-03 12:00 (added by an operator)"
+        ),
+        "{why}"
+    );
+    assert_eq!(job.rows_rejected, 0);
+    w.track_and_report();
+    let csv = w.result_csv(id);
+    assert_eq!(csv.matches(";opted_out;").count(), 3, "{csv}");
+    assert!(w.rows_on_server().is_empty());
+    assert_eq!(json_report(&w, id)["rows_opted_out"], 3);
+}
+
+/// The opt-out filter and the duplicate guard together: a row both sent before and opted out
+/// since is reported as opted out; rows sent before are duplicates; new rows go out once.
+#[test]
+fn the_duplicate_guard_works_alongside_opt_outs() {
+    let mut w = World::new("");
+    let first = w.take_group(&[("open.csv", export("a", 0..3))])[0];
+    succeed(&mut w, first);
+    w.journal
+        .add_optouts("ACME", &["5511900000002".into()], "operator", None)
+        .unwrap();
+    let again = w.take_group(&[("open.csv", export("b", 0..5))])[0];
+    let job = w.job(again);
+    assert_eq!((job.state, job.rows_sent), (JobState::Converted, 2));
+    succeed(&mut w, again);
+    let csv = w.result_csv(again);
+    assert!(csv.contains("3;5511900000002;b-1;opted_out;"), "{csv}");
+    assert!(
+        csv.contains("2;5511900000001;b-0;duplicate;already sent in job 1, line 2"),
+        "{csv}"
+    );
+    assert_eq!(csv.matches(";duplicate;").count(), 2, "{csv}");
+    assert_eq!(csv.matches(";succeeded;").count(), 2, "{csv}");
+    let json = json_report(&w, again);
+    assert_eq!(
+        (
+            json["rows_duplicate"].clone(),
+            json["rows_opted_out"].clone()
+        ),
+        (2.into(), 1.into())
+    );
+    let rows = w.rows_on_server();
+    assert_eq!(rows.len(), 5, "3 + 2, none twice: {rows:#?}");
 }

@@ -93,7 +93,16 @@ fn report_one(ctx: &mut Ctx<'_>, job: &Job) -> Result<(), StageError> {
         .into_iter()
         .map(|d| (d.line, d.reason(zone)))
         .collect();
-    write_result_csv(ctx.cfg, job, &batches, &csv_path, &how, &duplicates)
+    let skipped = Skipped {
+        opted_out: ctx
+            .journal
+            .opted_out(job.id)?
+            .iter()
+            .map(|o| (o.line, crate::optout::reason(o, zone)))
+            .collect(),
+        duplicates,
+    };
+    write_result_csv(ctx.cfg, job, &batches, &csv_path, &how, &skipped)
         .map_err(|e| StageError::local(format!("writing {}", csv_path.display()), e))?;
     write_json(
         ctx.cfg,
@@ -148,6 +157,7 @@ pub fn write_json(
         "rows_sent": job.rows_sent,
         "rows_rejected": job.rows_rejected,
         "rows_duplicate": conversion.get("rows_duplicate").cloned().unwrap_or(0.into()),
+        "rows_opted_out": conversion.get("rows_opted_out").cloned().unwrap_or(0.into()),
         "remote_files": batches.iter().map(|b| json!({
             "name": b.name, "rows": b.rows, "bytes": b.bytes, "state": b.state,
             "uploaded_at": b.uploaded_at, "upload_attempts_failed": b.attempts, "last_error": b.last_error,
@@ -163,15 +173,23 @@ pub fn write_json(
         .map_err(|e| StageError::local(format!("writing {}", path.display()), e))
 }
 
+/// The rows a job kept back, by line (as the conversion numbered them), with why.
+struct Skipped {
+    /// To numbers that opted out (`[optout] apply`); looked at first.
+    opted_out: std::collections::HashMap<u64, String>,
+    /// Already sent (`[batch] duplicate_rows`).
+    duplicates: std::collections::HashMap<u64, String>,
+}
+
 /// Writes one line per input row by reading the stored input again (conversion is
-/// deterministic), so no per-row state is kept in the journal.
+/// deterministic), so no per-row state is kept in the journal beyond the rows kept back.
 fn write_result_csv(
     cfg: &Config,
     job: &Job,
     batches: &[Batch],
     path: &Path,
     how: &AsConverted,
-    duplicates: &std::collections::HashMap<u64, String>,
+    skipped: &Skipped,
 ) -> io::Result<()> {
     write_replacing(
         path,
@@ -179,7 +197,7 @@ fn write_result_csv(
             let mut sink = ResultSink {
                 out,
                 batches,
-                duplicates,
+                skipped,
                 sent: 0,
                 job_reason: (job.state == JobState::Rejected)
                     .then(|| job.reason.clone().unwrap_or_default()),
@@ -263,8 +281,8 @@ fn status_of(state: JobState) -> &'static str {
 struct ResultSink<'a, W: Write> {
     out: W,
     batches: &'a [Batch],
-    /// Rows not sent because they were already sent (`[batch] duplicate_rows`), by line.
-    duplicates: &'a std::collections::HashMap<u64, String>,
+    /// Rows kept back (opted out, already sent), by line.
+    skipped: &'a Skipped,
     sent: u64,
     job_reason: Option<String>,
     /// Added to line numbers: a continuation's rows sit further down in the input.
@@ -273,10 +291,18 @@ struct ResultSink<'a, W: Write> {
 
 impl<W: Write> RowSink for ResultSink<'_, W> {
     fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
-        if let Some(why) = self.duplicates.get(&row.line) {
+        let kept_back = match self.skipped.opted_out.get(&row.line) {
+            Some(why) => Some(("opted_out", why)),
+            None => self
+                .skipped
+                .duplicates
+                .get(&row.line)
+                .map(|why| ("duplicate", why)),
+        };
+        if let Some((status, why)) = kept_back {
             return writeln!(
                 self.out,
-                "{};{};{};duplicate;{};",
+                "{};{};{};{status};{};",
                 row.line + self.line_offset,
                 row.number,
                 csv_field(row.correlation_id),

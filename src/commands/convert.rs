@@ -1,10 +1,14 @@
 //! `smsdrop convert`: a dry run that writes the batch files an upload would send into a local
-//! folder and reports every input; it never connects anywhere.
+//! folder and reports every input; it never connects anywhere. Rows to numbers on the
+//! subaccount's opt-out list are left out as the daemon would, when `[state] dir` holds a
+//! journal to read the list from.
 
 use crate::batch::{BatchName, BatchWriter};
 use crate::config::check_subaccount;
 use crate::config::Config;
-use crate::convert::{convert, ConvertError, ConvertReport, SendAt};
+use crate::convert::{convert, ConvertError, ConvertReport, RowSink, SendAt};
+use crate::journal::{Journal, JournalError};
+use crate::optout::{Filter, OptoutList};
 use crate::Outcome;
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
@@ -39,6 +43,10 @@ pub struct InputResult {
     pub outputs: Vec<Output>,
     #[serde(flatten)]
     pub report: ConvertReport,
+    /// Rows not written because their number opted out (`[optout] apply`).
+    pub rows_opted_out: u64,
+    /// The first of them: line, number, reason.
+    pub opted_out_rows: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,6 +67,8 @@ pub enum ConvertCmdError {
     Usage(String),
     #[error("output folder {path}: {source}")]
     Output { path: PathBuf, source: io::Error },
+    #[error("reading the opt-out list: {0}")]
+    Journal(#[from] JournalError),
 }
 
 /// The years a batch file name can carry: its date is exactly 8 digits (`YYYYMMDD`), and a
@@ -137,12 +147,13 @@ pub fn run(cfg: &Config, args: &ConvertArgs) -> Result<Outcome, ConvertCmdError>
             seq: 1,
         },
     };
+    let optouts = optout_list(cfg, &namer.next.subaccount)?;
     let mut results = vec![];
     let mut stdout = io::stdout().lock();
     // A closed stdout (`| head`) must not stop the conversion: printing errors are ignored.
     let mut printing = true;
     for input in &args.inputs {
-        let r = convert_one(cfg, input, &mut namer).map_err(out_err)?;
+        let r = convert_one(cfg, input, &mut namer, optouts.as_ref()).map_err(out_err)?;
         if !args.json && printing {
             printing = print_human(&mut stdout, &r).is_ok();
         }
@@ -162,17 +173,37 @@ pub fn run(cfg: &Config, args: &ConvertArgs) -> Result<Outcome, ConvertCmdError>
     Ok(if ok { Outcome::Ok } else { Outcome::Partial })
 }
 
+/// The subaccount's opt-out list, when `[optout] apply` and `[state] dir` holds a journal (read
+/// while the daemon runs). Without one (a dry run on another machine, or before the daemon first
+/// ran) nothing is kept back: every valid row is written.
+fn optout_list(cfg: &Config, subaccount: &str) -> Result<Option<OptoutList>, JournalError> {
+    if !cfg.optout.apply {
+        return Ok(None);
+    }
+    match Journal::open_read_only(&cfg.state.dir)? {
+        Some(j) => Ok(Some(crate::optout::load(&j, subaccount)?)),
+        None => Ok(None),
+    }
+}
+
 /// Hands out `01`, `02`, ... skipping names already in the folder.
 struct Namer<'a> {
     dir: &'a Path,
     next: BatchName,
 }
 
-fn convert_one(cfg: &Config, input: &Path, namer: &mut Namer<'_>) -> io::Result<InputResult> {
+fn convert_one(
+    cfg: &Config,
+    input: &Path,
+    namer: &mut Namer<'_>,
+    optouts: Option<&OptoutList>,
+) -> io::Result<InputResult> {
     let mut result = InputResult {
         input: input.to_owned(),
         outputs: vec![],
         report: ConvertReport::default(),
+        rows_opted_out: 0,
+        opted_out_rows: vec![],
     };
     let file = match File::open(input) {
         Ok(f) => f,
@@ -187,9 +218,23 @@ fn convert_one(cfg: &Config, input: &Path, namer: &mut Namer<'_>) -> io::Result<
         cfg.batch.header_line,
     );
     let input_cfg = cfg.input_for(Some(&namer.next.subaccount));
+    let mut filter = None;
+    let sink: &mut dyn RowSink = match optouts {
+        Some(list) => filter.insert(Filter::new(&mut writer, list)),
+        None => &mut writer,
+    };
     // A dry run sends now: rows past their send_before now are rejected.
-    match convert(file, &input_cfg, SendAt::now(cfg.batch.zone), &mut writer) {
-        Ok(report) => result.report = report,
+    let converted = convert(file, &input_cfg, SendAt::now(cfg.batch.zone), sink);
+    let kept_back = filter.map(|f| (f.skipped, f.billing));
+    match converted {
+        Ok(mut report) => {
+            if let Some((skipped, billing)) = kept_back {
+                report.not_sent(skipped.len() as u64, &billing);
+                result.rows_opted_out = skipped.len() as u64;
+                result.opted_out_rows = crate::optout::listed(&skipped, &cfg.batch.zone);
+            }
+            result.report = report;
+        }
         Err(ConvertError::Read(e)) => {
             result.report.input_rejected = Some(format!("reading the file failed: {e}"));
             return Ok(result);
@@ -253,6 +298,13 @@ fn print_human(out: &mut impl Write, r: &InputResult) -> io::Result<()> {
             b.parts, b.gsm7_messages, b.ucs2_messages, b.concatenated_messages
         )?;
     }
+    if r.rows_opted_out > 0 {
+        writeln!(
+            out,
+            "  {} rows to numbers that opted out, not written (smsdrop optout list)",
+            r.rows_opted_out
+        )?;
+    }
     if let Some(m) = &rep.first_message {
         writeln!(out, "  first message: {m}")?;
     }
@@ -284,6 +336,14 @@ fn print_human(out: &mut impl Write, r: &InputResult) -> io::Result<()> {
             "  line {}: changed: {}{note}",
             row.line,
             row.fields.join(", ")
+        )?;
+    }
+    for o in r.opted_out_rows.iter().take(SHOWN) {
+        writeln!(
+            out,
+            "  line {}: {}",
+            o["line"],
+            o["reason"].as_str().unwrap_or_default()
         )?;
     }
     if rep.rows_changed > SHOWN as u64 {

@@ -6,6 +6,7 @@ pub mod decide;
 pub mod deliver;
 #[cfg(feature = "sandbox")]
 pub mod demo;
+pub mod optout;
 pub mod recover;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

@@ -130,6 +130,21 @@ pub struct ConvertReport {
     pub send_at: Option<SendAt>,
 }
 
+impl ConvertReport {
+    /// Takes rows held back after conversion (already sent, opted out) off the rows sent and
+    /// the billing; `skipped` is what they would have cost.
+    pub fn not_sent(&mut self, rows: u64, skipped: &Billing) {
+        self.rows_sent = self.rows_sent.saturating_sub(rows);
+        let b = &mut self.billing;
+        b.gsm7_messages = b.gsm7_messages.saturating_sub(skipped.gsm7_messages);
+        b.ucs2_messages = b.ucs2_messages.saturating_sub(skipped.ucs2_messages);
+        b.concatenated_messages = b
+            .concatenated_messages
+            .saturating_sub(skipped.concatenated_messages);
+        b.parts = b.parts.saturating_sub(skipped.parts);
+    }
+}
+
 /// Conversion could not finish: the input could not be read or the output not written.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {

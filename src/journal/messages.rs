@@ -6,6 +6,7 @@
 //! Applying statuses is idempotent: the same status twice changes nothing, so a restart or a
 //! gateway that repeats itself never counts a message twice.
 
+use super::optouts::StatusOptout;
 use super::tx::Tx;
 use super::{Journal, JournalError, Result};
 use rusqlite::{params, OptionalExtension};
@@ -106,6 +107,8 @@ pub struct Applied {
     pub ambiguous: Vec<String>,
     /// Statuses that contradicted a final one and were not applied (see `precedence`).
     pub conflicts: usize,
+    /// Numbers a first status put on an opt-out list: (subaccount, number).
+    pub opted_out: Vec<(String, String)>,
 }
 
 /// Per-message counts of a job.
@@ -301,14 +304,21 @@ impl Journal {
     /// already has by `precedence`. Statuses that contradict a final one are logged (job, line,
     /// correlation id) and counted in `smsdrop_status_conflicts_total` once committed.
     ///
+    /// A message whose first status recorded is one of `optout_codes` (`[optout]
+    /// from_statuses`: 204, and 203 when configured) puts its number on its job's subaccount's
+    /// opt-out list, in the same transaction; a failure that replaces an earlier
+    /// `SENT_SUCCESS` does not.
+    ///
     /// # Errors
     /// When the journal fails; nothing is then applied.
     pub fn apply_statuses(
         &mut self,
         updates: &[StatusUpdate],
         no_dlr: &dyn Fn(&str) -> bool,
+        optout_codes: &[i64],
     ) -> Result<Applied> {
-        let (applied, conflicts) = self.transaction(|t| apply_all(t, updates, no_dlr))?;
+        let (applied, conflicts) =
+            self.transaction(|t| apply_all(t, updates, no_dlr, optout_codes))?;
         for c in conflicts.iter().take(CONFLICTS_LOGGED) {
             tracing::warn!(
                 job = c.job_id,
@@ -724,6 +734,7 @@ fn apply_all(
     t: &mut Tx<'_>,
     updates: &[StatusUpdate],
     no_dlr: &dyn Fn(&str) -> bool,
+    optout_codes: &[i64],
 ) -> rusqlite::Result<(Applied, Vec<Conflict>)> {
     let mut applied = Applied::default();
     // Each status's message, then each status heard, in the order of its own time.
@@ -744,6 +755,7 @@ fn apply_all(
         std::collections::HashMap::new();
     let mut changed = vec![false; updates.len()];
     let mut conflicts = Vec::new();
+    let mut optouts = Vec::new();
     for (i, key, h) in &events {
         let (m, _) = match states.entry(*key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -752,9 +764,22 @@ fn apply_all(
                 e.insert((s.clone(), s))
             }
         };
+        let first = m.sent_code.is_none();
         match precedence(m, h, no_dlr) {
             Verdict::Unchanged => {}
-            Verdict::Changed => changed[*i] = true,
+            Verdict::Changed => {
+                changed[*i] = true;
+                // The first status recorded for the message (not one replacing SENT_SUCCESS).
+                if first && m.sent_code.is_some_and(|c| optout_codes.contains(&c)) {
+                    optouts.push(StatusOptout {
+                        job_id: key.0,
+                        line: key.1,
+                        code: h.code,
+                        name: h.name.clone(),
+                        at: h.at,
+                    });
+                }
+            }
             Verdict::Conflict => {
                 let kept = if m.delivered_code.is_some() {
                     describe(m.delivered_code, m.delivered_status.as_deref())
@@ -794,6 +819,8 @@ fn apply_all(
             ])?;
         }
     }
+    drop(st);
+    applied.opted_out = t.add_status_optouts(&optouts)?;
     Ok((applied, conflicts))
 }
 

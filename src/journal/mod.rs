@@ -7,6 +7,7 @@
 //! twice. It must never hold a secret.
 
 mod messages;
+mod optouts;
 mod remembered;
 mod replies;
 mod schema;
@@ -19,9 +20,9 @@ mod tx;
 pub use messages::{
     Applied, EachError, InsertError, Message, MessageCounts, NewMessage, StatusUpdate,
 };
+pub use optouts::OptedOut;
 pub use remembered::{row_key, BatchCache, Duplicate, Earlier, RowKey};
-#[allow(unused_imports)] // TEMPORARY: wired by the opt-out commits that follow
-pub use replies::{NewReply, Optout, OutboxFile, RecordedReplies, Reply};
+pub use replies::{NewReply, Optout, Reply};
 pub use schema::SCHEMA_VERSION;
 pub use state::JobState;
 pub use stats::{Stats, JOB_STATES};

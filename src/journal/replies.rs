@@ -1,4 +1,3 @@
-#![allow(dead_code)] // TEMPORARY: the opt-out API is wired by the opt-out commits that follow
 //! Customers' replies (MOs) and the opt-out list: each reply recorded once by the gateway's id
 //! and matched to the row it answers; replies grouped into outbox files (a file's name is
 //! recorded with its replies before it is written, so each reply is in exactly one file across
@@ -420,28 +419,13 @@ impl Journal {
         )
     }
 
-    /// Why `number` is on `subaccount`'s opt-out list, if it is.
-    ///
-    /// # Errors
-    /// When the query fails.
+    /// Why `number` is on `subaccount`'s opt-out list, if it is (tests).
+    #[cfg(test)]
     pub fn optout(&self, subaccount: &str, number: &str) -> Result<Option<Optout>> {
         Ok(self
-            .query(
-                "SELECT subaccount, number, at, source, detail FROM optouts \
-                 WHERE subaccount = ?1 AND number = ?2",
-                params![subaccount, number],
-                |r| {
-                    Ok(Optout {
-                        subaccount: r.get(0)?,
-                        number: r.get(1)?,
-                        at_ms: r.get(2)?,
-                        source: r.get(3)?,
-                        detail: r.get(4)?,
-                    })
-                },
-            )?
+            .optouts(Some(subaccount))?
             .into_iter()
-            .next())
+            .find(|o| o.number == number))
     }
 
     /// Replies recorded in all, and opt-outs by source (`reply`, `status`, `operator`,

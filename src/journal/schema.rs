@@ -160,6 +160,11 @@ const MIGRATIONS: &[&str] = &[
          detail TEXT,
          PRIMARY KEY (subaccount, number)
      );",
+    // 8: opt-outs applied in conversion: per job, how many rows were not sent because their
+    // number is on the subaccount's opt-out list, and those rows (JSON: line, number, and when,
+    // how and why the number opted out), so the result CSV marks exactly those lines.
+    "ALTER TABLE jobs ADD COLUMN rows_opted_out INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN opted_out TEXT;",
 ];
 
 /// The schema version this smsdrop writes.

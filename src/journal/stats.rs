@@ -28,6 +28,8 @@ pub struct Stats {
     pub rows_rejected: u64,
     /// Rows not sent because they were already sent (`[batch] duplicate_rows = "skip"`).
     pub rows_duplicate: u64,
+    /// Rows not sent because their number opted out (`[optout] apply`).
+    pub rows_opted_out: u64,
     pub batches_uploaded: u64,
     pub upload_bytes: u64,
     /// When the oldest job not yet final was created (ms), if any.
@@ -92,19 +94,19 @@ impl Journal {
                 s.jobs_today.insert(st.as_str(), today);
             }
         }
-        let (sent, rejected, oldest, duplicate) = self
+        let (sent, rejected, oldest, (duplicate, opted_out)) = self
             .query(
                 "SELECT coalesce(sum(rows_sent), 0), coalesce(sum(rows_rejected), 0), \
                  (SELECT min(created_at) FROM jobs WHERE state NOT IN \
                    ('succeeded', 'failed', 'expired', 'rejected')), \
-                 coalesce(sum(rows_duplicate), 0) FROM jobs",
+                 coalesce(sum(rows_duplicate), 0), coalesce(sum(rows_opted_out), 0) FROM jobs",
                 [],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)? as u64,
                         r.get::<_, i64>(1)? as u64,
                         r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, i64>(3)? as u64,
+                        (r.get::<_, i64>(3)? as u64, r.get::<_, i64>(4)? as u64),
                     ))
                 },
             )?
@@ -112,7 +114,7 @@ impl Journal {
             .next()
             .unwrap_or_default();
         (s.rows_sent, s.rows_rejected, s.oldest_pending_ms) = (sent, rejected, oldest);
-        s.rows_duplicate = duplicate;
+        (s.rows_duplicate, s.rows_opted_out) = (duplicate, opted_out);
         let (batches, bytes) = self
             .query(
                 "SELECT count(*), coalesce(sum(bytes), 0) FROM batches WHERE uploaded_at IS NOT NULL",

@@ -319,6 +319,7 @@ fn statuses_match_by_id_and_number_and_apply_once() {
                 sent("zzz", "TIM", 2),
             ],
             &no_dlr,
+            &[204],
         )
         .unwrap();
     assert_eq!(a.matched, 3);
@@ -328,7 +329,9 @@ fn statuses_match_by_id_and_number_and_apply_once() {
     // a waits for its delivery report; b (OI: none comes) is delivered; c failed; d pending.
     assert_eq!((c.sent, c.delivered, c.failed, c.pending), (4, 1, 1, 2));
     // The same statuses again change nothing; a delivery report makes a final.
-    let again = j.apply_statuses(&[sent("a", "VIVO", 2)], &no_dlr).unwrap();
+    let again = j
+        .apply_statuses(&[sent("a", "VIVO", 2)], &no_dlr, &[204])
+        .unwrap();
     assert_eq!((again.matched, again.changed), (1, 0));
     let dr = StatusUpdate {
         delivered_code: Some(104),
@@ -337,12 +340,12 @@ fn statuses_match_by_id_and_number_and_apply_once() {
         ..status("a")
     };
     assert_eq!(
-        j.apply_statuses(std::slice::from_ref(&dr), &no_dlr)
+        j.apply_statuses(std::slice::from_ref(&dr), &no_dlr, &[204])
             .unwrap()
             .changed,
         1
     );
-    assert_eq!(j.apply_statuses(&[dr], &no_dlr).unwrap().changed, 0);
+    assert_eq!(j.apply_statuses(&[dr], &no_dlr, &[204]).unwrap().changed, 0);
     let m = j.messages(job).unwrap();
     assert!(m[0].is_final && m[0].failed());
     assert_eq!(m[0].carrier.as_deref(), Some("VIVO"), "the carrier is kept");
@@ -371,7 +374,9 @@ fn statuses_match_by_id_and_number_and_apply_once() {
     assert!(m2[1].untracked.is_none());
     // Once the first job's tracking is done, its messages take no more statuses.
     j.transaction(|t| t.close_tracking(job)).unwrap();
-    let late = j.apply_statuses(&[sent("d", "TIM", 2)], &no_dlr).unwrap();
+    let late = j
+        .apply_statuses(&[sent("d", "TIM", 2)], &no_dlr, &[204])
+        .unwrap();
     assert_eq!((late.matched, late.closed), (0, 1));
     assert_eq!(j.messages_awaited().unwrap(), 1);
 }
@@ -399,7 +404,12 @@ fn an_id_used_again_matches_the_message_still_waiting() {
                 sent_code: Some(202),
                 ..status("same")
             };
-            assert_eq!(j.apply_statuses(&[failed], &no_dlr).unwrap().changed, 1);
+            assert_eq!(
+                j.apply_statuses(&[failed], &no_dlr, &[204])
+                    .unwrap()
+                    .changed,
+                1
+            );
         }
         jobs.push(id);
     }
@@ -410,7 +420,7 @@ fn an_id_used_again_matches_the_message_still_waiting() {
         delivered_code: Some(4),
         ..status("same")
     };
-    let a = j.apply_statuses(&[dr], &no_dlr).unwrap();
+    let a = j.apply_statuses(&[dr], &no_dlr, &[204]).unwrap();
     assert_eq!((a.matched, a.changed), (1, 1), "{a:?}");
     assert_eq!(j.messages(jobs[1]).unwrap()[0].delivered_code, Some(4));
     assert_eq!(j.messages(jobs[0]).unwrap()[0].sent_code, Some(202));
@@ -429,6 +439,103 @@ fn an_id_used_again_matches_the_message_still_waiting() {
         sent_at: Some(now() - 3_600_000),
         ..status("same")
     };
-    let a = j.apply_statuses(&[stale], &no_dlr).unwrap();
+    let a = j.apply_statuses(&[stale], &no_dlr, &[204]).unwrap();
     assert_eq!(a.matched, 0, "{a:?}");
+}
+
+/// Issue 21: a message whose first status is `DESTINATION_BLOCKED_BY_OPTOUT` puts its number on
+/// its subaccount's opt-out list; a 204 replacing a `SENT_SUCCESS` does not; `BLACKLISTED` only
+/// when `[optout] from_statuses` names it.
+#[test]
+fn a_first_optout_status_puts_the_number_on_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    j.set_clock(Box::new(|| 1_796_000_500_000));
+    let day = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+    let p = PathBuf::from("/in/a.csv");
+    let job = j
+        .transaction(|t| {
+            let id = t.insert_job(&new_job(&p, "h1"))?;
+            t.record_batches(id, "ACME", day, &[NewBatch { rows: 5, bytes: 1 }])?;
+            t.insert_messages(
+                id,
+                &[
+                    msg(2, "5511999990000", "a"),
+                    msg(3, "5511999990001", "b"),
+                    msg(4, "5511999990002", "c"),
+                    msg(5, "5511999990003", "d"),
+                    msg(6, "5511999990004", "e"),
+                ],
+            )?;
+            Ok(id)
+        })
+        .unwrap();
+    let no_dlr = |_: &str| false;
+    let first = |id: &str, code: i64, name: &str, at: i64| StatusUpdate {
+        sent_code: Some(code),
+        sent_status: Some(name.into()),
+        sent_at: Some(at),
+        ..status(id)
+    };
+    let blocked = |id: &str, at: i64| first(id, 204, "DESTINATION_BLOCKED_BY_OPTOUT", at);
+    let sub_number = |n: &str| vec![("ACME".to_owned(), n.to_owned())];
+
+    let a = j
+        .apply_statuses(&[blocked("a", 1_796_000_000_000)], &no_dlr, &[204])
+        .unwrap();
+    assert_eq!(a.opted_out, sub_number("5511999990000"));
+    let o = j.optout("ACME", "5511999990000").unwrap().unwrap();
+    assert_eq!(o.source, "status");
+    assert_eq!(
+        o.detail.as_deref(),
+        Some("status 204 DESTINATION_BLOCKED_BY_OPTOUT")
+    );
+    assert_eq!(o.at_ms, 1_796_000_000_000, "when the status says");
+    let again = j
+        .apply_statuses(&[blocked("a", 1_796_000_000_000)], &no_dlr, &[204])
+        .unwrap();
+    assert!(again.opted_out.is_empty(), "{again:?}");
+
+    // SENT_SUCCESS first, then 204: the failure is recorded, the number is not listed; the
+    // same when both come in one answer.
+    j.apply_statuses(&[first("b", 2, "SENT_SUCCESS", 10)], &no_dlr, &[204])
+        .unwrap();
+    let b = j
+        .apply_statuses(&[blocked("b", 20)], &no_dlr, &[204])
+        .unwrap();
+    assert_eq!((b.changed, b.opted_out.len()), (1, 0), "{b:?}");
+    let both = j
+        .apply_statuses(
+            &[blocked("c", 20), first("c", 2, "SENT_SUCCESS", 10)],
+            &no_dlr,
+            &[204],
+        )
+        .unwrap();
+    assert!(both.opted_out.is_empty(), "{both:?}");
+    let m = j.messages(job).unwrap();
+    assert_eq!((m[1].sent_code, m[2].sent_code), (Some(204), Some(204)));
+
+    // BLACKLISTED: listed only when configured; without a time, at the journal's now.
+    let d = j
+        .apply_statuses(&[first("d", 203, "BLACKLISTED", 5)], &no_dlr, &[204])
+        .unwrap();
+    assert!(d.opted_out.is_empty());
+    let e = j
+        .apply_statuses(
+            &[StatusUpdate {
+                sent_code: Some(203),
+                ..status("e")
+            }],
+            &no_dlr,
+            &[204, 203],
+        )
+        .unwrap();
+    assert_eq!(e.opted_out, sub_number("5511999990004"));
+    let o = j.optout("ACME", "5511999990004").unwrap().unwrap();
+    assert_eq!(
+        (o.detail.as_deref(), o.at_ms),
+        (Some("status 203 BLACKLISTED"), 1_796_000_500_000)
+    );
+    assert_eq!(j.optout_count().unwrap(), 2);
+    assert_eq!(j.optout("ACME", "5511999990003").unwrap(), None);
 }

@@ -50,7 +50,10 @@ fn describe() {
         "smsdrop_jobs_today",
         "Jobs created today (the batch timezone's day), by their state now"
     );
-    describe_counter!("smsdrop_rows_total", "Input rows sent or rejected");
+    describe_counter!(
+        "smsdrop_rows_total",
+        "Input rows sent, rejected, or not sent because their number opted out ([optout] apply)"
+    );
     describe_counter!(
         "smsdrop_rows_duplicate_total",
         "Input rows not sent because they were already sent ([batch] duplicate_rows)"
@@ -145,6 +148,7 @@ pub fn render(
     }
     counter!("smsdrop_rows_total", "outcome" => "sent").absolute(s.rows_sent);
     counter!("smsdrop_rows_total", "outcome" => "rejected").absolute(s.rows_rejected);
+    counter!("smsdrop_rows_total", "outcome" => "opted_out").absolute(s.rows_opted_out);
     counter!("smsdrop_rows_duplicate_total").absolute(s.rows_duplicate);
     counter!("smsdrop_batches_uploaded_total").absolute(s.batches_uploaded);
     counter!("smsdrop_upload_bytes_total").absolute(s.upload_bytes);

@@ -221,6 +221,18 @@ struct Rejected {
     rows_duplicate: u64,
     #[serde(default)]
     duplicate_rows: Vec<DuplicateRow>,
+    /// Rows not sent because their number opted out (`[optout] apply`).
+    #[serde(default)]
+    rows_opted_out: u64,
+    #[serde(default)]
+    opted_out_rows: Vec<OptedOutRow>,
+}
+
+#[derive(Deserialize)]
+struct OptedOutRow {
+    line: u64,
+    number: String,
+    reason: String,
 }
 
 #[derive(Deserialize)]
@@ -408,7 +420,8 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
             dt { "Input" } dd { (job.input_path.display()) }
             dt { "Subaccount" } dd { (job.subaccount) }
             dt { "Rows" } dd { (job.rows_read) " read, " (job.rows_sent) " sent, " (job.rows_rejected) " rejected"
-                @if let Some(c) = conversion.as_ref().filter(|c| c.rows_duplicate > 0) { ", " (c.rows_duplicate) " already sent (not sent again)" } }
+                @if let Some(c) = conversion.as_ref().filter(|c| c.rows_duplicate > 0) { ", " (c.rows_duplicate) " already sent (not sent again)" }
+                @if let Some(c) = conversion.as_ref().filter(|c| c.rows_opted_out > 0) { ", " (c.rows_opted_out) " opted out (not sent)" } }
             dt { "SHA-256" } dd { code { (job.hash) } }
             dt { "Created (UTC)" } dd { (time(job.created_at)) }
             dt { "Updated (UTC)" } dd { (time(job.updated_at)) }
@@ -441,6 +454,14 @@ pub(crate) async fn job(State(ops): State<Arc<Ops>>, Path(id): Path<i64>) -> Res
                 @if (c.rejected.len() as u64) < c.rows_rejected { p { "(the first " (c.rejected.len()) " of " (c.rows_rejected) "; the JSON report has the result CSV with all)" } }
             }
             _ => { p { "None." } }
+        }
+        @if let Some(c) = conversion.as_ref().filter(|c| !c.opted_out_rows.is_empty()) {
+            h2 { "Rows to numbers that opted out" }
+            div.scroll { table id="opted-out" {
+                thead { tr { th { "Line" } th { "Number" } th { "Not sent: why" } } }
+                tbody { @for o in &c.opted_out_rows { tr { td.n { (o.line) } td { (mask(&o.number)) } td { (masked(&o.reason)) } } } }
+            } }
+            @if (c.opted_out_rows.len() as u64) < c.rows_opted_out { p { "(the first " (c.opted_out_rows.len()) " of " (c.rows_opted_out) "; the result CSV lists all)" } }
         }
         @if let Some(c) = conversion.as_ref().filter(|c| !c.duplicate_rows.is_empty()) {
             h2 { "Rows already sent" }

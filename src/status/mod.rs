@@ -56,6 +56,7 @@ pub fn start(
             s,
             cfg.batch.zone,
             &cfg.state.dir,
+            cfg.optout.from_statuses.clone(),
             wake.clone(),
         )?);
     }
@@ -73,8 +74,25 @@ pub fn start(
         optout: cfg.optout.clone(),
         default_subaccount: cfg.batch.subaccount.clone().unwrap_or_default(),
     });
-    let poller = poller::start(s, cfg.batch.zone, &cfg.state.dir, wake, replies)?;
+    let poller = poller::start(
+        s,
+        cfg.batch.zone,
+        &cfg.state.dir,
+        cfg.optout.from_statuses.clone(),
+        wake,
+        replies,
+    )?;
     Ok(Running { webhook, poller })
+}
+
+/// Logs the numbers statuses put on an opt-out list (`[optout] from_statuses`).
+fn log_optouts(a: &crate::journal::Applied) {
+    if !a.opted_out.is_empty() {
+        tracing::info!(
+            numbers = a.opted_out.len(),
+            "opted out by their first status: later exports skip these numbers"
+        );
+    }
 }
 
 /// The gateway's status codes and their names (SPEC.md).

@@ -40,7 +40,8 @@ impl Drop for Poller {
     }
 }
 
-/// Starts the poller when `cfg` queries the API.
+/// Starts the poller when `cfg` queries the API. A message whose first status is one of
+/// `optout_codes` (`[optout] from_statuses`) puts its number on the opt-out list.
 ///
 /// # Errors
 /// When the token cannot be loaded or the journal opened.
@@ -48,6 +49,7 @@ pub fn start(
     cfg: &StatusConfig,
     zone: crate::config::Zone,
     state_dir: &Path,
+    optout_codes: Vec<i64>,
     wake: std::sync::mpsc::SyncSender<()>,
     replies: Option<Replies>,
 ) -> Result<Option<Poller>, String> {
@@ -64,7 +66,12 @@ pub fn start(
         .spawn(move || {
             Worker {
                 api,
-                rec: Recorder { cfg, journal, wake },
+                rec: Recorder {
+                    cfg,
+                    optout_codes,
+                    journal,
+                    wake,
+                },
                 auth_logged: false,
                 redirect_logged: false,
                 replies,
@@ -105,6 +112,8 @@ const SEARCH_REACH_MS: i64 = 5 * 86_400_000 - 3_600_000;
 /// Records statuses as an answer is read.
 struct Recorder {
     cfg: StatusConfig,
+    /// `[optout] from_statuses`.
+    optout_codes: Vec<i64>,
     journal: Journal,
     wake: std::sync::mpsc::SyncSender<()>,
 }
@@ -129,8 +138,12 @@ impl Recorder {
     ) -> Result<(), String> {
         let cfg = &self.cfg;
         let no_dlr = |c: &str| cfg.no_dlr(c);
-        match self.journal.apply_statuses(updates, &no_dlr) {
+        match self
+            .journal
+            .apply_statuses(updates, &no_dlr, &self.optout_codes)
+        {
             Ok(a) => {
+                super::log_optouts(&a);
                 if a.changed > 0 {
                     let _ = self.wake.try_send(());
                 }

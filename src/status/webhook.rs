@@ -25,11 +25,14 @@ struct Hook {
     journal: Mutex<Journal>,
     token: Option<String>,
     cfg: StatusConfig,
+    /// `[optout] from_statuses`.
+    optout_codes: Vec<i64>,
     zone: crate::config::Zone,
     wake: std::sync::mpsc::SyncSender<()>,
 }
 
-/// The webhook's router, on its own journal connection.
+/// The webhook's router, on its own journal connection. A message whose first status is one of
+/// `optout_codes` (`[optout] from_statuses`) puts its number on the opt-out list.
 ///
 /// # Errors
 /// When the journal cannot be opened or `webhook_token_env` names an unset variable.
@@ -37,6 +40,7 @@ pub fn router(
     cfg: &StatusConfig,
     zone: crate::config::Zone,
     state_dir: &Path,
+    optout_codes: Vec<i64>,
     wake: std::sync::mpsc::SyncSender<()>,
 ) -> Result<Router, String> {
     let token = crate::http::webhook_token(cfg)?;
@@ -45,6 +49,7 @@ pub fn router(
         journal: Mutex::new(journal),
         token,
         cfg: cfg.clone(),
+        optout_codes,
         zone,
         wake,
     });
@@ -91,12 +96,13 @@ async fn receive(
     let applied = tokio::task::spawn_blocking(move || {
         let no_dlr = |c: &str| h.cfg.no_dlr(c);
         let mut j = h.journal.lock().unwrap_or_else(|p| p.into_inner());
-        j.apply_statuses(&updates, &no_dlr)
+        j.apply_statuses(&updates, &no_dlr, &h.optout_codes)
             .map(|a| (a, updates.len()))
     })
     .await;
     match applied {
         Ok(Ok((a, n))) => {
+            super::log_optouts(&a);
             if a.changed > 0 {
                 let _ = hook.wake.try_send(());
             }
