@@ -84,7 +84,8 @@ fn every_reply_once_through_a_kill_after_list_and_no_text_to_who_opted_out() {
         },
     );
     let mut cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
-    cfg.push_str(&sim.config("off", ""));
+    // Statuses polled too: one budget of a request a second for both.
+    cfg.push_str(&sim.config("poll", "poll_secs = 1\nsearch_after = \"2s\""));
     cfg.push_str(
         "[replies]\nmode = \"poll\"\npoll_secs = 1\nreconcile = \"1m\"\nflush_secs = 1\n\
          outbox = \"outbox\"\n\
@@ -124,11 +125,40 @@ fn every_reply_once_through_a_kill_after_list_and_no_text_to_who_opted_out() {
         "too few replies to prove much: {decided:?}"
     );
     let got = outbox(&s);
-    let requests: Vec<String> = sim.requests().into_iter().map(|r| r.1).collect();
+    wait_for(
+        "a status list beside the replies",
+        Duration::from_secs(30),
+        || sim.requests().iter().any(|r| r.1 == "GET list"),
+    );
+    let all = sim.requests();
+    let requests: Vec<String> = all.iter().map(|r| r.1.clone()).collect();
     assert!(
         requests.iter().any(|r| r.contains("receive/search")),
         "{requests:?}"
     );
+    assert!(
+        requests.iter().any(|r| r.contains("receive/list")),
+        "{requests:?}"
+    );
+    assert!(requests.iter().any(|r| r == "GET list"), "{requests:?}");
+    // Within each daemon's run (the first was killed; the second starts with a search), never
+    // two requests of either kind less than a second apart.
+    let restart = all
+        .iter()
+        .skip(1)
+        .position(|r| r.1.contains("receive/search"))
+        .map_or(all.len(), |i| i + 1);
+    for part in [&all[..restart], &all[restart..]] {
+        for w in part.windows(2) {
+            assert!(
+                w[1].0 - w[0].0 >= 1000,
+                "{} then {} {} ms apart",
+                w[0].1,
+                w[1].1,
+                w[1].0 - w[0].0
+            );
+        }
+    }
     let mut opted: BTreeSet<String> = BTreeSet::new();
     for d in &decided {
         let f = &got[&d[0]];
@@ -149,6 +179,22 @@ fn every_reply_once_through_a_kill_after_list_and_no_text_to_who_opted_out() {
         std::fs::read_to_string(s.path("hooks.log")).is_ok_and(|h| h.contains("replies "))
     });
 
+    // The list as it stands: the replies' opt-outs, and numbers whose first status was 204
+    // (the simulator blocks some), once the first campaign's statuses are in.
+    wait_for(
+        "the first campaign's statuses",
+        Duration::from_secs(60),
+        || s.status()["jobs"][0]["messages"]["pending"] == 0,
+    );
+    let out = s.run(&["optout", "export"]);
+    assert!(out.status.success(), "{}", support::setup::show(&out));
+    let listed: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(';').nth(1).map(str::to_owned))
+        .collect();
+    assert!(opted.is_subset(&listed), "{opted:?} not all in {listed:?}");
+    let opted = listed;
     // A second export to the same numbers: the opted-out ones are not sent.
     let before = s.gateway.total_messages();
     s.drop_in("campanha2.csv", export("b"));
