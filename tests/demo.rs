@@ -49,16 +49,36 @@ fn the_demo_shows_every_sample_ending_as_expected() {
         );
     }
     assert!(text.contains("every sample ended as expected"), "{text}");
+    // The customers answered; some opted out; the second campaign met them.
+    let second = text
+        .lines()
+        .find(|l| l.contains("segunda-campanha.csv") && l.contains("as expected"))
+        .unwrap_or_else(|| panic!("no second campaign:\n{text}"));
+    assert!(second.contains("succeeded"), "{second}");
+    assert!(text.contains("OPTED OUT"), "{text}");
+    let result =
+        std::fs::read_to_string(ws.join("state/reports/8-segunda-campanha.csv.result.csv"))
+            .unwrap();
+    assert_eq!(
+        result.matches(";succeeded;").count(),
+        1,
+        "only the number not on the list went: {result}"
+    );
+    assert!(result.matches(";opted_out;").count() >= 1, "{result}");
     let names: Vec<String> = std::fs::read_dir(ws.join("state/reports"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     let count = |suffix: &str| names.iter().filter(|n| n.ends_with(suffix)).count();
-    assert_eq!(count(".json"), 7, "a JSON report per sample: {names:?}");
+    assert_eq!(
+        count(".json"),
+        8,
+        "a JSON report per sample and the second campaign: {names:?}"
+    );
     assert_eq!(
         count(".result.csv"),
-        7,
-        "a result CSV per sample: {names:?}"
+        8,
+        "a result CSV per sample and the second campaign: {names:?}"
     );
     // A delivery CSV per sample that sent messages (a rejected input sends none).
     let sent = std::fs::read_dir(ws.join("sandbox/success"))
@@ -70,7 +90,7 @@ fn the_demo_shows_every_sample_ending_as_expected() {
         std::fs::read_dir(ws.join("sandbox/success"))
             .unwrap()
             .count(),
-        7
+        8
     );
     eprintln!("demo took {:.1}s", start.elapsed().as_secs_f64());
 }

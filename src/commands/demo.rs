@@ -148,6 +148,7 @@ pub fn run(dir: Option<&Path>) -> Result<Outcome, DemoError> {
          [state]\ndir = \"state\"\n\
          [status]\nmode = \"poll\"\napi_url = \"http://{status_addr}\"\nusername = \"demo\"\n\
          token_file = \"status-token\"\npoll_secs = 1\nsearch_after = \"10s\"\n\
+         [replies]\nmode = \"poll\"\npoll_secs = 1\nflush_secs = 1\noutbox = \"outbox\"\n\
          [subaccounts.COBRANCA]\ntemplate = {TEMPLATE:?}\n",
         addr.port(),
         sb.known_hosts_path()
@@ -179,7 +180,16 @@ pub fn run(dir: Option<&Path>) -> Result<Outcome, DemoError> {
     let stopper = engine.stopper();
     let _ = stopper.on_signals();
     let daemon = std::thread::spawn(move || engine.run());
-    let finished = wait_for_outcomes(&cfg, SAMPLES.len(), &stopper);
+    let mut finished = wait_for_outcomes(&cfg, SAMPLES.len(), &stopper);
+    // The customers answer; some opt out. A second campaign then meets those numbers.
+    let second = finished
+        .then(|| second_campaign(&cfg, &ws))
+        .transpose()
+        .map_err(io)?
+        .flatten();
+    if second.is_some() {
+        finished = wait_for_outcomes(&cfg, SAMPLES.len() + 1, &stopper);
+    }
     stopper.stop();
     let ran = daemon
         .join()
@@ -192,7 +202,9 @@ pub fn run(dir: Option<&Path>) -> Result<Outcome, DemoError> {
             TIMEOUT.as_secs()
         );
     }
-    let ok = print_table(&cfg).map_err(|e| DemoError::Setup(e.to_string()))? && finished;
+    let jobs = SAMPLES.len() + usize::from(second.is_some());
+    let ok = print_table(&cfg, jobs).map_err(|e| DemoError::Setup(e.to_string()))? && finished;
+    print_replies(&cfg, second.as_ref());
     println!("\n  reports:  {}", cfg.report.dir.display());
     println!(
         "  gateway:  {} (the simulator's decisions)",
@@ -219,6 +231,109 @@ pub fn run(dir: Option<&Path>) -> Result<Outcome, DemoError> {
         }
     );
     Ok(if ok { Outcome::Ok } else { Outcome::Failure })
+}
+
+/// The second export: every number of DEMO's opt-out list and one that never answered.
+const SECOND: &str = "segunda-campanha.csv";
+/// The number in the second export that is not on the list.
+const FRESH: &str = "5511987650001";
+
+/// Waits (at most 20 s) until every reply the simulator decided is in the outbox, then drops
+/// the second export into the inbox; returns the opted-out numbers it holds (`None` when no
+/// customer opted out, so nothing is dropped).
+fn second_campaign(cfg: &Config, ws: &Path) -> std::io::Result<Option<Vec<String>>> {
+    let decided = || {
+        std::fs::read_to_string(ws.join("sandbox").join(sandbox::replies::LOG))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(j)) = Journal::open_read_only(&cfg.state.dir) {
+            if decided() > 0
+                && outbox_replies(cfg) >= decided()
+                && j.replies_waiting().ok() == Some(0)
+            {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let numbers: Vec<String> = match Journal::open_read_only(&cfg.state.dir) {
+        Ok(Some(j)) => j
+            .optouts(Some("DEMO"))
+            .map_err(std::io::Error::other)?
+            .into_iter()
+            .map(|o| o.number)
+            .collect(),
+        _ => vec![],
+    };
+    if numbers.is_empty() {
+        return Ok(None);
+    }
+    let mut csv = String::from("celular;mensagem\n");
+    for n in numbers.iter().map(String::as_str).chain([FRESH]) {
+        csv.push_str(&format!("{n};Nova campanha: 10% de desconto ate sexta\n"));
+    }
+    let tmp = cfg.inbox.dir.join(format!(".{SECOND}.tmp"));
+    std::fs::write(&tmp, csv)?;
+    std::fs::rename(&tmp, cfg.inbox.dir.join(SECOND))?;
+    Ok(Some(numbers))
+}
+
+/// Replies in the outbox's files.
+fn outbox_replies(cfg: &Config) -> usize {
+    std::fs::read_dir(&cfg.replies.outbox)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .map(|t| t.lines().count().saturating_sub(1))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The replies the ERP gets, and what the second campaign did with the opted-out numbers.
+fn print_replies(cfg: &Config, second: Option<&Vec<String>>) {
+    let mut out = std::io::stdout().lock();
+    let files: Vec<PathBuf> = std::fs::read_dir(&cfg.replies.outbox)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "\n  replies:  {} in {} ({} file(s) for the ERP)",
+        outbox_replies(cfg),
+        cfg.replies.outbox.display(),
+        files.len()
+    );
+    for f in &files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for l in text.lines().skip(1) {
+            let c: Vec<&str> = l.split(';').collect();
+            if c.len() == 12 {
+                let _ = writeln!(
+                    out,
+                    "    {:<15} {:<24} job {:<3} line {:<3} {}",
+                    crate::ops::page::mask(c[1]),
+                    format!("{:?}", c[2]),
+                    c[5],
+                    c[7],
+                    if c[11] == "yes" { "OPTED OUT" } else { "" }
+                );
+            }
+        }
+    }
+    if let Some(numbers) = second {
+        let _ = writeln!(
+            out,
+            "  {SECOND}: {} number(s) on the opt-out list (replies and the gateway's status 204) \
+             and one other: only the other was sent; the result CSV says `opted_out` for the rest",
+            numbers.len()
+        );
+    }
 }
 
 fn random_password() -> std::io::Result<String> {
@@ -252,7 +367,7 @@ fn wait_for_outcomes(cfg: &Config, count: usize, stopper: &crate::daemon::Stoppe
 }
 
 /// Prints one line per job and checks each against the samples' expectations.
-fn print_table(cfg: &Config) -> Result<bool, crate::journal::JournalError> {
+fn print_table(cfg: &Config, expected_jobs: usize) -> Result<bool, crate::journal::JournalError> {
     let Some(journal) = Journal::open_read_only(&cfg.state.dir)? else {
         return Ok(false);
     };
@@ -321,5 +436,5 @@ fn print_table(cfg: &Config) -> Result<bool, crate::journal::JournalError> {
             }
         }
     }
-    Ok(ok && seen == SAMPLES.len())
+    Ok(ok && seen == expected_jobs)
 }
