@@ -102,6 +102,9 @@ pub struct Replies {
     pub default_subaccount: String,
 }
 
+/// The most replies one `list` answer holds (SPEC.md).
+const LIST_MAX: usize = 1000;
+
 /// How far before the last reply recorded `search` starts: the gateway may read a time without
 /// an offset in its own zone (Brazil, up to 5 hours behind UTC), and replies are kept once by
 /// their id, so asking for more costs nothing.
@@ -301,6 +304,16 @@ impl Worker {
             *next_list = Instant::now() + poll;
             match self.api.replies_list(stop) {
                 Ok(v) => {
+                    // A full answer (the gateway hands out at most 1,000): more wait; ask again
+                    // at the next turn instead of after poll_secs.
+                    let full = v
+                        .get("messages")
+                        .or(Some(&v))
+                        .and_then(serde_json::Value::as_array)
+                        .is_some_and(|a| a.len() >= LIST_MAX);
+                    if full {
+                        *next_list = Instant::now();
+                    }
                     if self.record_replies(&v, "list").is_err() {
                         // `list` will not return these again: `search` finds them.
                         *next_reconcile = Instant::now() + Duration::from_secs(10);
