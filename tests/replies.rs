@@ -315,3 +315,56 @@ fn pushed_replies_twice_out_of_order_or_unknown_are_each_written_once() {
     assert_eq!(got["mo-g1"][11], "yes", "PARE. opts out");
     assert!(stop(daemon).success(), "{}", s.log());
 }
+
+/// `mode = "both"`: replies pushed while the push URL is down are found by `search` (at start and
+/// every `reconcile`); those pushed later arrive by the push; each once in the outbox.
+#[test]
+#[cfg_attr(
+    not(has_sshd),
+    ignore = "needs OpenSSH sshd: apt-get install openssh-server (CI requires it)"
+)]
+fn both_mode_finds_what_the_push_missed_by_search() {
+    let port = support::setup::free_port();
+    let s = Setup::new(Login::Key);
+    let token = support::statuses::WEBHOOK_TOKEN;
+    // The simulator pushes to a path nobody serves (a misconfigured URL at the gateway): every
+    // push is lost; only `search` can bring the replies.
+    let sim = StatusSim::start_with(
+        &s.sshd.home(),
+        &s.path("sim"),
+        smsdrop::sandbox::statuses::StatusOptions {
+            reply_webhook: Some(format!("http://127.0.0.1:{port}/nowhere?token={token}")),
+            ..options(Duration::from_millis(200))
+        },
+    );
+    let mut cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
+    cfg.push_str(&sim.config("off", &format!("webhook_listen = \"127.0.0.1:{port}\"\nwebhook_token_env = \"SMSDROP_TEST_WEBHOOK_TOKEN\"")));
+    cfg.push_str(
+        "[replies]\nmode = \"both\"\nreconcile = \"1m\"\nflush_secs = 1\noutbox = \"outbox\"\n",
+    );
+    std::fs::write(s.path("smsdrop.toml"), cfg).unwrap();
+    let mut first = s.daemon();
+    s.drop_in("campanha.csv", export("a"));
+    wait_for("replies decided", Duration::from_secs(60), || {
+        sim.replies().len() >= 5
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // None came by the push; a restart searches.
+    assert!(outbox(&s).is_empty(), "{}", s.log());
+    first.kill9();
+    let daemon = s.daemon();
+    let want: BTreeSet<String> = sim.replies().iter().map(|d| d[0].clone()).collect();
+    wait_for("every reply by search", Duration::from_secs(60), || {
+        outbox(&s).keys().cloned().collect::<BTreeSet<_>>() == want
+    });
+    let requests: Vec<String> = sim.requests().into_iter().map(|r| r.1).collect();
+    assert!(
+        requests.iter().any(|r| r.contains("receive/search")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests.iter().any(|r| r.contains("receive/list")),
+        "both never lists: {requests:?}"
+    );
+    assert!(stop(daemon).success(), "{}", s.log());
+}
