@@ -612,7 +612,8 @@ impl Engine {
             crate::hold::next_event(&self.cfg, &self.journal, now)?.map(|t| {
                 // A little after the minute turns, so the window is open when the round looks.
                 let wait = (t - now).to_std().unwrap_or_default() + Duration::from_millis(20);
-                Instant::now() + wait
+                // Not before the server may be used again: the gate runs with the upload.
+                (Instant::now() + wait).max(self.remote_at)
             }),
         )
     }

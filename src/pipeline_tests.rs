@@ -1420,6 +1420,7 @@ fn replies_go_to_the_outbox_once_each_across_crashes() {
     assert_eq!(sent.len(), 3, "rows are recorded to match replies");
     let optout = w.cfg.optout.clone();
     let is_out = |t: &str| optout.is_opt_out(t);
+    let norm = |n: &str| crate::replies::normalize_number("55", &[10, 11], n);
     let t0 = Utc
         .with_ymd_and_hms(2026, 12, 7, 18, 0, 0)
         .unwrap()
@@ -1441,7 +1442,10 @@ fn replies_go_to_the_outbox_once_each_across_crashes() {
         ),
         reply("mo-3", t0 + 2000, "5511911112222", "quem é?", "unknown-id"),
     ];
-    let done = w.journal.record_replies(&first, "ACME", &is_out).unwrap();
+    let done = w
+        .journal
+        .record_replies(&first, "ACME", &is_out, &norm)
+        .unwrap();
     assert_eq!((done.new, done.matched), (3, 2));
     assert_eq!(
         done.opted_out,
@@ -1451,7 +1455,7 @@ fn replies_go_to_the_outbox_once_each_across_crashes() {
     let again = [first[2].clone(), first[0].clone()];
     assert_eq!(
         w.journal
-            .record_replies(&again, "ACME", &is_out)
+            .record_replies(&again, "ACME", &is_out, &norm)
             .unwrap()
             .new,
         0
@@ -1500,6 +1504,7 @@ fn replies_go_to_the_outbox_once_each_across_crashes() {
             )],
             "ACME",
             &is_out,
+            &norm,
         )
         .unwrap();
     let named = w
@@ -1525,6 +1530,7 @@ fn replies_go_to_the_outbox_once_each_across_crashes() {
             )],
             "ACME",
             &is_out,
+            &norm,
         )
         .unwrap();
     let named = w
@@ -1748,4 +1754,49 @@ fn the_duplicate_guard_works_alongside_opt_outs() {
     );
     let rows = w.rows_on_server();
     assert_eq!(rows.len(), 5, "3 + 2, none twice: {rows:#?}");
+}
+
+/// A reply's opt-out joins the list the next export is checked against: the answered job's
+/// subaccount and number, whatever subaccount the gateway names; an unmatched reply's number
+/// as rows write it.
+#[test]
+fn a_reply_s_opt_out_is_filed_where_the_next_export_looks() {
+    let mut w = World::new(
+        "[status]\nwebhook_listen = \"127.0.0.1:9\"\n\
+         [replies]\nmode = \"webhook\"\noutbox = \"outbox\"\n",
+    );
+    let id = w.take("first.csv", 2);
+    let sent = w.journal.messages(id).unwrap();
+    let optout = w.cfg.optout.clone();
+    let is_out = |t: &str| optout.is_opt_out(t);
+    let norm = |n: &str| crate::replies::normalize_number("55", &[10, 11], n);
+    let mut r = reply("mo-a", 1, &sent[0].number, "PARE", &sent[0].correlation_id);
+    r.subaccount = "acme".into();
+    let unmatched = reply("mo-b", 2, "11977776666", "Stop!", "");
+    let done = w
+        .journal
+        .record_replies(&[r, unmatched], "ACME", &is_out, &norm)
+        .unwrap();
+    assert_eq!(
+        done.opted_out,
+        vec![
+            ("ACME".to_owned(), sent[0].number.clone()),
+            ("ACME".to_owned(), "5511977776666".to_owned())
+        ]
+    );
+    // The next export skips both.
+    let next = format!(
+        "celular;mensagem;id\n{};again;x-1\n11977776666;again;x-2\n5511900000777;again;x-3\n",
+        sent[0].number
+    );
+    let id2 = w.take_group(&[("next.csv", next)])[0];
+    w.upload().unwrap();
+    assert_eq!(
+        w.rows_on_server()
+            .iter()
+            .filter(|r| r.contains(";again;"))
+            .count(),
+        1
+    );
+    assert_eq!(w.job(id2).rows_rejected, 0);
 }

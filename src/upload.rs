@@ -174,6 +174,10 @@ fn waiting_behind(ctx: &mut Ctx<'_>, e: &RemoteError) -> Result<(), StageError> 
     for b in ctx.journal.batches_in(JobState::Converted)? {
         jobs.insert(b.job_id);
     }
+    // A held job keeps its reason (when its window opens), not the server's.
+    for j in ctx.journal.jobs_in(&[JobState::Held])? {
+        jobs.remove(&j.id);
+    }
     for b in ctx.journal.batches_in(JobState::Uploading)? {
         if b.attempts == 0 {
             jobs.insert(b.job_id);

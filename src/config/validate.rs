@@ -297,6 +297,19 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
                     .into(),
             ));
         }
+        let reserved = ["/", "/metrics", "/healthz"];
+        if replies.mode.listens()
+            && (reserved.contains(&replies.webhook_path.as_str())
+                || replies.webhook_path.starts_with("/jobs"))
+        {
+            return Err(bad(
+                "replies.webhook_path",
+                format!(
+                    "{:?} is a path of the operations endpoint; use e.g. \"/sms-reply\"",
+                    replies.webhook_path
+                ),
+            ));
+        }
         if replies.mode.listens() && replies.webhook_path == status.webhook_path {
             return Err(bad(
                 "replies.webhook_path",

@@ -70,8 +70,8 @@ pub struct OutboxFile {
     pub subaccount: String,
 }
 
-/// The sent row a reply answers: job, line, the ERP's id, input name, subaccount.
-type Answered = (i64, i64, String, String, String);
+/// The sent row a reply answers: job, line, the ERP's id, input name, subaccount, number.
+type Answered = (i64, i64, String, String, String, String);
 
 /// Names an outbox file for a subaccount, given whether a name was ever used.
 pub type NameOutbox<'a> = &'a dyn Fn(&str, &dyn Fn(&str) -> bool) -> String;
@@ -110,6 +110,7 @@ impl Journal {
         replies: &[NewReply],
         default_subaccount: &str,
         is_opt_out: &dyn Fn(&str) -> bool,
+        normalize: &dyn Fn(&str) -> String,
     ) -> Result<RecordedReplies> {
         self.transaction(|t| {
             let tx = &t.tx;
@@ -126,7 +127,8 @@ impl Journal {
                 // when only one row carries it (a number written differently).
                 let mut found = None;
                 if !r.correlation_id.is_empty() {
-                    let sql = "SELECT m.job_id, m.line, m.erp_id, j.input_name, j.subaccount \
+                    let sql = "SELECT m.job_id, m.line, m.erp_id, j.input_name, j.subaccount, \
+                               m.number \
                                FROM messages m JOIN jobs j ON j.id = m.job_id \
                                WHERE m.correlation_id = ?1 AND (?2 = '' OR m.number = ?2) \
                                ORDER BY m.job_id DESC LIMIT 2";
@@ -134,7 +136,14 @@ impl Journal {
                         let mut st = tx.prepare_cached(sql)?;
                         let v = st
                             .query_map(params![r.correlation_id, num], |x| {
-                                Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?, x.get(4)?))
+                                Ok((
+                                    x.get(0)?,
+                                    x.get(1)?,
+                                    x.get(2)?,
+                                    x.get(3)?,
+                                    x.get(4)?,
+                                    x.get(5)?,
+                                ))
                             })?
                             .collect::<rusqlite::Result<Vec<_>>>()?;
                         Ok(v)
@@ -148,16 +157,17 @@ impl Journal {
                         }
                     };
                 }
-                let subaccount = if !r.subaccount.is_empty() {
-                    r.subaccount.clone()
-                } else if let Some(f) = &found {
-                    f.4.clone()
-                } else {
-                    default_subaccount.to_owned()
+                // The row it answers says whose list an opt-out joins, and under which number:
+                // exactly what the next export of that subaccount is checked against. Without
+                // one, the gateway's subaccount (or the default) and the number as rows write it.
+                let (subaccount, listed_number) = match &found {
+                    Some(f) => (f.4.clone(), f.5.clone()),
+                    None if !r.subaccount.is_empty() => (r.subaccount.clone(), normalize(&r.number)),
+                    None => (default_subaccount.to_owned(), normalize(&r.number)),
                 };
                 let opt_out = is_opt_out(&r.text);
                 let (job, line, erp, input) = match &found {
-                    Some((j, l, e, i, _)) => {
+                    Some((j, l, e, i, _, _)) => {
                         let erp = (!e.is_empty() && *e != r.correlation_id).then(|| e.clone());
                         (Some(*j), Some(*l), erp, Some(i.clone()))
                     }
@@ -192,13 +202,13 @@ impl Journal {
                          VALUES (?1, ?2, ?3, 'reply', ?4) ON CONFLICT DO NOTHING",
                         params![
                             subaccount,
-                            r.number,
+                            listed_number,
                             r.received_at_ms,
                             format!("replied {:?}", r.text.trim())
                         ],
                     )?;
                     if added > 0 {
-                        out.opted_out.push((subaccount.clone(), r.number.clone()));
+                        out.opted_out.push((subaccount.clone(), listed_number.clone()));
                     }
                 }
             }

@@ -49,6 +49,19 @@ pub fn reply_from_query(q: &std::collections::HashMap<String, String>) -> Option
     })
 }
 
+/// `number` normalised by `[input]`'s rules (digits, the country code first), as rows are; as
+/// given when they do not apply.
+pub fn normalize_number(country_code: &str, national_lengths: &[usize], number: &str) -> String {
+    crate::convert::rules::normalize_number(
+        number,
+        crate::convert::rules::NumberRules {
+            country_code,
+            national_lengths,
+        },
+    )
+    .unwrap_or_else(|_| number.to_owned())
+}
+
 /// A field as text: strings as they are, numbers written out; `mt.x` looks inside `mt`.
 fn field(v: &Value, key: &str) -> Option<String> {
     let found = match key.split_once('.') {

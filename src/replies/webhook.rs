@@ -23,6 +23,8 @@ struct Hook {
     token: Option<String>,
     optout: OptoutConfig,
     default_subaccount: String,
+    country_code: String,
+    national_lengths: Vec<usize>,
     wake: std::sync::mpsc::SyncSender<()>,
 }
 
@@ -36,6 +38,8 @@ pub fn router(cfg: &Config, wake: std::sync::mpsc::SyncSender<()>) -> Result<Rou
         token: webhook_token(&cfg.status)?,
         optout: cfg.optout.clone(),
         default_subaccount: cfg.batch.subaccount.clone().unwrap_or_default(),
+        country_code: cfg.input.default_country_code.clone(),
+        national_lengths: cfg.input.national_lengths.clone(),
         wake,
     });
     Ok(Router::new()
@@ -104,7 +108,14 @@ async fn receive(
     let done = tokio::task::spawn_blocking(move || {
         let mut j = h.journal.lock().unwrap_or_else(|p| p.into_inner());
         let optout = &h.optout;
-        j.record_replies(&replies, &h.default_subaccount, &|t| optout.is_opt_out(t))
+        let normalize =
+            |n: &str| crate::replies::normalize_number(&h.country_code, &h.national_lengths, n);
+        j.record_replies(
+            &replies,
+            &h.default_subaccount,
+            &|t| optout.is_opt_out(t),
+            &normalize,
+        )
     })
     .await;
     match done {

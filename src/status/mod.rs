@@ -73,6 +73,8 @@ pub fn start(
         cfg: cfg.replies.clone(),
         optout: cfg.optout.clone(),
         default_subaccount: cfg.batch.subaccount.clone().unwrap_or_default(),
+        country_code: cfg.input.default_country_code.clone(),
+        national_lengths: cfg.input.national_lengths.clone(),
     });
     let poller = poller::start(
         s,

@@ -75,6 +75,7 @@ pub fn start(
                 auth_logged: false,
                 redirect_logged: false,
                 replies,
+                searched_to: None,
             }
             .run(&s)
         })
@@ -91,6 +92,8 @@ struct Worker {
     auth_logged: bool,
     redirect_logged: bool,
     replies: Option<Replies>,
+    /// When the last successful replies `search` of this run ended (ms).
+    searched_to: Option<i64>,
 }
 
 /// Customers' replies fetched on this thread (one request budget with the statuses): `list`
@@ -100,6 +103,26 @@ pub struct Replies {
     pub optout: crate::config::OptoutConfig,
     /// The subaccount of a reply that names none and answers no known row.
     pub default_subaccount: String,
+    /// How rows' numbers are written (`[input]`), for a reply that answers no known row.
+    pub country_code: String,
+    pub national_lengths: Vec<usize>,
+}
+
+impl Replies {
+    /// A reply's number as the rows write it (digits, the country code first).
+    pub fn normalize(&self, number: &str) -> String {
+        crate::replies::normalize_number(&self.country_code, &self.national_lengths, number)
+    }
+}
+
+/// Whether a failed replies request makes the status requests wait too: the API asked to slow
+/// down, had a problem or could not be reached. A replies endpoint that answers 404 or garbage
+/// (MO reception not enabled for the account) must not stop the statuses.
+fn shares_wait(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::RateLimited { .. } | ApiError::Server(..) | ApiError::Transport(_)
+    )
 }
 
 /// The most replies one `list` answer holds (SPEC.md).
@@ -261,7 +284,11 @@ impl Worker {
             *next_reconcile = Instant::now() + reconcile;
             let now = chrono::Utc::now().timestamp_millis();
             let start = match self.rec.journal.last_reply_at() {
-                Ok(Some(t)) => t - SEARCH_MARGIN_MS,
+                // A reply dated in the future (a skewed clock) must not move the start past now;
+                // pushes lost since the last search (mode "both") are after that search's end.
+                Ok(Some(t)) => {
+                    t.min(now).min(self.searched_to.unwrap_or(i64::MAX)) - SEARCH_MARGIN_MS
+                }
                 Ok(None) => match self.rec.journal.first_job_at() {
                     Ok(Some(t)) => t - SEARCH_MARGIN_MS,
                     Ok(None) => now - SEARCH_MARGIN_MS,
@@ -287,6 +314,7 @@ impl Worker {
                 .replies_search(&iso(start), &iso(now + 60_000), stop);
             match got {
                 Ok(v) => {
+                    self.searched_to = Some(now);
                     if self.record_replies(&v, "search").is_err() {
                         *next_reconcile = Instant::now() + Duration::from_secs(10);
                         return Some(Duration::from_secs(10));
@@ -294,9 +322,13 @@ impl Worker {
                     self.ok();
                 }
                 Err(e) => {
-                    // Asked again soon: what `list` returned before a crash is found here.
-                    *next_reconcile = Instant::now();
-                    return self.failed(&e);
+                    // Asked again after the wait (what `list` returned before a crash is found
+                    // then); the statuses go on meanwhile unless the API itself asks to wait.
+                    let wait = self.failed(&e);
+                    *next_reconcile = Instant::now() + wait.unwrap_or(poll);
+                    if shares_wait(&e) {
+                        return wait;
+                    }
                 }
             }
         }
@@ -321,7 +353,13 @@ impl Worker {
                     }
                     self.ok();
                 }
-                Err(e) => return self.failed(&e),
+                Err(e) => {
+                    let wait = self.failed(&e);
+                    *next_list = Instant::now() + wait.unwrap_or(poll);
+                    if shares_wait(&e) {
+                        return wait;
+                    }
+                }
             }
         }
         None
@@ -354,11 +392,12 @@ impl Worker {
             crate::crash::point("replies-listed");
         }
         let optout = &r.optout;
-        match self
-            .rec
-            .journal
-            .record_replies(&replies, &r.default_subaccount, &|t| optout.is_opt_out(t))
-        {
+        match self.rec.journal.record_replies(
+            &replies,
+            &r.default_subaccount,
+            &|t| optout.is_opt_out(t),
+            &|n| r.normalize(n),
+        ) {
             Ok(done) => {
                 crate::crash::point("replies-recorded");
                 if done.new > 0 {
