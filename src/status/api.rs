@@ -165,14 +165,7 @@ impl StatusApi {
     /// [`ApiError`]: the caller waits [`StatusApi::backoff`] when [`ApiError::backs_off`].
     pub fn list(&mut self, stop: &AtomicBool, sink: &mut super::Sink<'_>) -> Result<(), ApiError> {
         self.pace(stop)?;
-        let url = format!("{}/v1/sms/status/list", self.base);
-        let r = self
-            .agent
-            .get(&url)
-            .header("username", &self.username)
-            .header("authenticationtoken", &self.token)
-            .header("accept", "application/json")
-            .call();
+        let r = self.get("/v1/sms/status/list").call();
         self.answer(r, sink)
     }
 
@@ -215,6 +208,15 @@ impl StatusApi {
         self.answer(r, sink)
     }
 
+    /// A GET of `path` under the API's base, with the credentials' headers.
+    fn get(&self, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        self.agent
+            .get(format!("{}{path}", self.base))
+            .header("username", &self.username)
+            .header("authenticationtoken", &self.token)
+            .header("accept", "application/json")
+    }
+
     /// How long to wait after an error that backs off (growing; `Retry-After` when longer).
     pub fn backoff(&mut self, e: &ApiError) -> Duration {
         let next = self.backoff.next().unwrap_or(Duration::from_secs(300));
@@ -255,14 +257,7 @@ impl StatusApi {
     /// As [`StatusApi::list`].
     pub fn replies_list(&mut self, stop: &AtomicBool) -> Result<serde_json::Value, ApiError> {
         self.pace(stop)?;
-        let url = format!("{}/v1/sms/receive/list", self.base);
-        let r = self
-            .agent
-            .get(&url)
-            .header("username", &self.username)
-            .header("authenticationtoken", &self.token)
-            .header("accept", "application/json")
-            .call();
+        let r = self.get("/v1/sms/receive/list").call();
         self.json_answer(r)
     }
 
@@ -278,15 +273,10 @@ impl StatusApi {
         stop: &AtomicBool,
     ) -> Result<serde_json::Value, ApiError> {
         self.pace(stop)?;
-        let url = format!("{}/v1/sms/receive/search", self.base);
         let r = self
-            .agent
-            .get(&url)
+            .get("/v1/sms/receive/search")
             .query("start", start)
             .query("end", end)
-            .header("username", &self.username)
-            .header("authenticationtoken", &self.token)
-            .header("accept", "application/json")
             .call();
         self.json_answer(r)
     }
