@@ -54,6 +54,28 @@ fn outbox(s: &Setup) -> BTreeMap<String, Vec<String>> {
     seen
 }
 
+/// A workspace and the simulator, replies pushed to `reply_webhook` when given, statuses and
+/// replies 200 ms after each file.
+fn start(reply_webhook: Option<String>) -> (Setup, StatusSim) {
+    let s = Setup::new(Login::Key);
+    let sim = StatusSim::start_with(
+        &s.sshd.home(),
+        &s.path("sim"),
+        smsdrop::sandbox::statuses::StatusOptions {
+            reply_webhook,
+            ..options(Duration::from_millis(200))
+        },
+    );
+    (s, sim)
+}
+
+/// Appends `text` to the workspace's config (before the daemon starts).
+fn add_config(s: &Setup, text: &str) {
+    let mut cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
+    cfg.push_str(text);
+    std::fs::write(s.path("smsdrop.toml"), cfg).unwrap();
+}
+
 /// A daemon whose first `list` answer holding replies aborts it before it records them.
 fn daemon_crashing_after_list(s: &Setup) -> std::process::Child {
     let log = std::fs::OpenOptions::new()
@@ -83,15 +105,17 @@ fn every_reply_once_through_a_kill_after_list_and_no_text_to_who_opted_out() {
             ..options(Duration::from_millis(300))
         },
     );
-    let mut cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
     // Statuses polled too: one budget of a request a second for both.
-    cfg.push_str(&sim.config("poll", "poll_secs = 1\nsearch_after = \"2s\""));
-    cfg.push_str(
+    add_config(
+        &s,
+        &sim.config("poll", "poll_secs = 1\nsearch_after = \"2s\""),
+    );
+    add_config(
+        &s,
         "[replies]\nmode = \"poll\"\npoll_secs = 1\nreconcile = \"1m\"\nflush_secs = 1\n\
          outbox = \"outbox\"\n\
          [report]\non_outcome = [\"sh\", \"-c\", \"echo $SMSDROP_EVENT $SMSDROP_REPLIES_CSV >> hooks.log\"]\n",
     );
-    std::fs::write(s.path("smsdrop.toml"), cfg).unwrap();
 
     let mut first = daemon_crashing_after_list(&s);
     s.drop_in("campanha.csv", export("a"));
@@ -237,23 +261,18 @@ fn every_reply_once_through_a_kill_after_list_and_no_text_to_who_opted_out() {
 )]
 fn pushed_replies_twice_out_of_order_or_unknown_are_each_written_once() {
     let port = support::setup::free_port();
-    let s = Setup::new(Login::Key);
     let token = support::statuses::WEBHOOK_TOKEN;
-    let sim = StatusSim::start_with(
-        &s.sshd.home(),
-        &s.path("sim"),
-        smsdrop::sandbox::statuses::StatusOptions {
-            reply_webhook: Some(format!("http://127.0.0.1:{port}/sms-reply?token={token}")),
-            ..options(Duration::from_millis(200))
-        },
+    let (s, sim) = start(Some(format!(
+        "http://127.0.0.1:{port}/sms-reply?token={token}"
+    )));
+    add_config(
+        &s,
+        &format!(
+            "[status]\nwebhook_listen = \"127.0.0.1:{port}\"\n\
+             webhook_token_env = \"SMSDROP_TEST_WEBHOOK_TOKEN\"\n\
+             [replies]\nmode = \"webhook\"\nflush_secs = 1\noutbox = \"outbox\"\n"
+        ),
     );
-    let mut cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
-    cfg.push_str(&format!(
-        "[status]\nwebhook_listen = \"127.0.0.1:{port}\"\n\
-         webhook_token_env = \"SMSDROP_TEST_WEBHOOK_TOKEN\"\n\
-         [replies]\nmode = \"webhook\"\nflush_secs = 1\noutbox = \"outbox\"\n"
-    ));
-    std::fs::write(s.path("smsdrop.toml"), cfg).unwrap();
     let daemon = s.daemon();
     s.drop_in("campanha.csv", export("a"));
     wait_for("replies decided", Duration::from_secs(60), || {
@@ -325,24 +344,26 @@ fn pushed_replies_twice_out_of_order_or_unknown_are_each_written_once() {
 )]
 fn both_mode_finds_what_the_push_missed_by_search() {
     let port = support::setup::free_port();
-    let s = Setup::new(Login::Key);
     let token = support::statuses::WEBHOOK_TOKEN;
     // The simulator pushes to a path nobody serves (a misconfigured URL at the gateway): every
     // push is lost; only `search` can bring the replies.
-    let sim = StatusSim::start_with(
-        &s.sshd.home(),
-        &s.path("sim"),
-        smsdrop::sandbox::statuses::StatusOptions {
-            reply_webhook: Some(format!("http://127.0.0.1:{port}/nowhere?token={token}")),
-            ..options(Duration::from_millis(200))
-        },
+    let (s, sim) = start(Some(format!(
+        "http://127.0.0.1:{port}/nowhere?token={token}"
+    )));
+    add_config(
+        &s,
+        &sim.config(
+            "off",
+            &format!(
+                "webhook_listen = \"127.0.0.1:{port}\"\n\
+                 webhook_token_env = \"SMSDROP_TEST_WEBHOOK_TOKEN\""
+            ),
+        ),
     );
-    let mut cfg = std::fs::read_to_string(s.path("smsdrop.toml")).unwrap();
-    cfg.push_str(&sim.config("off", &format!("webhook_listen = \"127.0.0.1:{port}\"\nwebhook_token_env = \"SMSDROP_TEST_WEBHOOK_TOKEN\"")));
-    cfg.push_str(
+    add_config(
+        &s,
         "[replies]\nmode = \"both\"\nreconcile = \"1m\"\nflush_secs = 1\noutbox = \"outbox\"\n",
     );
-    std::fs::write(s.path("smsdrop.toml"), cfg).unwrap();
     let mut first = s.daemon();
     s.drop_in("campanha.csv", export("a"));
     wait_for("replies decided", Duration::from_secs(60), || {
